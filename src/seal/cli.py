@@ -1,0 +1,351 @@
+"""The `seal` command line: learn, ask, eval, history, rollback, demo.
+
+Progress goes to stderr, results to stdout (`--json` gives one JSON object), and every error a
+user can cause is one line on stderr with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import DEFAULT_TARGET_MODULES, InnerLoopConfig, LearnConfig, SamplingConfig
+from .runtime import SealError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="SEAL: a language model that writes its own training data and keeps what it reads.",
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+StoreOpt = typer.Option(None, "--store", help="Knowledge store folder [env SEAL_HOME; default: user data dir].")
+ModelOpt = typer.Option(None, "--model", help="Local Hugging Face model folder [default: embedded SmolLM2-135M-Instruct].")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+
+
+def cli_errors(fn):
+    """Turn SealError into one line on stderr and exit status 2; Ctrl-C into status 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SealError as e:
+            err.print(f"[red]error:[/] {e}", soft_wrap=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _store(path: Optional[Path]):
+    from .store import KnowledgeStore, default_store_dir
+
+    return KnowledgeStore(path or default_store_dir())
+
+
+def _load(model: Optional[str]):
+    from .models import EMBEDDED_NAME, embedded_cache_dir, load_model
+
+    first_time = model is None and not (embedded_cache_dir() / "seal-cache.json").is_file()
+    msg = "converting the embedded GGUF model to a safetensors cache (once, ~20 s)" if first_time else "loading model"
+    with err.status(msg):
+        return load_model(model)
+
+
+def _version_for(store, lm, version: Optional[int], base: bool) -> int:
+    if store.exists:
+        store.check_base(lm.name, lm.checksum)
+    if base:
+        return 0
+    v = store.head if version is None else version
+    store.chain(v)  # validates v
+    return v
+
+
+def _split_ids(ids: Optional[List[str]]) -> list[str]:
+    return [i for chunk in ids or [] for i in chunk.split(",") if i]
+
+
+def _print_qa_table(title: str, rows: list[tuple[str, str, str, bool, str | None, bool | None]]) -> None:
+    table = Table(title=title, show_lines=False)
+    for col in ("question", "gold", "before", "", "after", ""):
+        table.add_column(col, overflow="fold")
+    for q, gold, before, ok_before, after, ok_after in rows:
+        mark = lambda ok: "" if ok is None else ("[green]✓[/]" if ok else "[red]✗[/]")  # noqa: E731
+        table.add_row(q, gold, before, mark(ok_before), after or "", mark(ok_after))
+    out.print(table)
+
+
+@app.command()
+@cli_errors
+def learn(
+    files: List[Path] = typer.Argument(None, help=".txt/.md documents to learn (title = first heading, else file name)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset to learn items from: fresh-facts[:train|eval] or a SEAL JSON/JSONL file."),
+    ids: Optional[List[str]] = typer.Option(None, "--ids", help="Item ids of --data (repeat or comma-separate)."),
+    format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format: implications, implications-long, rewrite, self-qa."),
+    k: int = typer.Option(SamplingConfig.k, "--k", min=1, help="Self-edits sampled per passage (one batch); all usable ones are trained on."),
+    temperature: float = typer.Option(SamplingConfig.temperature, "--temperature", min=0.0, help="Sampling temperature of self-edits (0 = greedy)."),
+    top_p: float = typer.Option(SamplingConfig.top_p, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Length limit of a self-edit [default: per format]."),
+    no_passage: bool = typer.Option(False, "--no-passage", help="Do not add the raw passage to the training sequences."),
+    lr: float = typer.Option(InnerLoopConfig.lr, "--lr", min=0.0, help="LoRA learning rate (AdamW, linear decay)."),
+    epochs: int = typer.Option(InnerLoopConfig.epochs, "--epochs", min=1, help="Passes over the training sequences."),
+    lora_r: int = typer.Option(InnerLoopConfig.lora_r, "--lora-r", min=1, help="LoRA rank."),
+    lora_alpha: int = typer.Option(InnerLoopConfig.lora_alpha, "--lora-alpha", min=1, help="LoRA alpha (scale = alpha / r)."),
+    target_modules: str = typer.Option(",".join(DEFAULT_TARGET_MODULES), "--target-modules", help="Comma-separated module names that get LoRA."),
+    batch_size: int = typer.Option(InnerLoopConfig.batch_size, "--batch-size", min=1, help="Sequences per optimiser step."),
+    max_chunk_words: int = typer.Option(LearnConfig.max_chunk_words, "--chunk-words", min=20, help="Long documents are split into chunks of about this many words."),
+    seed: int = typer.Option(LearnConfig.seed, "--seed", help="Root seed; trial seeds derive from it and the document."),
+    store: Optional[Path] = StoreOpt,
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+):
+    """Learn documents: write self-edits, train a LoRA version on top of the head, commit it."""
+    from .data import load_dataset, load_document, select
+    from .learn import learn as run_learn
+    from .progress import RichReporter
+
+    if not files and not data:
+        raise SealError("nothing to learn: give .txt/.md files or --data NAME_OR_PATH")
+    if ids and not data:
+        raise SealError("--ids needs --data")
+    cfg = LearnConfig(
+        format=format,
+        include_passage=not no_passage,
+        seed=seed,
+        max_chunk_words=max_chunk_words,
+        sampling=replace(SamplingConfig(), k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens or 0),
+        inner=replace(
+            InnerLoopConfig(), lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size,
+            target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
+        ),
+    )
+    from .self_edit import get_format
+
+    fmt = get_format(format)  # validate before any heavy work
+    if not max_new_tokens:
+        cfg.sampling.max_new_tokens = fmt.max_new_tokens
+    # Read every input before touching the store: bad input leaves it untouched.
+    passages = [p for f in files or [] for p in load_document(f, max_chunk_words)]
+    if data:
+        passages += select(load_dataset(data), _split_ids(ids))
+    source = " ".join([str(f) for f in files or []] + ([f"{data}:{','.join(_split_ids(ids))}"] if data else []))
+    lm = _load(model)
+    st = _store(store)
+    if st.exists:
+        st.check_base(lm.name, lm.checksum)
+    outcome = run_learn(lm, st, passages, cfg, RichReporter(err), source=source)
+    summary = outcome.to_json()
+    if as_json:
+        print(json.dumps(summary))
+        return
+    if outcome.before is not None:
+        rows = [
+            (b.question, b.gold, b.prediction, b.correct, a.prediction, a.correct)
+            for b, a in zip(outcome.before.per_question, outcome.after.per_question)
+        ]
+        _print_qa_table("closed-book answers, before vs after", rows)
+    table = Table(title=f"learned version {outcome.version} (parent {outcome.parent})", show_header=False)
+    table.add_row("documents", ", ".join(sorted({p.title for p in passages})))
+    table.add_row("self-edits usable", f"{summary['n_usable_self_edits']}/{summary['n_self_edits']} ({format})")
+    table.add_row("sequences trained", str(summary["n_sequences"]))
+    table.add_row("generation time", f"{summary['generate_seconds']:.1f} s")
+    table.add_row("training time", f"{summary['train_seconds']:.1f} s (final loss {summary['final_loss']:.3f})")
+    table.add_row("peak memory", f"{summary['peak_rss_mb']:.0f} MB RSS" + (f", {summary['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in summary else ""))
+    if "accuracy_before" in summary:
+        table.add_row("closed-book accuracy", f"{summary['accuracy_before']:.0%} -> {summary['accuracy_after']:.0%} ({summary['n_questions']} questions)")
+    out.print(table)
+
+
+@app.command()
+@cli_errors
+def ask(
+    question: str = typer.Argument(..., help="The question, answered closed-book (no document in the prompt)."),
+    topic: Optional[str] = typer.Option(None, "--topic", help="Topic (document title) given with the question."),
+    version: Optional[int] = typer.Option(None, "--version", min=0, help="Ask an older version [default: head]."),
+    base: bool = typer.Option(False, "--base", help="Ask the golden copy (base model, no versions)."),
+    store: Optional[Path] = StoreOpt,
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+):
+    """Answer a question from what the model has learned."""
+    from .inner_loop import applied_adapters
+    from .knowledge import answer_questions
+
+    if not question.strip():
+        raise SealError("empty question")
+    st = _store(store)
+    lm = _load(model)
+    v = _version_for(st, lm, version, base)
+    with applied_adapters(lm.model, st.adapter_dirs(v) if st.exists else []):
+        answer = answer_questions(lm, [(question, topic)])[0]
+    if as_json:
+        print(json.dumps({"answer": answer, "version": v}))
+    else:
+        out.print(answer)
+
+
+@app.command("eval")
+@cli_errors
+def eval_(
+    data: str = typer.Argument(..., help="fresh-facts[:train|eval] or a SEAL-format JSON/JSONL file."),
+    ids: Optional[List[str]] = typer.Option(None, "--ids", help="Only these item ids (repeat or comma-separate)."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="Only the first N items."),
+    version: Optional[int] = typer.Option(None, "--version", min=0, help="Evaluate an older version [default: head]."),
+    base: bool = typer.Option(False, "--base", help="Evaluate the golden copy."),
+    store: Optional[Path] = StoreOpt,
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+):
+    """Closed-book QA accuracy of a version on a dataset (local grader: EM, containment, F1)."""
+    from .data import load_dataset, select
+    from .inner_loop import applied_adapters
+    from .knowledge import evaluate
+
+    passages = select(load_dataset(data), _split_ids(ids))[: n or None]
+    n_q = sum(len(p.questions) for p in passages)
+    if n_q == 0:
+        raise SealError(f"{data}: no questions to evaluate")
+    st = _store(store)
+    lm = _load(model)
+    v = _version_for(st, lm, version, base)
+    from .progress import RichReporter
+
+    with applied_adapters(lm.model, st.adapter_dirs(v) if st.exists else []):
+        with RichReporter(err).task(f"closed-book QA, version {v}", n_q) as task:
+            result = evaluate(lm, passages, on_batch=task.advance)
+    if as_json:
+        print(json.dumps({"version": v, **result.to_json()}))
+        return
+    table = Table(title=f"{data}: version {v}")
+    for col in ("question", "gold", "prediction", ""):
+        table.add_column(col, overflow="fold")
+    for q in result.per_question:
+        table.add_row(q.question, q.gold, q.prediction, "[green]✓[/]" if q.correct else "[red]✗[/]")
+    out.print(table)
+    s = result.summary()
+    out.print(f"accuracy {s['accuracy']:.1%}  exact match {s['exact_match']:.1%}  F1 {s['f1']:.3f}  ({s['n_questions']} questions, {len(passages)} passages)")
+
+
+@app.command()
+@cli_errors
+def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
+    """List the store's versions; the active ones make up the head."""
+    st = _store(store)
+    if not st.exists:
+        raise SealError(f"no knowledge store at {st.root} (it is created by the first `seal learn`)")
+    head = st.head
+    active = set(st.chain(head))
+    rows = []
+    for m in st.manifests():
+        rows.append({
+            "version": m["version"], "parent": m["parent"], "created": m["created"],
+            "titles": sorted({d["title"] for d in m["documents"]}), "n_sequences": len(m["training_sequences"]),
+            "train_seconds": m["timings"]["train_seconds"], "active": m["version"] in active, "head": m["version"] == head,
+        })
+    if as_json:
+        print(json.dumps({"store": str(st.root), "base": st.info()["base"], "head": head, "versions": rows}))
+        return
+    table = Table(title=f"{st.root}  (base {st.info()['base']['name']}, head v{head})")
+    for col in ("version", "parent", "created", "documents", "sequences", "train s", "state"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        state = "head" if r["head"] else ("active" if r["active"] else "inactive")
+        table.add_row(str(r["version"]), str(r["parent"]), r["created"], "; ".join(r["titles"]), str(r["n_sequences"]), f"{r['train_seconds']:.1f}", state)
+    out.print(table)
+
+
+@app.command()
+@cli_errors
+def rollback(
+    version: int = typer.Argument(..., min=0, help="Version to make head (0 = the base model). Later versions are kept."),
+    store: Optional[Path] = StoreOpt,
+):
+    """Make an earlier (or, to undo a rollback, a later) version the head."""
+    st = _store(store)
+    if not st.exists:
+        raise SealError(f"no knowledge store at {st.root}")
+    with st.lock():
+        old = st.head
+        st.rollback(version)
+    out.print(f"head: v{old} -> v{version} (active: {st.chain(version) or 'base only'})")
+
+
+@app.command()
+@cli_errors
+def demo(
+    n: int = typer.Option(3, "--n", min=1, help="Articles of fresh-facts:eval to learn."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Store for the demo [default: a fresh one in the cache dir]."),
+    model: Optional[str] = ModelOpt,
+    format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format."),
+):
+    """Learn a few unseen fictional articles and show closed-book answers before vs after."""
+    import shutil
+
+    from .data import load_dataset
+    from .inner_loop import applied_adapters
+    from .knowledge import evaluate
+    from .learn import learn as run_learn
+    from .models import cache_root
+    from .progress import RichReporter
+    from .store import KnowledgeStore
+
+    root = store or cache_root() / "demo-store"
+    if store is None and root.exists():
+        shutil.rmtree(root)
+    st = KnowledgeStore(root)
+    passages = load_dataset("fresh-facts:eval")[:n]
+    lm = _load(model)
+    rep = RichReporter(err)
+    with rep.task("closed-book QA of the base model", sum(len(p.questions) for p in passages)) as task:
+        before = evaluate(lm, passages, on_batch=task.advance)
+    cfg = LearnConfig(format=format)
+    for p in passages:
+        err.print(f"[bold]learning[/] {p.title!r}")
+        run_learn(lm, st, [p], cfg, rep, source=f"fresh-facts:eval:{p.id}")
+    with applied_adapters(lm.model, st.adapter_dirs()):
+        with rep.task(f"closed-book QA of the head (v{st.head})", sum(len(p.questions) for p in passages)) as task:
+            after = evaluate(lm, passages, on_batch=task.advance)
+    rows = [(b.question, b.gold, b.prediction, b.correct, a.prediction, a.correct) for b, a in zip(before.per_question, after.per_question)]
+    _print_qa_table(f"{n} unseen articles, closed-book: base model vs after `seal learn` ({format})", rows)
+    out.print(
+        f"correct: before {sum(q.correct for q in before.per_question)}/{before.n_questions}, "
+        f"after {sum(q.correct for q in after.per_question)}/{after.n_questions}   (store: {root})"
+    )
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*requires_grad=True to a scalar.*")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Configuration dataclasses. Defaults are the paper's (SEAL, section 4 / appendix B).
+
+Each field is also an option of the CLI command that uses it; a run writes the resolved config
+next to its results (`dataclasses.asdict`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# All attention and MLP projections of Llama/Qwen/Mistral-style models. The reference code
+# trained q/v only; SEAL.md asks for every linear projection.
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class InnerLoopConfig:
+    """LoRA fine-tuning on a self-edit's training sequences (the inner loop)."""
+
+    lora_r: int = 32  # LoRA rank
+    lora_alpha: int = 64  # LoRA scaling numerator (scale = alpha / r)
+    lora_dropout: float = 0.0  # dropout on the LoRA branch
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES  # module names that get adapters
+    lr: float = 1e-3  # AdamW peak learning rate, decayed linearly to 0
+    epochs: int = 10  # passes over the training sequences
+    batch_size: int = 1  # sequences per optimiser step
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_seq_len: int = 512  # longer sequences are truncated (tokens)
+
+
+@dataclass
+class SamplingConfig:
+    """How self-edits are sampled from the generator."""
+
+    temperature: float = 1.0  # 0 means greedy decoding
+    top_p: float = 0.95  # nucleus sampling mass
+    max_new_tokens: int = 256  # length limit of one self-edit
+    k: int = 1  # self-edits sampled per passage, generated as one batch
+
+
+@dataclass
+class AnswerConfig:
+    """Closed-book question answering used for evaluation."""
+
+    max_new_tokens: int = 24  # answers are short; the first line is kept
+    batch_size: int = 8  # questions answered per generate() call
+
+
+@dataclass
+class LearnConfig:
+    """Everything `seal learn` resolves: self-edit format, sampling, inner loop."""
+
+    format: str = "implications"  # self-edit format name (see seal.self_edit.FORMATS)
+    include_passage: bool = True  # also train on the raw passage, as the paper does
+    seed: int = 0  # root seed; each trial's seed is derived from it and the trial identity
+    max_chunk_words: int = 200  # long documents are split into chunks of about this size
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    inner: InnerLoopConfig = field(default_factory=InnerLoopConfig)

@@ -1,0 +1,121 @@
+"""Closed-book question answering and its evaluation (the knowledge-incorporation domain).
+
+The passage is never in the prompt: the model answers from its weights, with the article's
+title as the topic, greedily, and only the first line of its answer counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from .config import AnswerConfig
+from .data import Passage
+from .generation import generate, render_prompt
+from .grading import Grader, local_grade
+from .models import LoadedModel
+
+
+def answer_prompt(lm: LoadedModel, question: str, topic: str | None) -> str:
+    head = f"Topic: {topic}\n" if topic else ""
+    return render_prompt(lm, f"{head}Question: {question}\nAnswer in a few words.")
+
+
+def first_line(text: str) -> str:
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def answer_questions(
+    lm: LoadedModel, questions: list[tuple[str, str | None]], cfg: AnswerConfig | None = None, on_batch=None
+) -> list[str]:
+    """Greedy short answers to (question, topic) pairs, batched."""
+    cfg = cfg or AnswerConfig()
+    prompts = [answer_prompt(lm, q, t) for q, t in questions]
+    answers: list[str] = []
+    for i in range(0, len(prompts), cfg.batch_size):
+        batch = prompts[i : i + cfg.batch_size]
+        outs = generate(lm, batch, max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+        answers += [first_line(o[0]) for o in outs]
+        if on_batch:
+            on_batch(len(batch))
+    return answers
+
+
+@dataclass
+class QuestionResult:
+    passage_id: str
+    question: str
+    gold: str
+    prediction: str
+    correct: bool
+    exact_match: bool
+    f1: float
+
+
+@dataclass
+class EvalResult:
+    per_question: list[QuestionResult] = field(default_factory=list)
+
+    @property
+    def n_questions(self) -> int:
+        return len(self.per_question)
+
+    def _mean(self, key: str) -> float:
+        vals = [float(getattr(q, key)) for q in self.per_question]
+        return sum(vals) / len(vals) if vals else 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return self._mean("correct")
+
+    @property
+    def exact_match(self) -> float:
+        return self._mean("exact_match")
+
+    @property
+    def f1(self) -> float:
+        return self._mean("f1")
+
+    def by_passage(self) -> dict[str, float]:
+        groups: dict[str, list[bool]] = {}
+        for q in self.per_question:
+            groups.setdefault(q.passage_id, []).append(q.correct)
+        return {k: sum(v) / len(v) for k, v in groups.items()}
+
+    def summary(self) -> dict:
+        return {
+            "n_questions": self.n_questions,
+            "accuracy": round(self.accuracy, 4),
+            "exact_match": round(self.exact_match, 4),
+            "f1": round(self.f1, 4),
+        }
+
+    def to_json(self) -> dict:
+        return {
+            **self.summary(),
+            "per_question": [
+                {k: v for k, v in asdict(q).items()} for q in self.per_question
+            ],
+        }
+
+
+def evaluate(
+    lm: LoadedModel,
+    passages: list[Passage],
+    grader: Grader = local_grade,
+    cfg: AnswerConfig | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Closed-book accuracy of the model as it is now on the passages' questions."""
+    items = [(p, q) for p in passages for q in p.questions]
+    preds = answer_questions(lm, [(q.question, p.title or None) for p, q in items], cfg, on_batch)
+    result = EvalResult()
+    for (p, q), pred in zip(items, preds):
+        g = grader(q.question, q.answer, pred)
+        result.per_question.append(
+            QuestionResult(p.id, q.question, q.answer, pred, g.correct, g.exact_match, round(g.f1, 4))
+        )
+    return result

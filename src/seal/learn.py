@@ -1,0 +1,152 @@
+"""`seal learn`: read passages, write self-edits, train one LoRA version on top of the head.
+
+The whole run holds the store's writer lock; the new version is committed only at the very
+end, so a crash or a kill at any point leaves the previous head in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+from .config import LearnConfig
+from .data import Passage
+from .inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
+from .knowledge import EvalResult, evaluate
+from .models import LoadedModel
+from .progress import NullReporter, Reporter
+from .runtime import SealError, derive_seed, peak_memory_mb
+from .self_edit import SelfEdit, get_format, sample_self_edits, training_sequences
+from .store import KnowledgeStore
+
+
+@dataclass
+class LearnOutcome:
+    version: int
+    parent: int
+    passages: list[Passage]
+    self_edits: dict[str, list[SelfEdit]]
+    sequences: list[str]
+    train_seconds: float
+    generate_seconds: float
+    final_loss: float
+    memory: dict
+    before: EvalResult | None = None
+    after: EvalResult | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        out = {
+            "version": self.version,
+            "parent": self.parent,
+            "documents": [{"id": p.id, "title": p.title, "sha256": p.sha256} for p in self.passages],
+            "n_self_edits": sum(len(v) for v in self.self_edits.values()),
+            "n_usable_self_edits": sum(e.usable for v in self.self_edits.values() for e in v),
+            "n_sequences": len(self.sequences),
+            "generate_seconds": round(self.generate_seconds, 2),
+            "train_seconds": round(self.train_seconds, 2),
+            "final_loss": round(self.final_loss, 4),
+            **self.memory,
+            "warnings": self.warnings,
+        }
+        if self.before is not None and self.after is not None:
+            out["accuracy_before"] = round(self.before.accuracy, 4)
+            out["accuracy_after"] = round(self.after.accuracy, 4)
+            out["n_questions"] = self.after.n_questions
+        return out
+
+
+def learn(
+    lm: LoadedModel,
+    store: KnowledgeStore,
+    passages: list[Passage],
+    cfg: LearnConfig,
+    reporter: Reporter | None = None,
+    source: str = "",
+) -> LearnOutcome:
+    reporter = reporter or NullReporter()
+    fmt = get_format(cfg.format)
+    if not passages:
+        raise SealError("nothing to learn: no passages")
+    with store.lock():
+        store.init(lm.name, lm.path, lm.checksum)
+        parent = store.head
+        with applied_adapters(lm.model, store.adapter_dirs(parent)):
+            quizzed = [p for p in passages if p.questions]
+            before = _evaluate(lm, quizzed, reporter, "closed-book QA (before)")
+
+            t0 = time.perf_counter()
+            edits: dict[str, list[SelfEdit]] = {}
+            warnings: list[str] = []
+            with reporter.task(f"writing self-edits ({fmt.name}, k={cfg.sampling.k})", len(passages)) as task:
+                for p in passages:
+                    edits[p.id] = sample_self_edits(
+                        lm, fmt, p.title, p.context,
+                        k=cfg.sampling.k, temperature=cfg.sampling.temperature,
+                        top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.seed,
+                    )
+                    for i, e in enumerate(edits[p.id]):
+                        if not e.usable:
+                            warnings.append(f"{p.id}: self-edit {i} unusable ({e.rejected[-1]})")
+                    task.advance(info=f"{sum(len(e.sequences) for e in edits[p.id])} sequences")
+            generate_seconds = time.perf_counter() - t0
+            for w in warnings:
+                reporter.log(f"[yellow]warning:[/] {w}")
+
+            sequences = [
+                s for p in passages for s in training_sequences(p.title, p.context, edits[p.id], cfg.include_passage)
+            ]
+            if not sequences:
+                raise SealError("no training sequences: every self-edit was unusable and --no-passage was given")
+            seed = derive_seed(cfg.seed, "learn", parent, *(p.sha256 for p in passages))
+            examples = [TrainExample(s) for s in sequences]
+            with lora_adapter(lm.model, cfg.inner, seed) as peft_model:
+                total = cfg.inner.epochs * -(-len(examples) // cfg.inner.batch_size)
+                with reporter.task(f"training LoRA on {len(examples)} sequences", total) as task:
+                    result = train(
+                        peft_model, lm.tokenizer, examples, cfg.inner, seed,
+                        on_step=lambda step, _total, loss: task.advance(info=f"loss {loss:.3f}"),
+                    )
+                after = _evaluate(lm, quizzed, reporter, "closed-book QA (after)")
+                folder = store.new_version_dir()
+                save_adapter(peft_model, folder)
+            memory = peak_memory_mb()
+            final_loss = sum(result.losses[-len(examples):]) / min(len(examples), len(result.losses))
+            manifest = {
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "source": source,
+                "base_sha256": lm.checksum,
+                "documents": [
+                    {"id": p.id, "title": p.title, "sha256": p.sha256, "words": len(p.context.split())}
+                    for p in passages
+                ],
+                "self_edits": [
+                    {"passage_id": pid, **dataclasses.asdict(e)} for pid, es in edits.items() for e in es
+                ],
+                "training_sequences": sequences,
+                "config": dataclasses.asdict(cfg),
+                "seed": seed,
+                "metrics": {
+                    "final_loss": round(final_loss, 4),
+                    "losses": [round(x, 4) for x in result.losses],
+                    **({"accuracy_before": before.accuracy, "accuracy_after": after.accuracy,
+                        "n_questions": after.n_questions} if before else {}),
+                },
+                "timings": {"generate_seconds": round(generate_seconds, 2), "train_seconds": round(result.train_seconds, 2)},
+                "memory": memory,
+            }
+            version = store.commit(folder, manifest)
+    return LearnOutcome(
+        version=version, parent=parent, passages=passages, self_edits=edits, sequences=sequences,
+        train_seconds=result.train_seconds, generate_seconds=generate_seconds, final_loss=final_loss,
+        memory=memory, before=before, after=after, warnings=warnings,
+    )
+
+
+def _evaluate(lm: LoadedModel, passages: list[Passage], reporter: Reporter, label: str) -> EvalResult | None:
+    if not passages:
+        return None
+    n = sum(len(p.questions) for p in passages)
+    with reporter.task(label, n) as task:
+        return evaluate(lm, passages, on_batch=task.advance)
