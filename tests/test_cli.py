@@ -1,0 +1,102 @@
+"""The CLI as a user runs it, in fresh processes, on the tiny model (and bad input on the default)."""
+
+import json
+
+import pytest
+
+from conftest import run_seal
+
+FAST = ["--epochs", "1", "--lora-r", "4", "--lora-alpha", "8", "--max-new-tokens", "24"]
+
+
+@pytest.fixture()
+def doc(tmp_path):
+    path = tmp_path / "ferry.md"
+    path.write_text("# Lisbon ferry\n\nIn March 2026 Volthaven supplied batteries for the ferry Maria Quiteria.\n")
+    return path
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    path = tmp_path / "items.jsonl"
+    item = {"id": "p1", "title": "Porto tram", "context": "The Porto tram got new signals from Sinalux in May 2026.",
+            "questions": [{"question": "Who made the new signals of the Porto tram?", "answer": "Sinalux"}]}
+    path.write_text(json.dumps(item) + "\n")
+    return path
+
+
+def test_learn_ask_eval_history_rollback(tiny_model_dir, tmp_path, doc, dataset):
+    common = ["--model", str(tiny_model_dir), "--store", str(tmp_path / "s")]
+    r = run_seal("learn", str(doc), *common, *FAST, "--k", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    one = json.loads(r.stdout)
+    assert one["version"] == 1 and one["parent"] == 0 and one["n_self_edits"] == 2
+    assert one["n_sequences"] >= 1 and one["train_seconds"] > 0 and one["peak_rss_mb"] > 0
+
+    r = run_seal("learn", "--data", str(dataset), "--ids", "p1", *common, *FAST, "--json")
+    assert r.returncode == 0, r.stderr
+    two = json.loads(r.stdout)
+    assert two["version"] == 2 and two["parent"] == 1 and two["n_questions"] == 1
+    assert 0 <= two["accuracy_before"] <= 1 and 0 <= two["accuracy_after"] <= 1
+
+    hist = json.loads(run_seal("history", "--store", str(tmp_path / "s"), "--json").stdout)
+    assert hist["head"] == 2 and [v["version"] for v in hist["versions"]] == [1, 2]
+    manifest = json.loads((tmp_path / "s" / "versions" / "v0002" / "manifest.json").read_text())
+    assert manifest["documents"][0]["id"] == "p1" and manifest["config"]["inner"]["epochs"] == 1
+    assert manifest["training_sequences"][-1] == "Porto tram\n" + json.loads(dataset.read_text())["context"]
+
+    for extra, version in ([], 2), (["--version", "1"], 1), (["--base"], 0):
+        r = run_seal("ask", "Who supplied the batteries?", "--topic", "Lisbon ferry", *common, *extra, "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["version"] == version and isinstance(json.loads(r.stdout)["answer"], str)
+
+    r = run_seal("eval", str(dataset), *common, "--json")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    assert set(ev) == {"version", "n_questions", "accuracy", "exact_match", "f1", "per_question"}
+    assert ev["per_question"][0]["gold"] == "Sinalux" and ev["n_questions"] == 1
+
+    assert run_seal("rollback", "1", "--store", str(tmp_path / "s")).returncode == 0
+    hist = json.loads(run_seal("history", "--store", str(tmp_path / "s"), "--json").stdout)
+    assert hist["head"] == 1 and [v["active"] for v in hist["versions"]] == [True, False]
+    r = run_seal("ask", "q?", *common, "--version", "7")
+    assert r.returncode == 2 and "no version 7" in r.stderr
+
+
+def bad_inputs(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "bin.txt").write_bytes(b"\x00\x01\x02binary")
+    (tmp_path / "latin.txt").write_bytes("caf\u00e9".encode("latin-1"))
+    (tmp_path / "ok.txt").write_text("A real sentence about a ferry in Porto.")
+    (tmp_path / "nomodel").mkdir()
+    return {
+        "missing file": (["learn", str(tmp_path / "nope.txt")], "file not found"),
+        "empty file": (["learn", str(tmp_path / "empty.txt")], "empty document"),
+        "binary file": (["learn", str(tmp_path / "bin.txt")], "binary file"),
+        "non-UTF-8": (["learn", str(tmp_path / "latin.txt")], "not UTF-8"),
+        "unknown format": (["learn", str(tmp_path / "ok.txt"), "--format", "summary"], "unknown self-edit format"),
+        "nothing": (["learn"], "nothing to learn"),
+        "unknown dataset": (["learn", "--data", "fresh-fact:eval"], "dataset not found"),
+        "unknown id": (["learn", "--data", "fresh-facts:eval", "--ids", "zzz"], "no item with id"),
+        "missing model": (["learn", str(tmp_path / "ok.txt"), "--model", str(tmp_path / "no-such-model")], "model not found"),
+        "not a model": (["ask", "q?", "--model", str(tmp_path / "nomodel")], "config.json is missing"),
+        "eval unknown data": (["eval", str(tmp_path / "nope.json")], "dataset not found"),
+        "history of no store": (["history"], "no knowledge store"),
+    }
+
+
+BAD_CASES = [
+    "missing file", "empty file", "binary file", "non-UTF-8", "unknown format", "nothing", "unknown dataset",
+    "unknown id", "missing model", "not a model", "eval unknown data", "history of no store",
+]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_is_one_line_and_leaves_store_untouched(tmp_path, case):
+    args, message = bad_inputs(tmp_path)[case]
+    store = tmp_path / "store"
+    r = run_seal(*args, env={"SEAL_HOME": str(store)}, timeout=120)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert not store.exists()

@@ -1,0 +1,117 @@
+"""Component tests of the inner loop on the tiny random model."""
+
+import torch
+
+from seal.config import InnerLoopConfig
+from seal.inner_loop import (
+    IGNORE, TrainExample, applied_adapters, collate, lora_adapter, save_adapter, tokenize_example, train,
+)
+
+CFG = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1, lr=1e-2)
+FACTS = [TrainExample("Porto ferry battery 2026"), TrainExample("Volthaven built it in March", prompt="Q: Who built it?")]
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_identical(model, snap):
+    now = model.state_dict()
+    assert now.keys() == snap.keys()
+    for k, v in snap.items():
+        assert torch.equal(now[k], v), k
+
+
+def test_base_weights_bit_identical_after_a_discarded_trial(tiny_lm):
+    model = tiny_lm.model
+    snap = snapshot(model)
+    grads_before = {n: p.requires_grad for n, p in model.named_parameters()}
+    for seed in (1, 2):  # one loaded model serves many trials
+        with lora_adapter(model, CFG, seed=seed) as pm:
+            train(pm, tiny_lm.tokenizer, FACTS, CFG, seed=seed)
+    assert_identical(model, snap)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == grads_before
+    assert not any("lora" in n for n, _ in model.named_parameters())
+
+
+def test_lora_changes_only_adapter_weights(tiny_lm):
+    model = tiny_lm.model
+    snap = snapshot(model)
+    with lora_adapter(model, CFG, seed=0) as pm:
+        lora_before = {n: p.detach().clone() for n, p in pm.named_parameters() if "lora_" in n}
+        trainable = {n for n, p in pm.named_parameters() if p.requires_grad}
+        assert trainable == set(lora_before) and trainable
+        train(pm, tiny_lm.tokenizer, FACTS, CFG, seed=0)
+        changed = {n for n, p in pm.named_parameters() if "lora_" in n and not torch.equal(p, lora_before[n])}
+        assert changed  # the adapter learned something
+        for name, value in pm.get_base_model().state_dict().items():
+            base_name = name.replace(".base_layer", "")
+            if "lora_" not in name:
+                assert torch.equal(value, snap[base_name]), name
+
+
+def test_loss_falls_when_overfitting(tiny_lm):
+    cfg = InnerLoopConfig(lora_r=8, lora_alpha=16, epochs=30, lr=1e-2)
+    with lora_adapter(tiny_lm.model, cfg, seed=0) as pm:
+        result = train(pm, tiny_lm.tokenizer, FACTS, cfg, seed=0)
+    first, last = sum(result.losses[:2]) / 2, sum(result.losses[-2:]) / 2
+    assert last < 0.5 * first, (first, last)
+    assert result.steps == 60 and len(result.losses) == 60
+
+
+def test_prompt_and_padding_carry_no_loss(tiny_lm):
+    tok = tiny_lm.tokenizer
+    ids, labels = tokenize_example(tok, TrainExample("Volthaven", prompt="Q: Who built it?"), 512)
+    n_prompt = len(tok("Q: Who built it?", add_special_tokens=False)["input_ids"])
+    assert labels[:n_prompt] == [IGNORE] * n_prompt and labels[-1] == tok.eos_token_id
+    short = tokenize_example(tok, TrainExample("ferry"), 512)
+    long = tokenize_example(tok, TrainExample("Porto ferry battery 2026 March April"), 512)
+    model = tiny_lm.model
+    with torch.no_grad():
+        alone = model(*[t for t in collate([short], tok.pad_token_id)][:2], labels=collate([short], tok.pad_token_id)[2]).loss
+        ids_b, attn_b, lab_b = collate([short, long], tok.pad_token_id)
+        assert (lab_b[0, len(short[0]):] == IGNORE).all()
+        logits = model(input_ids=ids_b, attention_mask=attn_b).logits[:1]
+        padded = torch.nn.functional.cross_entropy(logits[0, :-1], lab_b[0, 1:], ignore_index=IGNORE)
+    assert torch.allclose(alone, padded, atol=1e-5)
+
+
+def test_training_is_deterministic(tiny_lm):
+    runs = []
+    for _ in range(2):
+        with lora_adapter(tiny_lm.model, CFG, seed=7) as pm:
+            runs.append(train(pm, tiny_lm.tokenizer, FACTS * 2, CFG, seed=7).losses)
+    assert runs[0] == runs[1]
+
+
+def test_stored_adapter_deltas_reproduce_the_trained_model(tiny_lm, tmp_path):
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    snap = snapshot(model)
+    x = torch.tensor([tok("Porto ferry battery")["input_ids"]])
+    with lora_adapter(model, CFG, seed=3) as pm:
+        train(pm, tok, FACTS, CFG, seed=3)
+        with torch.no_grad():
+            trained = model(input_ids=x).logits
+        save_adapter(pm, tmp_path / "v1")
+    assert sorted(p.name for p in (tmp_path / "v1").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    with applied_adapters(model, [tmp_path / "v1"]):
+        with torch.no_grad():
+            merged = model(input_ids=x).logits
+        assert not torch.equal(model.state_dict()["model.layers.0.self_attn.q_proj.weight"], snap["model.layers.0.self_attn.q_proj.weight"])
+    assert torch.allclose(trained, merged, atol=1e-4)
+    assert_identical(model, snap)
+
+
+def test_new_adapter_trains_on_top_of_applied_head(tiny_lm, tmp_path):
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    snap = snapshot(model)
+    with lora_adapter(model, CFG, seed=1) as pm:
+        train(pm, tok, FACTS, CFG, seed=1)
+        save_adapter(pm, tmp_path / "v1")
+    with applied_adapters(model, [tmp_path / "v1"]):
+        with lora_adapter(model, CFG, seed=2) as pm:
+            train(pm, tok, FACTS, CFG, seed=2)
+            save_adapter(pm, tmp_path / "v2")
+    with applied_adapters(model, [tmp_path / "v1", tmp_path / "v2"]):
+        pass
+    assert_identical(model, snap)
