@@ -69,6 +69,8 @@ def bad_inputs(tmp_path):
     (tmp_path / "latin.txt").write_bytes("caf\u00e9".encode("latin-1"))
     (tmp_path / "ok.txt").write_text("A real sentence about a ferry in Porto.")
     (tmp_path / "nomodel").mkdir()
+    (tmp_path / "oddmodel").mkdir()
+    (tmp_path / "oddmodel" / "config.json").write_text('{"model_type": "no-such-architecture"}')
     return {
         "missing file": (["learn", str(tmp_path / "nope.txt")], "file not found"),
         "empty file": (["learn", str(tmp_path / "empty.txt")], "empty document"),
@@ -80,6 +82,7 @@ def bad_inputs(tmp_path):
         "unknown id": (["learn", "--data", "fresh-facts:eval", "--ids", "zzz"], "no item with id"),
         "missing model": (["learn", str(tmp_path / "ok.txt"), "--model", str(tmp_path / "no-such-model")], "model not found"),
         "not a model": (["ask", "q?", "--model", str(tmp_path / "nomodel")], "config.json is missing"),
+        "unknown model type": (["ask", "q?", "--model", str(tmp_path / "oddmodel")], "cannot load model from"),
         "eval unknown data": (["eval", str(tmp_path / "nope.json")], "dataset not found"),
         "history of no store": (["history"], "no knowledge store"),
     }
@@ -87,7 +90,7 @@ def bad_inputs(tmp_path):
 
 BAD_CASES = [
     "missing file", "empty file", "binary file", "non-UTF-8", "unknown format", "nothing", "unknown dataset",
-    "unknown id", "missing model", "not a model", "eval unknown data", "history of no store",
+    "unknown id", "missing model", "not a model", "unknown model type", "eval unknown data", "history of no store",
 ]
 
 

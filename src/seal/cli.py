@@ -98,7 +98,7 @@ def learn(
     data: Optional[str] = typer.Option(None, "--data", help="Dataset to learn items from: fresh-facts[:train|eval] or a SEAL JSON/JSONL file."),
     ids: Optional[List[str]] = typer.Option(None, "--ids", help="Item ids of --data (repeat or comma-separate)."),
     format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format: implications, implications-long, rewrite, self-qa."),
-    k: int = typer.Option(SamplingConfig.k, "--k", min=1, help="Self-edits sampled per passage (one batch); all usable ones are trained on."),
+    k: int = typer.Option(SamplingConfig.k, "--k", min=0, help="Self-edits sampled per passage (one batch); all usable ones are trained on. 0 = passage only."),
     temperature: float = typer.Option(SamplingConfig.temperature, "--temperature", min=0.0, help="Sampling temperature of self-edits (0 = greedy)."),
     top_p: float = typer.Option(SamplingConfig.top_p, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Length limit of a self-edit [default: per format]."),

@@ -81,6 +81,10 @@ def learn(
             warnings: list[str] = []
             with reporter.task(f"writing self-edits ({fmt.name}, k={cfg.sampling.k})", len(passages)) as task:
                 for p in passages:
+                    if cfg.sampling.k == 0:  # passage only: the paper's "train on passage" baseline
+                        edits[p.id] = []
+                        task.advance()
+                        continue
                     edits[p.id] = sample_self_edits(
                         lm, fmt, p.title, p.context,
                         k=cfg.sampling.k, temperature=cfg.sampling.temperature,

@@ -163,7 +163,8 @@ def load_model(spec: str | None = None, device: str | None = None) -> LoadedMode
     except (ValueError, OSError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SealError(f"cannot load model from {path}: {first}") from e
-    if device:
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device != "cpu":
         model.to(device)
     model.eval()
     if tok.pad_token_id is None:

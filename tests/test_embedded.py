@@ -1,0 +1,82 @@
+"""Slow tier: the real embedded SmolLM2-135M-Instruct learns, and survives being killed.
+
+Run with `make test-slow` (or `pytest -m slow`). Each test takes one to a few minutes.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import run_seal
+from seal.config import LearnConfig
+from seal.data import load_dataset, select
+from seal.learn import learn
+from seal.runtime import sha256_file
+from seal.store import KnowledgeStore
+
+pytestmark = pytest.mark.slow
+
+# An eval article and a recipe measured to teach it (see README, "Measured here").
+ARTICLE = "ff-eval-001"
+
+
+def test_learning_an_unseen_article_raises_closed_book_accuracy(embedded_lm, tmp_path):
+    (passage,) = select(load_dataset("fresh-facts:eval"), [ARTICLE])
+    cfg = LearnConfig()
+    outcome = learn(embedded_lm, KnowledgeStore(tmp_path / "store"), [passage], cfg)
+    before, after = outcome.before.accuracy, outcome.after.accuracy
+    assert after > before, (before, after, [q.prediction for q in outcome.after.per_question])
+
+
+def _store_snapshot(store):
+    return (store / "state.json").read_bytes(), sorted(p.name for p in (store / "versions").iterdir())
+
+
+@pytest.mark.parametrize("delay", [2.0, 20.0])  # during self-edit generation / during training
+def test_sigkill_mid_learn_leaves_history_and_head(tmp_path, delay):
+    store = tmp_path / "store"
+    quick = ["--data", "fresh-facts:eval", "--store", str(store), "--epochs", "1", "--json"]
+    r = run_seal("learn", "--ids", "ff-eval-002", "--k", "0", *quick)
+    assert r.returncode == 0, r.stderr
+    snapshot = _store_snapshot(store)
+
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "seal.cli", "learn", "--ids", "ff-eval-003", *quick[:-1], "--epochs", "3"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    lock = store / ".lock"
+    deadline = time.monotonic() + 120
+    while lock.read_text().strip() != str(victim.pid):  # wait until it holds the store
+        assert victim.poll() is None and time.monotonic() < deadline, "learn never took the lock"
+        time.sleep(0.2)
+    time.sleep(delay)
+    assert victim.poll() is None, "learn finished before it could be killed; raise its work"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+
+    assert _store_snapshot(store) == snapshot
+    hist = json.loads(run_seal("history", "--store", str(store), "--json").stdout)
+    assert hist["head"] == 1 and [v["version"] for v in hist["versions"]] == [1]
+    r = run_seal("learn", "--ids", "ff-eval-003", "--k", "0", *quick)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["version"] == 2 and json.loads(r.stdout)["parent"] == 1
+    assert sorted(p.name for p in (store / "versions").iterdir()) == ["v0001", "v0002"]
+
+
+def test_half_written_model_cache_is_never_trusted(tmp_path, monkeypatch):
+    from seal import models
+
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path))
+    final = models.embedded_cache_dir()
+    final.mkdir(parents=True)
+    (final / "model.safetensors").write_bytes(b"truncated by a kill")  # no marker: not trusted
+    assert models.ensure_embedded_cache() == final
+    marker = json.loads((final / models.CACHE_MARKER).read_text())
+    assert (final / "model.safetensors").stat().st_size > 100_000_000
+    assert marker["weights_sha256"] == sha256_file(final / "model.safetensors")
+    assert not [p for p in final.parent.iterdir() if p.name.startswith(".convert-")]
