@@ -58,6 +58,7 @@ def test_killed_writer_leaves_previous_head(tmp_path):
     assert commit(st, "b") == 2  # the next writer cleans up and reuses the number
     assert st.chain() == [1, 2] and st.manifest(2)["documents"][0]["title"] == "b"
     assert not (st.root / "tmp").exists() or not any((st.root / "tmp").iterdir())
+    assert not (st.root / ".state.json.999.tmp").exists()
 
 
 def test_second_writer_fails_clearly(tmp_path):

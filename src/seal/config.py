@@ -42,7 +42,7 @@ class SamplingConfig:
 class AnswerConfig:
     """Closed-book question answering used for evaluation."""
 
-    max_new_tokens: int = 24  # answers are short; the first line is kept
+    max_new_tokens: int = 40  # this model restates the question first; only the first line is kept
     batch_size: int = 8  # questions answered per generate() call
 
 

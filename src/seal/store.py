@@ -124,6 +124,8 @@ class KnowledgeStore:
     def _recover(self) -> None:
         """Drop what a killed writer left behind: temp folders and uncommitted version folders."""
         shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        for torn in self.root.glob(".*.json.*.tmp"):  # from write_json_atomic
+            torn.unlink(missing_ok=True)
         committed = {version_name(v) for v in self.state()["versions"]}
         versions = self.root / "versions"
         if versions.is_dir():
