@@ -60,15 +60,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def tiny_lm(tiny_model_dir):
+    import torch
+
     from seal.models import load_model
 
+    # A 32-wide model gains nothing from threads, and spinning OpenMP threads slow it down
+    # badly whenever another process shares the two cores.
+    torch.set_num_threads(1)
     return load_model(str(tiny_model_dir))
 
 
 @pytest.fixture(scope="session")
 def embedded_lm():
+    import torch
+
     from seal.models import load_model
 
+    torch.set_num_threads(os.cpu_count() or 1)
     return load_model(None)
 
 

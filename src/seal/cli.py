@@ -6,7 +6,6 @@ user can cause is one line on stderr with a non-zero exit status.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -15,9 +14,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .cli_bench import bench_app
+from .cli_common import JsonOpt, ModelOpt, StoreOpt, cli_errors, err, out
 from .config import DEFAULT_TARGET_MODULES, InnerLoopConfig, LearnConfig, SamplingConfig
 from .runtime import SealError
 
@@ -27,29 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="SEAL: a language model that writes its own training data and keeps what it reads.",
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-StoreOpt = typer.Option(None, "--store", help="Knowledge store folder [env SEAL_HOME; default: user data dir].")
-ModelOpt = typer.Option(None, "--model", help="Local Hugging Face model folder [default: embedded SmolLM2-135M-Instruct].")
-JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
-
-
-def cli_errors(fn):
-    """Turn SealError into one line on stderr and exit status 2; Ctrl-C into status 130."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except SealError as e:
-            err.print(f"[red]error:[/] {e}", soft_wrap=True)
-            raise typer.Exit(2)
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(130)
-
-    return wrapper
 
 
 def _store(path: Optional[Path]):
@@ -59,7 +36,7 @@ def _store(path: Optional[Path]):
 
 
 def _load(model: Optional[str]):
-    from .models import EMBEDDED_NAME, embedded_cache_dir, load_model
+    from .models import embedded_cache_dir, load_model
 
     first_time = model is None and not (embedded_cache_dir() / "seal-cache.json").is_file()
     msg = "converting the embedded GGUF model to a safetensors cache (once, ~20 s)" if first_time else "loading model"
@@ -332,6 +309,9 @@ def demo(
         f"correct: before {sum(q.correct for q in before.per_question)}/{before.n_questions}, "
         f"after {sum(q.correct for q in after.per_question)}/{after.n_questions}   (store: {root})"
     )
+
+
+app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:

@@ -1,0 +1,265 @@
+"""`seal bench knowledge`: the paper's knowledge-incorporation table, on your machine.
+
+For each condition (a row of the paper's table) and repeat, every passage is learned by the
+inner loop and its questions are asked closed-book:
+
+    single mode: one fresh adapter per passage, discarded after scoring (paper Table 2);
+    multi mode:  one adapter trained on all passages' sequences together (continued pretraining).
+
+Every trial is one JSONL record in OUT/trials.jsonl, appended and fsynced as soon as it is done,
+so a killed run resumes where it stopped; results.json, report.md and plot.png are recomputed
+from the records at the end of every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .canary import canary_scores
+from .config import InnerLoopConfig, SamplingConfig
+from .data import Passage, load_dataset
+from .inner_loop import TrainExample, lora_adapter, train
+from .judge import LLMJudge
+from .knowledge import evaluate
+from .models import LoadedModel, load_model
+from .progress import NullReporter, Reporter
+from .remote import ChatEndpoint
+from .runtime import SealError, derive_seed, peak_memory_mb
+from .self_edit import FORMATS, get_format, training_sequences
+from .writers import ModelWriter, RemoteWriter, StoredWriter, Writer, generator_format, is_adapter, writer_seed
+
+PAPER_SEED = 42  # the paper shuffles squad_val.json with random.seed(42) and takes the first n
+
+
+@dataclass
+class BenchConfig:
+    """Everything a benchmark run depends on; written to OUT/config.json."""
+
+    data: str = "fresh-facts:eval"  # bundled name or SEAL-format JSON/JSONL
+    n: int | None = None  # passages (None: all)
+    offset: int = 0  # start of the slice after the seed-42 shuffle
+    conditions: list[str] = field(default_factory=lambda: ["base", "passage", "self-edit:implications"])
+    repeats: int = 1  # trials per (passage, condition) with distinct seeds
+    mode: str = "single"  # single | multi
+    seed: int = 0  # root of every derived seed
+    model: str | None = None  # student (inner-loop) model; None = embedded
+    canary_sample: int = 2  # single mode: adapters per condition whose general ability is measured
+    teacher_model: str | None = None
+    teacher_url: str | None = None
+    teacher_name: str | None = None
+    teacher_file: str | None = None
+    teacher_format: str = "implications"
+    judge_url: str | None = None
+    judge_name: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    inner: InnerLoopConfig = field(default_factory=InnerLoopConfig)
+
+
+PRESETS: dict[str, dict] = {
+    # Finishes in under 30 minutes on a 2-core CPU with the embedded model.
+    "quick": {"data": "fresh-facts:eval", "n": 6, "repeats": 1, "conditions": [
+        "base", "passage", "self-edit:implications", "self-edit:rewrite", "self-edit:self-qa"]},
+    # The paper's evaluation slice and all conditions; meant for a GPU.
+    "paper": {"data": "../shared/data/seal/knowledge-incorporation/data/squad_val.json", "n": 200, "repeats": 3,
+              "conditions": ["base", "passage", "self-edit:implications", "teacher"],
+              "teacher_file": "../shared/data/seal/knowledge-incorporation/data/synthetic_data/eval/gpt4_1_val.json"},
+}
+
+
+def select_passages(spec: str, n: int | None, offset: int = 0) -> list[Passage]:
+    """A SEAL JSON list is shuffled exactly as the paper did (random.seed(42)); others keep file order."""
+    items = load_dataset(spec)
+    path = Path(spec)
+    if path.is_file() and path.read_text(encoding="utf-8").lstrip()[:1] == "[":
+        random.Random(PAPER_SEED).shuffle(items)
+    return items[offset : offset + n if n else None]
+
+
+def parse_condition(name: str) -> tuple[str, str]:
+    """'self-edit:rewrite' -> ('self-edit', 'rewrite'); validates the kind and argument."""
+    kind, _, arg = name.partition(":")
+    if kind in ("base", "passage", "teacher") and not arg:
+        return kind, ""
+    if kind == "self-edit":
+        get_format(arg or "?")
+        return kind, arg
+    if kind == "generator" and arg:
+        if not Path(arg).is_dir():
+            raise SealError(f"condition {name!r}: generator folder {arg} not found")
+        return kind, arg
+    raise SealError(
+        f"unknown condition {name!r} (known: base, passage, teacher, generator:PATH, "
+        f"self-edit:FORMAT with FORMAT in {', '.join(FORMATS)})"
+    )
+
+
+def make_writer(kind: str, arg: str, cfg: BenchConfig, student: LoadedModel) -> Writer | None:
+    if kind in ("base", "passage"):
+        return None
+    if kind == "self-edit":
+        return ModelWriter(student, get_format(arg), cfg.sampling)
+    if kind == "generator":
+        path = Path(arg)
+        fmt = get_format(generator_format(path, "implications"))
+        if is_adapter(path):
+            return ModelWriter(student, fmt, cfg.sampling, adapters=[path])
+        return ModelWriter(load_model(str(path)), fmt, cfg.sampling)
+    fmt = get_format(cfg.teacher_format)
+    if cfg.teacher_file:
+        return StoredWriter(Path(cfg.teacher_file), fmt)
+    if cfg.teacher_url:
+        if not cfg.teacher_name:
+            raise SealError("--teacher-url needs --teacher-name (the served model's name)")
+        return RemoteWriter(ChatEndpoint(cfg.teacher_url, cfg.teacher_name, cfg.api_key_env), fmt, cfg.sampling)
+    if cfg.teacher_model:
+        return ModelWriter(load_model(cfg.teacher_model), fmt, cfg.sampling)
+    raise SealError("condition 'teacher' needs --teacher-file, --teacher-url or --teacher-model")
+
+
+class TrialLog:
+    """Append-only JSONL of finished trials, keyed by (passage, condition, repeat)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: list[dict] = []
+        if path.exists():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            for line in lines:
+                try:
+                    self.records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass  # a line torn by a kill mid-write; that trial simply reruns
+            if lines and len(self.records) < len(lines):
+                self._rewrite()
+        self.done = {r["key"] for r in self.records}
+
+    def _rewrite(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        os.replace(tmp, self.path)
+
+    def append(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records.append(record)
+        self.done.add(record["key"])
+
+
+def trial_key(passage_id: str, condition: str, repeat: int) -> str:
+    return f"{passage_id}|{condition}|{repeat}"
+
+
+def _config_json(cfg: BenchConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def prepare_out(out: Path, cfg: BenchConfig, fresh: bool) -> TrialLog:
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    conf_path = out / "config.json"
+    resolved = _config_json(cfg)
+    if conf_path.exists():
+        old = json.loads(conf_path.read_text())
+        if old != resolved:
+            diff = sorted(k for k in resolved if old.get(k) != resolved[k])
+            raise SealError(f"{out} holds a run with a different config ({', '.join(diff)} differ); use --fresh or another --out")
+    else:
+        conf_path.write_text(json.dumps(resolved, indent=2) + "\n")
+    return TrialLog(out / "trials.jsonl")
+
+
+def run_bench(cfg: BenchConfig, out: Path, fresh: bool = False, reporter: Reporter | None = None, lm: LoadedModel | None = None) -> dict:
+    from .bench_report import write_artifacts
+
+    reporter = reporter or NullReporter()
+    if cfg.mode not in ("single", "multi"):
+        raise SealError(f"unknown mode {cfg.mode!r} (single or multi)")
+    conditions = [(c, *parse_condition(c)) for c in cfg.conditions]
+    passages = select_passages(cfg.data, cfg.n, cfg.offset)
+    if not passages:
+        raise SealError(f"no passages selected from {cfg.data} (n={cfg.n}, offset={cfg.offset})")
+    if not any(p.questions for p in passages):
+        raise SealError(f"{cfg.data}: the selected passages have no questions")
+    log = prepare_out(out, cfg, fresh)
+    lm = lm or load_model(cfg.model)
+    judge = LLMJudge(ChatEndpoint(cfg.judge_url, cfg.judge_name or "judge", cfg.api_key_env)) if cfg.judge_url else None
+
+    plan = []  # (condition, kind, arg, repeat, passages of the trial)
+    for name, kind, arg in conditions:
+        for rep in range(1 if kind == "base" else cfg.repeats):  # greedy evaluation: base is deterministic
+            if cfg.mode == "single" or kind == "base":
+                plan += [(name, kind, arg, rep, [p]) for p in passages]
+            else:
+                plan.append((name, kind, arg, rep, passages))
+    todo = [t for t in plan if _key(t) not in log.done]
+    writers: dict[str, Writer | None] = {}
+    canaried: dict[str, int] = {}
+    for r in log.records:
+        if r.get("canary"):
+            canaried[r["condition"]] = canaried.get(r["condition"], 0) + 1
+    if "base-canary" not in {r["key"] for r in log.records}:
+        with reporter.task("canary (general ability) of the base model", 1) as task:
+            log.append({"key": "base-canary", "condition": "base", "canary": canary_scores(lm)})
+            task.advance()
+    with reporter.task(f"trials ({len(plan) - len(todo)} of {len(plan)} already done)", len(todo)) as task:
+        for name, kind, arg, rep, group in todo:
+            if name not in writers:
+                writers[name] = make_writer(kind, arg, cfg, lm)
+            want_canary = kind != "base" and canaried.get(name, 0) < (cfg.canary_sample if cfg.mode == "single" else 1)
+            record = run_trial(lm, cfg, name, kind, rep, group, writers[name], judge, want_canary)
+            if record["canary"]:
+                canaried[name] = canaried.get(name, 0) + 1
+            log.append(record)
+            task.advance(info=f"{name} {record['accuracy']:.0%}")
+    return write_artifacts(out, cfg, log.records)
+
+
+def _key(t) -> str:
+    name, _, _, rep, group = t
+    return trial_key(group[0].id if len(group) == 1 else "*", name, rep)
+
+
+def run_trial(lm, cfg: BenchConfig, name: str, kind: str, rep: int, group: list[Passage], writer, judge, want_canary: bool) -> dict:
+    t0 = time.perf_counter()
+    pid = group[0].id if len(group) == 1 else "*"
+    seed = derive_seed(cfg.seed, "trial", pid, name, rep)
+    edits = {p.id: (writer.write(p, writer_seed(cfg.seed, p, name, rep)) if writer else []) for p in group}
+    generate_seconds = time.perf_counter() - t0
+    sequences = [s for p in group for s in training_sequences(p.title, p.context, edits[p.id], include_passage=True)]
+    train_info, canary = {}, None
+    if kind == "base":
+        result = evaluate(lm, group)
+    else:
+        with lora_adapter(lm.model, cfg.inner, seed) as peft_model:
+            tr = train(peft_model, lm.tokenizer, [TrainExample(s) for s in sequences], cfg.inner, seed)
+            result = evaluate(lm, group)
+            canary = canary_scores(lm) if want_canary else None
+        train_info = {"train_seconds": round(tr.train_seconds, 2), "steps": tr.steps, "n_tokens": tr.n_tokens,
+                      "final_loss": round(tr.losses[-1], 4)}
+    per_question = []
+    for q in result.per_question:
+        row = dataclasses.asdict(q)
+        if judge:
+            v = judge(q.question, q.gold, q.prediction)
+            row.update(judge_correct=v.correct, judge_raw=v.raw, judge_error=v.error)
+        per_question.append(row)
+    return {
+        "key": trial_key(pid, name, rep), "passage_id": pid, "titles": sorted({p.title for p in group}),
+        "condition": name, "repeat": rep, "seed": seed, "mode": cfg.mode,
+        "self_edits": [{"passage_id": k, **dataclasses.asdict(e)} for k, es in edits.items() for e in es],
+        "sequences": sequences, "per_question": per_question,
+        "accuracy": result.accuracy, "exact_match": result.exact_match, "f1": result.f1,
+        "generate_seconds": round(generate_seconds, 2), **train_info,
+        "trial_seconds": round(time.perf_counter() - t0, 2), **peak_memory_mb(), "canary": canary,
+    }

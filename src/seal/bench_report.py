@@ -1,0 +1,152 @@
+"""Aggregate benchmark trials into results.json, report.md and plot.png (all recomputable from
+OUT/trials.jsonl alone)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from .metrics import bootstrap_ci, mean, std
+
+# The paper's numbers (Qwen2.5-7B, SQuAD, 200 passages; SEAL.md section 2), for reference only.
+PAPER = {
+    "single": {"base": 32.7, "passage": 33.5, "self-edit:implications": 39.7, "teacher": 46.3, "generator": 47.0},
+    "multi": {"base": 32.7, "passage": 36.0, "self-edit:implications": 50.6, "teacher": 59.4, "generator": 58.2},
+}
+
+
+def paper_number(mode: str, condition: str) -> float | None:
+    return PAPER.get(mode, {}).get(condition.split(":")[0] if condition.startswith("generator") else condition)
+
+
+def aggregate_condition(trials: list[dict]) -> dict:
+    rows = [(t["repeat"], q["passage_id"], q) for t in trials for q in t["per_question"]]
+    by_pr: dict[tuple, list[bool]] = {}
+    for rep, pid, q in rows:
+        by_pr.setdefault((pid, rep), []).append(q["correct"])
+    passages = sorted({pid for pid, _ in by_pr})
+    repeats = sorted({rep for _, rep in by_pr})
+    per_passage = [mean([mean(by_pr[(pid, r)]) for r in repeats if (pid, r) in by_pr]) for pid in passages]
+    per_repeat = [mean([mean(by_pr[(pid, r)]) for pid in passages if (pid, r) in by_pr]) for r in repeats]
+    canaries = [t["canary"] for t in trials if t.get("canary")]
+    judged = [q for _, _, q in rows if q.get("judge_correct") is not None]
+    out = {
+        "accuracy": mean(per_passage),
+        "accuracy_ci95": list(bootstrap_ci(per_passage)),
+        "accuracy_micro": mean([q["correct"] for _, _, q in rows]),
+        "exact_match": mean([q["exact_match"] for _, _, q in rows]),
+        "f1": mean([q["f1"] for _, _, q in rows]),
+        "std_over_passages": std(per_passage),
+        "std_over_repeats": std(per_repeat),
+        "n_passages": len(passages),
+        "n_questions": len({(pid, q["question"]) for _, pid, q in rows}),
+        "n_trials": len(trials),
+        "repeats": len(repeats),
+        "seconds_per_trial": mean([t["trial_seconds"] for t in trials]),
+        "peak_rss_mb": max(t.get("peak_rss_mb", 0) for t in trials),
+        "reasoning_accuracy": mean([c["reasoning_accuracy"] for c in canaries]) if canaries else None,
+        "perplexity": mean([c["perplexity"] for c in canaries]) if canaries else None,
+        "n_canary_adapters": len(canaries),
+    }
+    if any("judge_correct" in q for _, _, q in rows):
+        out["judge_accuracy"] = mean([q["judge_correct"] for q in judged]) if judged else None
+        out["judge_agreement"] = mean([q["judge_correct"] == q["correct"] for q in judged]) if judged else None
+        out["judge_errors"] = sum(1 for _, _, q in rows if q.get("judge_correct") is None)
+    return out
+
+
+def aggregate(cfg, records: list[dict]) -> dict:
+    base_canary = next((r["canary"] for r in records if r["key"] == "base-canary"), None)
+    conditions = {}
+    for name in cfg.conditions:
+        trials = [r for r in records if r.get("condition") == name and r["key"] != "base-canary"]
+        if not trials:
+            continue
+        c = aggregate_condition(trials)
+        c["reasoning_accuracy_base"] = base_canary["reasoning_accuracy"] if base_canary else None
+        c["perplexity_base"] = base_canary["perplexity"] if base_canary else None
+        if name == "base" and base_canary:
+            c["reasoning_accuracy"], c["perplexity"] = base_canary["reasoning_accuracy"], base_canary["perplexity"]
+        c["paper_accuracy"] = paper_number(cfg.mode, name)
+        conditions[name] = c
+    return {"config": json.loads(json.dumps(dataclasses.asdict(cfg))), "conditions": conditions}
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def render_report(results: dict) -> str:
+    cfg = results["config"]
+    lines = [
+        "# Knowledge incorporation benchmark",
+        "",
+        f"Data `{cfg['data']}` (n={cfg['n'] or 'all'}, offset {cfg['offset']}), mode **{cfg['mode']}**, "
+        f"{cfg['repeats']} repeat(s), model `{cfg['model'] or 'smollm2-135m-instruct (embedded)'}`, "
+        f"LoRA r={cfg['inner']['lora_r']} alpha={cfg['inner']['lora_alpha']} lr={cfg['inner']['lr']} "
+        f"epochs={cfg['inner']['epochs']}, self-edits k={cfg['sampling']['k']} T={cfg['sampling']['temperature']}.",
+        "",
+        "Accuracy = closed-book, local grader (exact match or gold contained in the answer), macro over passages, "
+        "95% CI by bootstrap over passages. Reasoning = canary multiple-choice accuracy of the updated model "
+        "(golden copy in brackets); ppl = perplexity on held-out English.",
+        "",
+        "| condition | accuracy % | 95% CI | micro % | EM % | F1 | std passages | std repeats | reasoning % | ppl | s/trial | peak MB | paper % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in results["conditions"].items():
+        lo, hi = c["accuracy_ci95"]
+        reasoning = f"{_pct(c['reasoning_accuracy'])} ({_pct(c['reasoning_accuracy_base'])})"
+        ppl = "n/a" if c["perplexity"] is None else f"{c['perplexity']:.2f}"
+        paper = "" if c["paper_accuracy"] is None else f"{c['paper_accuracy']:.1f}"
+        lines.append(
+            f"| {name} | {_pct(c['accuracy'])} | {_pct(lo)}-{_pct(hi)} | {_pct(c['accuracy_micro'])} | "
+            f"{_pct(c['exact_match'])} | {c['f1']:.3f} | {_pct(c['std_over_passages'])} | {_pct(c['std_over_repeats'])} | "
+            f"{reasoning} | {ppl} | {c['seconds_per_trial']:.1f} | {c['peak_rss_mb']:.0f} | {paper} |"
+        )
+    if any("judge_accuracy" in c for c in results["conditions"].values()):
+        lines += ["", "| condition | judge accuracy % | local accuracy (micro) % | agreement % | judge errors |", "|---|---|---|---|---|"]
+        for name, c in results["conditions"].items():
+            if "judge_accuracy" in c:
+                lines.append(f"| {name} | {_pct(c['judge_accuracy'])} | {_pct(c['accuracy_micro'])} | {_pct(c['judge_agreement'])} | {c['judge_errors']} |")
+    lines += ["", "Paper numbers: Qwen2.5-7B on 200 SQuAD passages, graded by GPT-4.1 (SEAL.md section 2); quoted for reference, not comparable."]
+    return "\n".join(lines) + "\n"
+
+
+def render_plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["conditions"])
+    conds = [results["conditions"][n] for n in names]
+    acc = [100 * c["accuracy"] for c in conds]
+    err = [[100 * (c["accuracy"] - c["accuracy_ci95"][0]) for c in conds], [100 * (c["accuracy_ci95"][1] - c["accuracy"]) for c in conds]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.bar(names, acc, yerr=err, capsize=4, color="tab:blue")
+    ax1.set_ylabel("closed-book accuracy %")
+    ax1.set_title("new-fact retention (95% CI)")
+    reasoning = [100 * (c["reasoning_accuracy"] or 0) for c in conds]
+    base = conds[0]["reasoning_accuracy_base"]
+    ax2.bar(names, reasoning, color="tab:green")
+    if base is not None:
+        ax2.axhline(100 * base, color="black", linestyle="--", label="golden copy")
+        ax2.legend()
+    ax2.set_ylabel("canary accuracy %")
+    ax2.set_title("reasoning accuracy after the update")
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", rotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_artifacts(out: Path, cfg, records: list[dict]) -> dict:
+    results = aggregate(cfg, records)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "report.md").write_text(render_report(results))
+    render_plot(results, out / "plot.png")
+    return results

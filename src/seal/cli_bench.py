@@ -1,0 +1,86 @@
+"""`seal bench ...`: benchmark commands (knowledge incorporation)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .cli_common import cli_errors, err, out
+from .runtime import SealError
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that reproduce the paper's tables.")
+
+
+@bench_app.command("knowledge")
+@cli_errors
+def knowledge(
+    out_dir: Path = typer.Option(..., "--out", help="Run folder: config.json, trials.jsonl, results.json, report.md, plot.png."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="quick (fresh-facts, 5 conditions, <30 min on a CPU) or paper (200 SQuAD passages, for a GPU). Explicit options override it."),
+    data: Optional[str] = typer.Option(None, "--data", help="fresh-facts[:eval] or a SEAL-format JSON/JSONL (a JSON list is shuffled with seed 42 like the paper)."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="Number of passages [default: all]."),
+    offset: Optional[int] = typer.Option(None, "--offset", min=0, help="First passage of the slice after the shuffle."),
+    conditions: Optional[str] = typer.Option(None, "--conditions", help="Comma list: base, passage, self-edit:FORMAT, generator:PATH, teacher."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Trials per passage and condition, with distinct seeds."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="single (one adapter per passage) or multi (one adapter for all)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Root seed of every trial."),
+    model: Optional[str] = typer.Option(None, "--model", help="Student (inner-loop) model folder [default: embedded]."),
+    canary_sample: Optional[int] = typer.Option(None, "--canary-sample", min=0, help="Single mode: adapters per condition whose reasoning accuracy is measured."),
+    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Teacher: a local model folder that writes the self-edits."),
+    teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="Teacher: an OpenAI-compatible endpoint (base URL, e.g. http://host:8000/v1)."),
+    teacher_name: Optional[str] = typer.Option(None, "--teacher-name", help="Teacher model name at --teacher-url."),
+    teacher_file: Optional[str] = typer.Option(None, "--teacher-file", help="Teacher: stored completions (SEAL format, e.g. gpt4_1_val.json); the first per passage is used."),
+    teacher_format: Optional[str] = typer.Option(None, "--teacher-format", help="Self-edit format asked of (or parsed from) the teacher."),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help="Optional LLM judge: an OpenAI-compatible endpoint."),
+    judge_name: Optional[str] = typer.Option(None, "--judge-name", help="Judge model name at --judge-url."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key [OPENAI_API_KEY]."),
+    k: Optional[int] = typer.Option(None, "--k", min=1, help="Self-edits per passage per trial."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="Self-edit sampling temperature."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Inner-loop LoRA learning rate."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Inner-loop epochs."),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", min=1, help="Inner-loop LoRA rank."),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", min=1, help="Inner-loop LoRA alpha."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete OUT and start over (default: resume finished trials)."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
+):
+    """Knowledge incorporation: closed-book accuracy after learning each passage, per condition (paper Table 2)."""
+    from .bench import PRESETS, BenchConfig, run_bench
+    from .progress import RichReporter
+
+    if preset is not None and preset not in PRESETS:
+        raise SealError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    given = dict(
+        data=data, n=n, offset=offset, repeats=repeats, mode=mode, seed=seed, model=model, canary_sample=canary_sample,
+        teacher_model=teacher_model, teacher_url=teacher_url, teacher_name=teacher_name, teacher_file=teacher_file,
+        teacher_format=teacher_format, judge_url=judge_url, judge_name=judge_name, api_key_env=api_key_env,
+        conditions=[c.strip() for c in conditions.split(",") if c.strip()] if conditions else None,
+    )
+    values = {**PRESETS.get(preset or "", {}), **{key: v for key, v in given.items() if v is not None}}
+    cfg = BenchConfig(**{f.name: values[f.name] for f in fields(BenchConfig) if f.name in values})
+    for name, v in (("k", k), ("temperature", temperature)):
+        if v is not None:
+            setattr(cfg.sampling, name, v)
+    for name, v in (("lr", lr), ("epochs", epochs), ("lora_r", lora_r), ("lora_alpha", lora_alpha)):
+        if v is not None:
+            setattr(cfg.inner, name, v)
+    results = run_bench(cfg, out_dir, fresh=fresh, reporter=RichReporter(err))
+    if as_json:
+        print(json.dumps(results))
+        return
+    table = Table(title=f"knowledge incorporation, {cfg.mode} mode ({out_dir})")
+    for col in ("condition", "accuracy %", "95% CI", "EM %", "F1", "reasoning % (base)", "s/trial", "paper %"):
+        table.add_column(col)
+    for name, c in results["conditions"].items():
+        lo, hi = c["accuracy_ci95"]
+        r, rb = c["reasoning_accuracy"], c["reasoning_accuracy_base"]
+        table.add_row(
+            name, f"{100 * c['accuracy']:.1f}", f"{100 * lo:.1f}-{100 * hi:.1f}", f"{100 * c['exact_match']:.1f}",
+            f"{c['f1']:.3f}", ("n/a" if r is None else f"{100 * r:.1f}") + ("" if rb is None else f" ({100 * rb:.1f})"),
+            f"{c['seconds_per_trial']:.1f}", "" if c["paper_accuracy"] is None else f"{c['paper_accuracy']:.1f}",
+        )
+    out.print(table)
+    out.print(f"report: {out_dir / 'report.md'}  plot: {out_dir / 'plot.png'}")

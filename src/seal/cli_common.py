@@ -1,0 +1,34 @@
+"""Shared pieces of the command line: consoles, common options, one-line error handling."""
+
+from __future__ import annotations
+
+import functools
+
+import typer
+from rich.console import Console
+
+from .runtime import SealError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+StoreOpt = typer.Option(None, "--store", help="Knowledge store folder [env SEAL_HOME; default: user data dir].")
+ModelOpt = typer.Option(None, "--model", help="Local Hugging Face model folder [default: embedded SmolLM2-135M-Instruct].")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+
+
+def cli_errors(fn):
+    """Turn SealError into one line on stderr and exit status 2; Ctrl-C into status 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SealError as e:
+            err.print(f"[red]error:[/] {e}", soft_wrap=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130)
+
+    return wrapper

@@ -1,0 +1,27 @@
+"""Statistics for benchmark tables: means, spreads and bootstrap confidence intervals."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def std(xs: list[float]) -> float:
+    """Population standard deviation (0 for fewer than two values)."""
+    return statistics.pstdev(xs) if len(xs) > 1 else 0.0
+
+
+def bootstrap_ci(values: list[float], n_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean, resampling the values (e.g. passages) with replacement."""
+    if not values:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(rng.choice(values) for _ in range(n)) / n for _ in range(n_resamples))
+    lo_i = int((1 - level) / 2 * n_resamples)
+    hi_i = min(n_resamples - 1, int((1 + level) / 2 * n_resamples))
+    return (means[lo_i], means[hi_i])

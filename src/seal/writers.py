@@ -1,0 +1,98 @@
+"""Who writes a passage's self-edits in a benchmark condition.
+
+A writer is anything with `write(passage, seed) -> list[SelfEdit]`:
+- `ModelWriter`: a local model (the student itself, a trained generator adapter on top of it, or
+  another local teacher model) samples self-edits of one format;
+- `RemoteWriter`: an OpenAI-compatible endpoint (a teacher such as GPT-4.1, or a vLLM server);
+- `StoredWriter`: completions stored in a SEAL-format file, looked up by passage text (the first
+  completion per passage is used, as in the paper's teacher row).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .config import SamplingConfig
+from .data import Passage, read_text_file
+from .inner_loop import ADAPTER_CONFIG, applied_adapters
+from .models import LoadedModel
+from .remote import ChatEndpoint, RemoteError
+from .runtime import SealError, derive_seed
+from .self_edit import SelfEdit, SelfEditFormat, parse_self_edit, sample_self_edits
+
+GENERATOR_MANIFEST = "generator.json"  # written next to a trained generator: {"format": ...}
+
+
+class Writer(Protocol):
+    def write(self, passage: Passage, seed: int) -> list[SelfEdit]: ...
+
+
+@dataclass
+class ModelWriter:
+    lm: LoadedModel
+    fmt: SelfEditFormat
+    sampling: SamplingConfig
+    adapters: list[Path] = field(default_factory=list)  # e.g. a generator adapter over the student
+
+    def write(self, passage: Passage, seed: int) -> list[SelfEdit]:
+        ctx = applied_adapters(self.lm.model, self.adapters) if self.adapters else contextlib.nullcontext()
+        with ctx:
+            return sample_self_edits(
+                self.lm, self.fmt, passage.title, passage.context, k=self.sampling.k,
+                temperature=self.sampling.temperature, top_p=self.sampling.top_p,
+                max_new_tokens=self.sampling.max_new_tokens, seed=seed,
+            )
+
+
+@dataclass
+class RemoteWriter:
+    endpoint: ChatEndpoint
+    fmt: SelfEditFormat
+    sampling: SamplingConfig
+
+    def write(self, passage: Passage, seed: int) -> list[SelfEdit]:
+        prompt = self.fmt.instruction.format(title=passage.title, passage=passage.context)
+        edits = []
+        for _ in range(self.sampling.k):
+            try:
+                text = self.endpoint.complete(
+                    [{"role": "user", "content": prompt}], max_tokens=self.sampling.max_new_tokens,
+                    temperature=self.sampling.temperature,
+                )
+            except RemoteError as e:
+                edits.append(SelfEdit(self.fmt.name, "", [], [f"teacher error: {e}"]))
+                continue
+            edits.append(parse_self_edit(self.fmt, text))
+        return edits
+
+
+class StoredWriter:
+    def __init__(self, path: Path, fmt: SelfEditFormat):
+        raw = json.loads(read_text_file(path))
+        if not isinstance(raw, list) or not all(isinstance(r, dict) and "completions" in r for r in raw):
+            raise SealError(f"{path}: expected a SEAL JSON list whose items have 'completions'")
+        self.by_context = {r["context"]: r["completions"] for r in raw}
+        self.fmt, self.path = fmt, path
+
+    def write(self, passage: Passage, seed: int) -> list[SelfEdit]:
+        completions = self.by_context.get(passage.context)
+        if not completions:
+            return [SelfEdit(self.fmt.name, "", [], [f"no stored completion for this passage in {self.path}"])]
+        return [parse_self_edit(self.fmt, completions[0])]
+
+
+def generator_format(path: Path, default: str) -> str:
+    manifest = path / GENERATOR_MANIFEST
+    return json.loads(manifest.read_text()).get("format", default) if manifest.is_file() else default
+
+
+def is_adapter(path: Path) -> bool:
+    return (path / ADAPTER_CONFIG).is_file()
+
+
+def writer_seed(root: int, passage: Passage, condition: str, repeat: int) -> int:
+    return derive_seed(root, "write", passage.id, passage.sha256, condition, repeat)

@@ -1,0 +1,164 @@
+"""seal bench knowledge: passage selection, statistics, resume, judge, and artefacts (tiny model)."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from seal.bench import BenchConfig, TrialLog, parse_condition, run_bench, select_passages
+from seal.config import InnerLoopConfig, SamplingConfig
+from seal.judge import LLMJudge, parse_verdict
+from seal.metrics import bootstrap_ci
+from seal.remote import ChatEndpoint
+from seal.runtime import SealError
+
+SEAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "seal" / "knowledge-incorporation" / "data"
+
+
+@pytest.mark.skipif(not (SEAL_DATA / "squad_val.json").exists(), reason="../shared/data/seal not present")
+def test_passage_selection_matches_the_papers_seed_42_shuffle():
+    ours = select_passages(str(SEAL_DATA / "squad_val.json"), 20)
+    theirs = json.loads((SEAL_DATA / "synthetic_data" / "eval" / "base_val.json").read_text())[:20]
+    assert [p.title for p in ours] == [t["title"] for t in theirs]
+    assert [p.context for p in ours] == [t["context"] for t in theirs]
+    assert select_passages(str(SEAL_DATA / "squad_val.json"), 5, offset=3)[0].context == theirs[3]["context"]
+
+
+def test_bundled_data_keeps_file_order():
+    assert [p.id for p in select_passages("fresh-facts:eval", 2)] == ["ff-eval-001", "ff-eval-002"]
+
+
+def test_bootstrap_ci():
+    assert bootstrap_ci([0.4] * 10) == pytest.approx((0.4, 0.4))
+    lo, hi = bootstrap_ci([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert lo < 0.5 < hi and 0 <= lo and hi <= 1
+    assert bootstrap_ci([0.0, 1.0, 1.0]) == bootstrap_ci([0.0, 1.0, 1.0])  # seeded
+
+
+def test_conditions_are_validated():
+    assert parse_condition("self-edit:rewrite") == ("self-edit", "rewrite")
+    for bad in ("self-edit:summary", "teachers", "generator:/no/such/dir"):
+        with pytest.raises(SealError):
+            parse_condition(bad)
+
+
+@pytest.mark.parametrize("reply,verdict", [("Yes.", True), ("no", False), ("yes, it matches", True), ("NO - wrong", False), ("maybe", None), ("", None)])
+def test_judge_parsing(reply, verdict):
+    assert parse_verdict(reply) is verdict
+
+
+class _Judge(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that says yes when the gold answer is in the student answer."""
+
+    fail = False
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if _Judge.fail:
+            self.send_response(503)
+            self.end_headers()
+            return
+        text = body["messages"][0]["content"]
+        gold = text.split("Gold answer: ")[1].split("\n")[0]
+        student = text.split("Student answer: ")[1].split("\n")[0]
+        reply = json.dumps({"choices": [{"message": {"content": "yes" if gold.lower() in student.lower() else "no"}}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(reply.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def judge_url():
+    server = HTTPServer(("127.0.0.1", 0), _Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+def test_judge_over_http_and_failures_are_not_wrong(judge_url):
+    judge = LLMJudge(ChatEndpoint(judge_url, "fake", retries=2, backoff=0.01))
+    assert judge("q", "Volthaven", "It was Volthaven").correct is True
+    assert judge("q", "Volthaven", "Sinalux").correct is False
+    _Judge.fail = True
+    try:
+        v = judge("q", "Volthaven", "It was Volthaven")
+        assert v.correct is None and "HTTP 503" in v.error and "2 attempt" in v.error
+    finally:
+        _Judge.fail = False
+
+
+def tiny_cfg(tmp_path, **kw):
+    items = [
+        {"title": f"Town {i}", "context": f"In 2026 the town {i} ferry got batteries from Volthaven {i}.",
+         "questions": [{"question": f"Who supplied the batteries of the town {i} ferry?", "answer": f"Volthaven {i}"}]}
+        for i in range(3)
+    ]
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({**it, "id": f"p{i}"}) + "\n" for i, it in enumerate(items)))
+    teacher = tmp_path / "teacher.json"
+    teacher.write_text(json.dumps([{**it, "completions": [f"Volthaven {i} supplied the ferry batteries.\nThe ferry of town {i} is electric now."]} for i, it in enumerate(items)]))
+    base = dict(
+        data=str(data), n=2, conditions=["base", "passage", "self-edit:implications", "teacher"], repeats=2,
+        teacher_file=str(teacher), canary_sample=1,
+        sampling=SamplingConfig(max_new_tokens=16), inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1),
+    )
+    return BenchConfig(**{**base, **kw})
+
+
+def test_bench_end_to_end_produces_every_artefact(tiny_lm, tmp_path, judge_url):
+    cfg = tiny_cfg(tmp_path, judge_url=judge_url, judge_name="fake")
+    results = run_bench(cfg, tmp_path / "run", lm=tiny_lm)
+    for name in ("config.json", "trials.jsonl", "results.json", "report.md", "plot.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0, name
+    conds = results["conditions"]
+    assert list(conds) == cfg.conditions
+    for c in conds.values():
+        for key in ("accuracy", "accuracy_ci95", "exact_match", "f1", "n_passages", "n_questions", "reasoning_accuracy",
+                    "reasoning_accuracy_base", "seconds_per_trial", "peak_rss_mb", "judge_accuracy", "judge_agreement"):
+            assert key in c, key
+        assert c["n_passages"] == 2 and c["n_questions"] == 2
+    assert conds["passage"]["repeats"] == 2 and conds["base"]["repeats"] == 1
+    assert 0 <= conds["passage"]["reasoning_accuracy"] <= 1 and conds["passage"]["n_canary_adapters"] == 1
+    trials = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    teacher = [t for t in trials if t["condition"] == "teacher"][0]
+    assert teacher["self_edits"][0]["sequences"][0].startswith("Volthaven")
+    assert teacher["sequences"][-1].startswith("Town ")  # the passage is always trained on too
+    assert "| teacher |" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_resume_after_a_kill_neither_loses_nor_duplicates(tiny_lm, tmp_path):
+    cfg = tiny_cfg(tmp_path, conditions=["base", "passage"], repeats=1)
+    run_bench(cfg, tmp_path / "run", lm=tiny_lm)
+    path = tmp_path / "run" / "trials.jsonl"
+    full = path.read_text().splitlines()
+    first = json.loads(full[-1])
+    # A kill mid-append: the last record is torn, and the one before it never got written.
+    path.write_text("\n".join(full[:-2]) + "\n" + full[-1][: len(full[-1]) // 2])
+    results = run_bench(cfg, tmp_path / "run", lm=tiny_lm)
+    keys = [json.loads(line)["key"] for line in path.read_text().splitlines()]
+    assert sorted(keys) == sorted(json.loads(line)["key"] for line in full) and len(keys) == len(set(keys))
+    rerun = [json.loads(line) for line in path.read_text().splitlines() if json.loads(line)["key"] == first["key"]][0]
+    assert rerun["per_question"] == first["per_question"] and rerun["seed"] == first["seed"]  # reproducible
+    assert results["conditions"]["passage"]["n_passages"] == 2
+    assert TrialLog(path).done == set(keys)
+
+
+def test_multi_mode_trains_one_adapter_for_all_passages(tiny_lm, tmp_path):
+    cfg = tiny_cfg(tmp_path, conditions=["base", "passage"], repeats=1, mode="multi")
+    run_bench(cfg, tmp_path / "run", lm=tiny_lm)
+    trials = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    multi = [t for t in trials if t["condition"] == "passage"]
+    assert len(multi) == 1 and multi[0]["passage_id"] == "*" and len(multi[0]["sequences"]) == 2
+
+
+def test_changed_config_needs_fresh(tiny_lm, tmp_path):
+    run_bench(tiny_cfg(tmp_path, conditions=["base"]), tmp_path / "run", lm=tiny_lm)
+    with pytest.raises(SealError, match="different config"):
+        run_bench(tiny_cfg(tmp_path, conditions=["base"], seed=1), tmp_path / "run", lm=tiny_lm)
+    run_bench(tiny_cfg(tmp_path, conditions=["base"], seed=1), tmp_path / "run", lm=tiny_lm, fresh=True)
