@@ -80,3 +80,18 @@ def test_half_written_model_cache_is_never_trusted(tmp_path, monkeypatch):
     assert (final / "model.safetensors").stat().st_size > 100_000_000
     assert marker["weights_sha256"] == sha256_file(final / "model.safetensors")
     assert not [p for p in final.parent.iterdir() if p.name.startswith(".convert-")]
+
+
+def test_bench_knowledge_on_three_articles(embedded_lm, tmp_path):
+    from seal.bench import BenchConfig, run_bench
+    from seal.config import InnerLoopConfig
+
+    cfg = BenchConfig(data="fresh-facts:eval", n=3, conditions=["base", "passage"], canary_sample=1,
+                      inner=InnerLoopConfig(lr=3e-3))
+    results = run_bench(cfg, tmp_path / "run", lm=embedded_lm)
+    for name in ("config.json", "trials.jsonl", "results.json", "report.md", "plot.png"):
+        assert (tmp_path / "run" / name).is_file()
+    base, passage = results["conditions"]["base"], results["conditions"]["passage"]
+    assert base["n_questions"] == passage["n_questions"] == 15
+    assert base["reasoning_accuracy_base"] > 0.35  # the canary is well above chance (0.25) for this model
+    assert passage["reasoning_accuracy"] is not None and passage["perplexity"] > 1

@@ -33,7 +33,7 @@ from .progress import NullReporter, Reporter
 from .remote import ChatEndpoint
 from .runtime import SealError, derive_seed, peak_memory_mb
 from .self_edit import FORMATS, get_format, training_sequences
-from .writers import ModelWriter, RemoteWriter, StoredWriter, Writer, generator_format, is_adapter, writer_seed
+from .writers import ModelWriter, RemoteWriter, StoredWriter, Writer, generator_chain, generator_format, is_adapter, writer_seed
 
 PAPER_SEED = 42  # the paper shuffles squad_val.json with random.seed(42) and takes the first n
 
@@ -110,7 +110,7 @@ def make_writer(kind: str, arg: str, cfg: BenchConfig, student: LoadedModel) -> 
         path = Path(arg)
         fmt = get_format(generator_format(path, "implications"))
         if is_adapter(path):
-            return ModelWriter(student, fmt, cfg.sampling, adapters=[path])
+            return ModelWriter(student, fmt, cfg.sampling, adapters=generator_chain(path))
         return ModelWriter(load_model(str(path)), fmt, cfg.sampling)
     fmt = get_format(cfg.teacher_format)
     if cfg.teacher_file:

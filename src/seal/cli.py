@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from .cli_bench import bench_app
+from .cli_train import train_app
 from .cli_common import JsonOpt, ModelOpt, StoreOpt, cli_errors, err, out
 from .config import DEFAULT_TARGET_MODULES, InnerLoopConfig, LearnConfig, SamplingConfig
 from .runtime import SealError
@@ -88,6 +89,7 @@ def learn(
     batch_size: int = typer.Option(InnerLoopConfig.batch_size, "--batch-size", min=1, help="Sequences per optimiser step."),
     max_chunk_words: int = typer.Option(LearnConfig.max_chunk_words, "--chunk-words", min=20, help="Long documents are split into chunks of about this many words."),
     seed: int = typer.Option(LearnConfig.seed, "--seed", help="Root seed; trial seeds derive from it and the document."),
+    generator: Optional[Path] = typer.Option(None, "--generator", help="A ReST-EM generator (seal train ... OUT/iter_N) that writes the self-edits."),
     store: Optional[Path] = StoreOpt,
     model: Optional[str] = ModelOpt,
     as_json: bool = JsonOpt,
@@ -113,7 +115,13 @@ def learn(
         ),
     )
     from .self_edit import get_format
+    from .writers import generator_chain, generator_format, is_adapter
 
+    if generator is not None:
+        if not is_adapter(generator):
+            raise SealError(f"not a generator adapter folder: {generator} (expected OUT/iter_N of `seal train`)")
+        format = generator_format(generator, format)
+        cfg.format = format
     fmt = get_format(format)  # validate before any heavy work
     if not max_new_tokens:
         cfg.sampling.max_new_tokens = fmt.max_new_tokens
@@ -126,7 +134,8 @@ def learn(
     st = _store(store)
     if st.exists:
         st.check_base(lm.name, lm.checksum)
-    outcome = run_learn(lm, st, passages, cfg, RichReporter(err), source=source)
+    chain = generator_chain(generator) if generator else None
+    outcome = run_learn(lm, st, passages, cfg, RichReporter(err), source=source, generator=chain)
     summary = outcome.to_json()
     if as_json:
         print(json.dumps(summary))
@@ -312,6 +321,7 @@ def demo(
 
 
 app.add_typer(bench_app, name="bench")
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .config import LearnConfig
 from .data import Passage
@@ -64,6 +65,7 @@ def learn(
     cfg: LearnConfig,
     reporter: Reporter | None = None,
     source: str = "",
+    generator: list[Path] | None = None,
 ) -> LearnOutcome:
     reporter = reporter or NullReporter()
     fmt = get_format(cfg.format)
@@ -85,11 +87,13 @@ def learn(
                         edits[p.id] = []
                         task.advance()
                         continue
-                    edits[p.id] = sample_self_edits(
-                        lm, fmt, p.title, p.context,
-                        k=cfg.sampling.k, temperature=cfg.sampling.temperature,
-                        top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.seed,
-                    )
+                    # A trained generator (ReST-EM) writes on top of the head; its deltas leave after.
+                    with applied_adapters(lm.model, generator or []):
+                        edits[p.id] = sample_self_edits(
+                            lm, fmt, p.title, p.context,
+                            k=cfg.sampling.k, temperature=cfg.sampling.temperature,
+                            top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.seed,
+                        )
                     for i, e in enumerate(edits[p.id]):
                         if not e.usable:
                             warnings.append(f"{p.id}: self-edit {i} unusable ({e.rejected[-1]})")

@@ -90,6 +90,16 @@ def generator_format(path: Path, default: str) -> str:
     return json.loads(manifest.read_text()).get("format", default) if manifest.is_file() else default
 
 
+def generator_chain(path: Path) -> list[Path]:
+    """Adapters that make up a trained generator, oldest first (ReST-EM iterations build on each other)."""
+    manifest = path / GENERATOR_MANIFEST
+    if manifest.is_file():
+        chain = json.loads(manifest.read_text()).get("chain")
+        if chain:
+            return [path.parent / c for c in chain]
+    return [path]
+
+
 def is_adapter(path: Path) -> bool:
     return (path / ADAPTER_CONFIG).is_file()
 

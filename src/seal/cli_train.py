@@ -1,0 +1,77 @@
+"""`seal train ...`: the outer loop (ReST-EM) that teaches the model to write better self-edits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .cli_common import cli_errors, err, out
+from .runtime import SealError
+
+train_app = typer.Typer(no_args_is_help=True, help="ReST-EM: train the self-edit generator.")
+
+PRESETS = {
+    # Sized for a 2-core CPU: each trial is about a minute with the embedded model.
+    "cpu": {"n": 20, "k": 3, "repeats": 1, "iterations": 2},
+}
+
+
+@train_app.command("knowledge")
+@cli_errors
+def knowledge(
+    out_dir: Path = typer.Option(..., "--out", help="Run folder: iter_N generators, work/ records, stats.jsonl."),
+    data: str = typer.Option("fresh-facts:train", "--data", help="Training passages: fresh-facts:train or a SEAL-format file (never eval passages)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="cpu: 20 passages, k=3, R=1, 2 iterations. Explicit options override it."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="Training passages [default: all]."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="ReST-EM iterations [paper: 2]."),
+    k: Optional[int] = typer.Option(None, "--k", min=1, help="Self-edits sampled per passage [paper: 5]."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Inner-loop runs per self-edit [paper: 3]."),
+    format: str = typer.Option("implications", "--format", help="Self-edit format the generator writes."),
+    reward: str = typer.Option("gold", "--reward", help="gold (the passages' questions) or self-questions (the model's own Q/A pairs)."),
+    min_gain: Optional[float] = typer.Option(None, "--min-gain", help="Drop passages whose best reward does not beat passage-only by this much."),
+    exclude: str = typer.Option("fresh-facts:eval", "--exclude", help="Comma list of evaluation sets that must not overlap the training passages."),
+    seed: int = typer.Option(0, "--seed", help="Root seed."),
+    model: Optional[str] = typer.Option(None, "--model", help="Base model folder [default: embedded]."),
+    executor: str = typer.Option("local", "--executor", help="local (this process) or ray."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Inner-loop learning rate [1e-3]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the per-iteration statistics as JSON."),
+):
+    """Run ReST-EM: sample k self-edits per passage, score them by the inner loop, SFT on the best."""
+    from .progress import RichReporter
+    from .rest_em import LocalExecutor, RestEMConfig, run_rest_em
+    from .self_edit import get_format
+
+    if preset is not None and preset not in PRESETS:
+        raise SealError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    if reward not in ("gold", "self-questions"):
+        raise SealError(f"unknown reward {reward!r} (gold or self-questions)")
+    if executor not in ("local", "ray"):
+        raise SealError(f"unknown executor {executor!r} (local or ray)")
+    if executor == "ray":
+        raise SealError("the Ray executor is not implemented yet; use --executor local")
+    get_format(format)
+    given = {"n": n, "iterations": iterations, "k": k, "repeats": repeats}
+    values = {**PRESETS.get(preset or "", {}), **{key: v for key, v in given.items() if v is not None}}
+    cfg = RestEMConfig(data=data, format=format, reward=reward, min_gain=min_gain, seed=seed, model=model,
+                       exclude=[e for e in exclude.split(",") if e], **values)
+    if lr is not None:
+        cfg.inner.lr = lr
+    stats = run_rest_em(cfg, out_dir, executor=LocalExecutor(), reporter=RichReporter(err))
+    if as_json:
+        print(json.dumps(stats))
+        return
+    table = Table(title=f"ReST-EM ({out_dir})")
+    cols = ("iteration", "mean reward", "best-of-k", "passage-only", "base", "best > passage", "std within", "std between", "kept", "s")
+    for c in cols:
+        table.add_column(c)
+    for s in stats:
+        table.add_row(str(s["iteration"]), f"{s['mean_reward']:.3f}", f"{s['best_of_k_reward']:.3f}", f"{s['passage_only_reward']:.3f}",
+                      f"{s['base_reward']:.3f}", f"{s['share_best_beats_passage']:.0%}", f"{s['std_within_self_edit']:.3f}",
+                      f"{s['std_between_self_edits']:.3f}", str(s["n_kept"]), f"{s['seconds']:.0f}")
+    out.print(table)
+    names = ", ".join(str(out_dir / f"iter_{s['iteration']}") for s in stats)
+    out.print(f"generators: {names}")

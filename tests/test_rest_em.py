@@ -1,0 +1,99 @@
+"""ReST-EM outer loop on the tiny model: a full iteration, resume at each stage, selection."""
+
+import json
+
+import pytest
+
+from seal.config import InnerLoopConfig, SamplingConfig
+from seal.data import Passage, Question
+from seal.rest_em import RestEMConfig, check_no_overlap, run_rest_em, select_best
+from seal.runtime import SealError
+
+
+def cfg_for(tmp_path, **kw):
+    items = [{"id": f"t{i}", "title": f"Harbour {i}", "context": f"In 2026 harbour {i} bought cranes from Daesan {i}.",
+              "questions": [{"question": f"Who sold cranes to harbour {i}?", "answer": f"Daesan {i}"}]} for i in range(2)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(it) + "\n" for it in items))
+    base = dict(data=str(data), iterations=1, k=2, repeats=2, exclude=[],
+                sampling=SamplingConfig(max_new_tokens=12), inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1),
+                sft=InnerLoopConfig(lora_r=4, lora_alpha=8, lr=1e-3, epochs=1))
+    return RestEMConfig(**{**base, **kw})
+
+
+def records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_one_iteration_end_to_end(tiny_lm, tmp_path):
+    cfg = cfg_for(tmp_path)
+    (stats,) = run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    it = tmp_path / "run" / "iter_1"
+    for name in ("adapter_model.safetensors", "adapter_config.json", "generator.json", "stats.json", "kept.jsonl"):
+        assert (it / name).is_file(), name
+    trials = records(tmp_path / "run" / "work" / "iter_1" / "trials.jsonl")
+    assert len(trials) == 2 * (1 + 2 * (1 + 2))  # per passage: base + R x (passage + k)
+    for key in ("mean_reward", "best_of_k_reward", "passage_only_reward", "share_best_beats_passage",
+                "std_within_self_edit", "std_between_self_edits", "sft_losses", "seconds"):
+        assert key in stats
+    assert stats["n_kept"] == 2 and len(stats["sft_losses"]) == 2
+    assert json.loads((it / "generator.json").read_text())["chain"] == ["iter_1"]
+
+
+def test_resume_at_each_stage_redoes_nothing_finished(tiny_lm, tmp_path):
+    cfg = cfg_for(tmp_path)
+    run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    work = tmp_path / "run" / "work" / "iter_1"
+    samples, trials = records(work / "samples.jsonl"), records(work / "trials.jsonl")
+    kept = (tmp_path / "run" / "iter_1" / "kept.jsonl").read_text()
+
+    # Killed during SFT: the trials are all on disk, iter_1 never appeared.
+    import shutil
+    shutil.rmtree(tmp_path / "run" / "iter_1")
+    run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    assert records(work / "trials.jsonl") == trials  # no trial was redone
+    assert (tmp_path / "run" / "iter_1" / "kept.jsonl").read_text() == kept
+
+    # Killed during the trials (one torn record) and during sampling (second passage missing).
+    shutil.rmtree(tmp_path / "run" / "iter_1")
+    lines = (work / "trials.jsonl").read_text().splitlines()
+    (work / "trials.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])
+    (work / "samples.jsonl").write_text(json.dumps(samples[0]) + "\n")
+    run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    again = records(work / "trials.jsonl")
+    assert sorted(t["key"] for t in again) == sorted(t["key"] for t in trials)
+    assert records(work / "samples.jsonl") == samples  # same seeds, same self-edits
+    assert {t["key"]: t["reward"] for t in again} == {t["key"]: t["reward"] for t in trials}
+
+
+def test_best_of_k_and_ties_go_to_the_earlier_sample():
+    items = [Passage("a", "T", "C", [Question("q", "x")]), Passage("b", "T", "C", [Question("q", "x")])]
+    samples = {p: {"prompt": f"prompt {p}", "completions": ["s0", "s1", "s2"]} for p in "ab"}
+    trials = [
+        {"passage_id": "a", "sample": 0, "reward": 0.2}, {"passage_id": "a", "sample": 1, "reward": 0.6},
+        {"passage_id": "a", "sample": 2, "reward": 0.6}, {"passage_id": "a", "sample": "passage", "reward": 0.4},
+        {"passage_id": "b", "sample": 0, "reward": 0.0}, {"passage_id": "b", "sample": 1, "reward": 0.0},
+        {"passage_id": "b", "sample": 2, "reward": 0.0}, {"passage_id": "b", "sample": "passage", "reward": 0.2},
+    ]
+    kept = select_best(items, samples, trials, 3, None)
+    assert [(k["passage_id"], k["sample"], k["completion"]) for k in kept] == [("a", 1, "s1"), ("b", 0, "s0")]
+    assert [k["passage_id"] for k in select_best(items, samples, trials, 3, 0.0)] == ["a"]  # b's best loses to passage
+
+
+def test_refuses_training_on_evaluation_passages(tmp_path):
+    from seal.data import load_dataset
+
+    with pytest.raises(SealError, match="also appear in the evaluation set"):
+        check_no_overlap(load_dataset("fresh-facts:eval")[:2], ["fresh-facts:eval"])
+    check_no_overlap(load_dataset("fresh-facts:train"), ["fresh-facts:eval"])
+
+
+def test_generator_plugs_into_the_benchmark(tiny_lm, tmp_path):
+    from seal.bench import BenchConfig, run_bench
+
+    cfg = cfg_for(tmp_path)
+    run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    bench = BenchConfig(data=cfg.data, conditions=[f"generator:{tmp_path / 'run' / 'iter_1'}"], canary_sample=0,
+                        sampling=SamplingConfig(max_new_tokens=12), inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1))
+    results = run_bench(bench, tmp_path / "bench", lm=tiny_lm)
+    assert list(results["conditions"]) == bench.conditions
