@@ -4,9 +4,14 @@ import json
 
 import pytest
 
-from conftest import run_seal
+from conftest import run_seal as _run_seal
 
 FAST = ["--epochs", "1", "--lora-r", "4", "--lora-alpha", "8", "--max-new-tokens", "24"]
+
+
+def run_seal(*args, env=None, timeout=900):
+    """The tiny model needs no threads; one avoids OpenMP spinning when cores are shared."""
+    return _run_seal(*args, env={"OMP_NUM_THREADS": "1", **(env or {})}, timeout=timeout)
 
 
 @pytest.fixture()
@@ -103,3 +108,24 @@ def test_bad_input_is_one_line_and_leaves_store_untouched(tmp_path, case):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
     assert not store.exists()
+
+
+def test_learn_with_a_trained_generator(tiny_model_dir, tmp_path, doc):
+    from seal.config import InnerLoopConfig, SamplingConfig
+    from seal.models import load_model
+    from seal.rest_em import RestEMConfig, run_rest_em
+
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"id": "t", "title": "Harbour", "context": "Daesan sold cranes to the harbour in 2026.",
+                                "questions": [{"question": "Who sold cranes to the harbour?", "answer": "Daesan"}]}) + "\n")
+    cfg = RestEMConfig(data=str(data), iterations=1, k=2, repeats=1, exclude=[], format="rewrite",
+                       sampling=SamplingConfig(max_new_tokens=12), inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1),
+                       sft=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1))
+    run_rest_em(cfg, tmp_path / "gen", lm=load_model(str(tiny_model_dir)))
+    r = run_seal("learn", str(doc), "--model", str(tiny_model_dir), "--store", str(tmp_path / "s"), *FAST,
+                 "--generator", str(tmp_path / "gen" / "iter_1"), "--json")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "s" / "versions" / "v0001" / "manifest.json").read_text())
+    assert manifest["config"]["format"] == "rewrite"  # taken from the generator's manifest
+    r = run_seal("learn", str(doc), "--generator", str(tmp_path), "--store", str(tmp_path / "s2"))
+    assert r.returncode == 2 and "not a generator adapter folder" in r.stderr
