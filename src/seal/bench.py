@@ -65,7 +65,7 @@ class BenchConfig:
 
 PRESETS: dict[str, dict] = {
     # Finishes in under 30 minutes on a 2-core CPU with the embedded model.
-    "quick": {"data": "fresh-facts:eval", "n": 6, "repeats": 1, "conditions": [
+    "quick": {"data": "fresh-facts:eval", "n": 5, "repeats": 1, "conditions": [
         "base", "passage", "self-edit:implications", "self-edit:rewrite", "self-edit:self-qa"]},
     # The paper's evaluation slice and all conditions; meant for a GPU.
     "paper": {"data": "../shared/data/seal/knowledge-incorporation/data/squad_val.json", "n": 200, "repeats": 3,
