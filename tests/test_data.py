@@ -83,3 +83,15 @@ def test_bad_documents_are_one_line_errors(tmp_path, name, content, message):
     with pytest.raises(SealError, match=message) as e:
         load_document(path)
     assert "\n" not in str(e.value)
+
+
+SEAL_ROOT = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "seal"
+
+
+@pytest.mark.skipif(not SEAL_ROOT.exists(), reason="../shared/data/seal not present")
+def test_seal_training_passages_by_name(monkeypatch):
+    monkeypatch.setenv("SEAL_DATA", str(SEAL_ROOT))
+    train = load_dataset("seal-squad:train")
+    assert len(train) == 199 and len({p.context for p in train}) == 199
+    evals = {p.context for p in load_dataset("seal-squad:eval")}
+    assert not evals & {p.context for p in train}

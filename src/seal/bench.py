@@ -68,7 +68,7 @@ PRESETS: dict[str, dict] = {
     "quick": {"data": "fresh-facts:eval", "n": 5, "repeats": 1, "conditions": [
         "base", "passage", "self-edit:implications", "self-edit:rewrite", "self-edit:self-qa"]},
     # The paper's evaluation slice and all conditions; meant for a GPU.
-    "paper": {"data": "../shared/data/seal/knowledge-incorporation/data/squad_val.json", "n": 200, "repeats": 3,
+    "paper": {"data": "seal-squad:eval", "n": 200, "repeats": 3,
               "conditions": ["base", "passage", "self-edit:implications", "teacher"],
               "teacher_file": "../shared/data/seal/knowledge-incorporation/data/synthetic_data/eval/gpt4_1_val.json"},
 }
@@ -78,7 +78,7 @@ def select_passages(spec: str, n: int | None, offset: int = 0) -> list[Passage]:
     """A SEAL JSON list is shuffled exactly as the paper did (random.seed(42)); others keep file order."""
     items = load_dataset(spec)
     path = Path(spec)
-    if path.is_file() and path.read_text(encoding="utf-8").lstrip()[:1] == "[":
+    if spec == "seal-squad:eval" or path.is_file() and path.read_text(encoding="utf-8").lstrip()[:1] == "[":
         random.Random(PAPER_SEED).shuffle(items)
     return items[offset : offset + n if n else None]
 

@@ -13,6 +13,31 @@ from pathlib import Path
 from .runtime import SealError, sha256_text
 
 BUNDLED = {"fresh-facts"}
+# SEAL's own data (never committed here): ../shared/data/seal beside the project, or $SEAL_DATA.
+SEAL_NAMES = {"seal-squad:eval", "seal-squad:train"}
+
+
+def seal_data_dir() -> Path:
+    import os
+
+    env = os.environ.get("SEAL_DATA")
+    return Path(env) if env else Path.cwd().parent / "shared" / "data" / "seal"
+
+
+def _load_seal(spec: str) -> list["Passage"]:
+    """seal-squad:eval = squad_val.json (shuffle it with seed 42 to get the paper's slice);
+    seal-squad:train = the 199 unique SQuAD-train passages in SEAL's synthetic_data/train files."""
+    root = seal_data_dir() / "knowledge-incorporation" / "data"
+    if spec.endswith(":eval"):
+        return load_dataset(str(root / "squad_val.json"))
+    files = sorted((root / "synthetic_data" / "train").rglob("*.json"))
+    if not files:
+        raise SealError(f"SEAL training data not found under {root} (set SEAL_DATA to the folder holding knowledge-incorporation/)")
+    seen: dict[str, Passage] = {}
+    for f in files:
+        for p in load_dataset(str(f)):
+            seen.setdefault(p.sha256, Passage(f"seal-train-{len(seen)}", p.title, p.context, p.questions))
+    return list(seen.values())
 
 
 @dataclass
@@ -53,6 +78,8 @@ def _parse_items(raw: list, source: str) -> list[Passage]:
 def load_dataset(spec: str) -> list[Passage]:
     """`fresh-facts[:train|eval]`, or a path to a SEAL-format JSON list or JSONL file."""
     name, _, split = spec.partition(":")
+    if spec in SEAL_NAMES:
+        return _load_seal(spec)
     if name in BUNDLED:
         splits = [split] if split else ["train", "eval"]
         items: list[Passage] = []
