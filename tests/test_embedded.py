@@ -37,7 +37,7 @@ def _store_snapshot(store):
     return (store / "state.json").read_bytes(), sorted(p.name for p in (store / "versions").iterdir())
 
 
-@pytest.mark.parametrize("delay", [2.0, 20.0])  # during self-edit generation / during training
+@pytest.mark.parametrize("delay", [2.0, 20.0])  # early (before-evaluation) / later (self-edits or training)
 def test_sigkill_mid_learn_leaves_history_and_head(tmp_path, delay):
     store = tmp_path / "store"
     quick = ["--data", "fresh-facts:eval", "--store", str(store), "--epochs", "1", "--json"]
