@@ -201,7 +201,7 @@ def eval_(
     """Closed-book QA accuracy of a version on a dataset (local grader: EM, containment, F1)."""
     from .data import load_dataset, select
     from .inner_loop import applied_adapters
-    from .knowledge import evaluate
+    from .knowledge import evaluate_with_progress
 
     passages = select(load_dataset(data), _split_ids(ids))[: n or None]
     n_q = sum(len(p.questions) for p in passages)
@@ -213,8 +213,7 @@ def eval_(
     from .progress import RichReporter
 
     with applied_adapters(lm.model, st.adapter_dirs(v) if st.exists else []):
-        with RichReporter(err).task(f"closed-book QA, version {v}", n_q) as task:
-            result = evaluate(lm, passages, on_batch=task.advance)
+        result = evaluate_with_progress(lm, passages, RichReporter(err), f"closed-book QA, version {v}")
     if as_json:
         print(json.dumps({"version": v, **result.to_json()}))
         return
@@ -286,7 +285,7 @@ def demo(
 
     from .data import load_dataset
     from .inner_loop import applied_adapters
-    from .knowledge import evaluate
+    from .knowledge import evaluate_with_progress
     from .learn import learn as run_learn
     from .models import cache_root
     from .progress import RichReporter
@@ -299,8 +298,7 @@ def demo(
     passages = load_dataset("fresh-facts:eval")[:n]
     lm = _load(model)
     rep = RichReporter(err)
-    with rep.task("closed-book QA of the base model", sum(len(p.questions) for p in passages)) as task:
-        before = evaluate(lm, passages, on_batch=task.advance)
+    before = evaluate_with_progress(lm, passages, rep, "closed-book QA of the base model")
     cfg = LearnConfig(format=format)
     cfg.inner.lr = lr
     inner = cfg.inner
@@ -310,8 +308,7 @@ def demo(
         err.print(f"[bold]learning[/] {p.title!r}")
         run_learn(lm, st, [p], cfg, rep, source=f"fresh-facts:eval:{p.id}")
     with applied_adapters(lm.model, st.adapter_dirs()):
-        with rep.task(f"closed-book QA of the head (v{st.head})", sum(len(p.questions) for p in passages)) as task:
-            after = evaluate(lm, passages, on_batch=task.advance)
+        after = evaluate_with_progress(lm, passages, rep, f"closed-book QA of the head (v{st.head})")
     rows = [(b.question, b.gold, b.prediction, b.correct, a.prediction, a.correct) for b, a in zip(before.per_question, after.per_question)]
     _print_qa_table(f"{n} unseen articles, closed-book: base model vs after `seal learn` ({format})", rows)
     out.print(

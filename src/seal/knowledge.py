@@ -119,3 +119,12 @@ def evaluate(
             QuestionResult(p.id, q.question, q.answer, pred, g.correct, g.exact_match, round(g.f1, 4))
         )
     return result
+
+
+def evaluate_with_progress(lm: LoadedModel, passages: list[Passage], reporter, label: str) -> EvalResult | None:
+    """`evaluate` behind a progress bar of one step per question; None when there are no questions."""
+    n = sum(len(p.questions) for p in passages)
+    if not n:
+        return None
+    with reporter.task(label, n) as task:
+        return evaluate(lm, passages, on_batch=task.advance)

@@ -14,7 +14,7 @@ from pathlib import Path
 from .config import LearnConfig
 from .data import Passage
 from .inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
-from .knowledge import EvalResult, evaluate
+from .knowledge import EvalResult, evaluate_with_progress
 from .models import LoadedModel
 from .progress import NullReporter, Reporter
 from .runtime import SealError, derive_seed, peak_memory_mb
@@ -76,7 +76,7 @@ def learn(
         parent = store.head
         with applied_adapters(lm.model, store.adapter_dirs(parent)):
             quizzed = [p for p in passages if p.questions]
-            before = _evaluate(lm, quizzed, reporter, "closed-book QA (before)")
+            before = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (before)")
 
             t0 = time.perf_counter()
             edits: dict[str, list[SelfEdit]] = {}
@@ -116,7 +116,7 @@ def learn(
                         peft_model, lm.tokenizer, examples, cfg.inner, seed,
                         on_step=lambda step, _total, loss: task.advance(info=f"loss {loss:.3f}"),
                     )
-                after = _evaluate(lm, quizzed, reporter, "closed-book QA (after)")
+                after = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after)")
                 folder = store.new_version_dir()
                 save_adapter(peft_model, folder)
             memory = peak_memory_mb()
@@ -150,11 +150,3 @@ def learn(
         train_seconds=result.train_seconds, generate_seconds=generate_seconds, final_loss=final_loss,
         memory=memory, before=before, after=after, warnings=warnings,
     )
-
-
-def _evaluate(lm: LoadedModel, passages: list[Passage], reporter: Reporter, label: str) -> EvalResult | None:
-    if not passages:
-        return None
-    n = sum(len(p.questions) for p in passages)
-    with reporter.task(label, n) as task:
-        return evaluate(lm, passages, on_batch=task.advance)
