@@ -76,7 +76,8 @@ def embedded_lm():
 
     from seal.models import load_model
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    # OMP_NUM_THREADS (if set) wins: lets the slow tier share the cores with another job.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     return load_model(None)
 
 

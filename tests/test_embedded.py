@@ -95,3 +95,22 @@ def test_bench_knowledge_on_three_articles(embedded_lm, tmp_path):
     assert base["n_questions"] == passage["n_questions"] == 15
     assert base["reasoning_accuracy_base"] > 0.35  # the canary is well above chance (0.25) for this model
     assert passage["reasoning_accuracy"] is not None and passage["perplexity"] > 1
+
+
+def test_rest_em_smoke_one_iteration_two_passages_k2(embedded_lm, tmp_path):
+    """ReST-EM on the real model: 2 train passages, k=2, R=1, one iteration. The inner loop is cut
+    to 3 epochs and self-edits to 128 tokens so this stays a smoke test (a few minutes)."""
+    from seal.config import InnerLoopConfig, SamplingConfig
+    from seal.rest_em import RestEMConfig, run_rest_em
+
+    cfg = RestEMConfig(data="fresh-facts:train", n=2, iterations=1, k=2, repeats=1,
+                       sampling=SamplingConfig(max_new_tokens=128), inner=InnerLoopConfig(lr=3e-3, epochs=3),
+                       sft=RestEMConfig().sft)
+    (stats,) = run_rest_em(cfg, tmp_path / "run", lm=embedded_lm)
+    trials = [json.loads(line) for line in (tmp_path / "run" / "work" / "iter_1" / "trials.jsonl").read_text().splitlines()]
+    assert len(trials) == 2 * (1 + 1 + 2)
+    assert all(t["predictions"] for t in trials if t["sample"] != "base")
+    assert stats["n_kept"] == 2 and all(loss > 0 for loss in stats["sft_losses"])
+    assert (tmp_path / "run" / "iter_1" / "adapter_model.safetensors").is_file()
+    samples = [json.loads(line) for line in (tmp_path / "run" / "work" / "iter_1" / "samples.jsonl").read_text().splitlines()]
+    assert all(len(s["completions"]) == 2 and all(c.strip() for c in s["completions"]) for s in samples)

@@ -97,3 +97,51 @@ def test_generator_plugs_into_the_benchmark(tiny_lm, tmp_path):
                         sampling=SamplingConfig(max_new_tokens=12), inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1))
     results = run_bench(bench, tmp_path / "bench", lm=tiny_lm)
     assert list(results["conditions"]) == bench.conditions
+
+
+def _comparable(path):
+    """Trial records without wall-clock fields, keyed by trial."""
+    return {t["key"]: {k: v for k, v in t.items() if not k.endswith("seconds")} for t in records(path)}
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    pytest.importorskip("ray")
+    from seal.ray_executor import RayExecutor
+
+    with RayExecutor(workers=2) as ex:
+        yield ex
+
+
+def test_ray_and_local_executors_give_identical_records(tiny_lm, tmp_path, ray_executor):
+    cfg = cfg_for(tmp_path, iterations=2)  # iteration 2 runs its trials on the iter_1 generator
+    run_rest_em(cfg, tmp_path / "local", lm=tiny_lm)
+    run_rest_em(cfg, tmp_path / "ray", lm=tiny_lm, executor=ray_executor)
+    for it in ("iter_1", "iter_2"):
+        local, remote = (_comparable(tmp_path / run / "work" / it / "trials.jsonl") for run in ("local", "ray"))
+        assert local == remote and len(local) == 2 * (1 + 2 * 3)
+        assert ((tmp_path / "local" / it / "kept.jsonl").read_text() == (tmp_path / "ray" / it / "kept.jsonl").read_text())
+
+
+def test_ray_trial_of_a_killed_worker_is_retried_not_lost_or_doubled(tiny_lm, tmp_path, ray_executor):
+    import os
+    import signal
+
+    from seal.domains.knowledge import KnowledgeDomain
+    from seal.rest_em import LocalExecutor, TrialJob
+
+    cfg = cfg_for(tmp_path)
+    domain = KnowledgeDomain(tiny_lm, cfg.format, cfg.sampling, cfg.inner)
+    items = {p.id: p for p in domain.load_items(cfg.data, None)}
+    jobs = [TrialJob(f"{pid}|passage|{r}", pid, "passage", r, 100 + r, None) for pid in items for r in range(4)]
+    expected = {job.key: res for job, res in LocalExecutor().run(domain, items, jobs, {})}
+
+    got, retries_before = [], ray_executor.retries
+    for job, res in ray_executor.run(domain, items, jobs, {}):
+        if not got:  # both workers hold a trial now: kill one mid-trial
+            os.kill(ray_executor.worker_pids()[0], signal.SIGKILL)
+        got.append((job.key, res))
+    assert sorted(k for k, _ in got) == sorted(expected)  # every trial exactly once
+    assert ray_executor.retries > retries_before
+    strip = lambda r: {k: v for k, v in r.items() if not k.endswith("seconds")}  # noqa: E731
+    assert {k: strip(r) for k, r in got} == {k: strip(r) for k, r in expected.items()}

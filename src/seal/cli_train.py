@@ -36,7 +36,11 @@ def knowledge(
     exclude: str = typer.Option("fresh-facts:eval", "--exclude", help="Comma list of evaluation sets that must not overlap the training passages."),
     seed: int = typer.Option(0, "--seed", help="Root seed."),
     model: Optional[str] = typer.Option(None, "--model", help="Base model folder [default: embedded]."),
-    executor: str = typer.Option("local", "--executor", help="local (this process) or ray."),
+    executor: str = typer.Option("local", "--executor", help="local (this process) or ray (parallel trials on Ray actors; pip install 'seal[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: join this cluster (auto, or ray://host:10001) [default: start a local one]."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray: trial workers, each holding a loaded model [default: as many as the cluster fits]."),
+    trial_cpus: float = typer.Option(1.0, "--trial-cpus", help="Ray: CPUs (and torch threads) per worker."),
+    trial_gpus: float = typer.Option(0.0, "--trial-gpus", help="Ray: GPUs per worker, fractional allowed (0.25: four workers per GPU)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Inner-loop learning rate [1e-3]."),
     as_json: bool = typer.Option(False, "--json", help="Print the per-iteration statistics as JSON."),
 ):
@@ -51,8 +55,6 @@ def knowledge(
         raise SealError(f"unknown reward {reward!r} (gold or self-questions)")
     if executor not in ("local", "ray"):
         raise SealError(f"unknown executor {executor!r} (local or ray)")
-    if executor == "ray":
-        raise SealError("the Ray executor is not implemented yet; use --executor local")
     get_format(format)
     given = {"n": n, "iterations": iterations, "k": k, "repeats": repeats}
     values = {**PRESETS.get(preset or "", {}), **{key: v for key, v in given.items() if v is not None}}
@@ -60,7 +62,15 @@ def knowledge(
                        exclude=[e for e in exclude.split(",") if e], **values)
     if lr is not None:
         cfg.inner.lr = lr
-    stats = run_rest_em(cfg, out_dir, executor=LocalExecutor(), reporter=RichReporter(err))
+    if executor == "ray":
+        from .ray_executor import RayExecutor
+
+        with RayExecutor(ray_address, workers, trial_cpus, trial_gpus) as ex:
+            stats = run_rest_em(cfg, out_dir, executor=ex, reporter=RichReporter(err))
+            if ex.retries:
+                err.print(f"[yellow]{ex.retries} trial(s) were retried after their Ray worker died[/]")
+    else:
+        stats = run_rest_em(cfg, out_dir, executor=LocalExecutor(), reporter=RichReporter(err))
     if as_json:
         print(json.dumps(stats))
         return
