@@ -114,7 +114,7 @@ def make_writer(kind: str, arg: str, cfg: BenchConfig, student: LoadedModel) -> 
         return ModelWriter(load_model(str(path)), fmt, cfg.sampling)
     fmt = get_format(cfg.teacher_format)
     if cfg.teacher_file:
-        return StoredWriter(Path(cfg.teacher_file), fmt)
+        return StoredWriter(Path(cfg.teacher_file), fmt, cfg.sampling.min_faithfulness)
     if cfg.teacher_url:
         if not cfg.teacher_name:
             raise SealError("--teacher-url needs --teacher-name (the served model's name)")

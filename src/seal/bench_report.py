@@ -30,6 +30,7 @@ def aggregate_condition(trials: list[dict]) -> dict:
     per_passage = [mean([mean(by_pr[(pid, r)]) for r in repeats if (pid, r) in by_pr]) for pid in passages]
     per_repeat = [mean([mean(by_pr[(pid, r)]) for pid in passages if (pid, r) in by_pr]) for r in repeats]
     canaries = [t["canary"] for t in trials if t.get("canary")]
+    edits = [e for t in trials for e in t.get("self_edits", [])]
     judged = [q for _, _, q in rows if q.get("judge_correct") is not None]
     out = {
         "accuracy": mean(per_passage),
@@ -48,12 +49,22 @@ def aggregate_condition(trials: list[dict]) -> dict:
         "reasoning_accuracy": mean([c["reasoning_accuracy"] for c in canaries]) if canaries else None,
         "perplexity": mean([c["perplexity"] for c in canaries]) if canaries else None,
         "n_canary_adapters": len(canaries),
+        "sequences_per_trial": mean([len(t["sequences"]) for t in trials]),
+        # Self-edit quality (issue 6): None for conditions without self-edits or older records.
+        "faithfulness": _mean_of(edits, "faithfulness"),
+        "coverage": _mean_of(edits, "coverage"),
+        "filter_rate": _mean_of(edits, "filter_rate"),
     }
     if any("judge_correct" in q for _, _, q in rows):
         out["judge_accuracy"] = mean([q["judge_correct"] for q in judged]) if judged else None
         out["judge_agreement"] = mean([q["judge_correct"] == q["correct"] for q in judged]) if judged else None
         out["judge_errors"] = sum(1 for _, _, q in rows if q.get("judge_correct") is None)
     return out
+
+
+def _mean_of(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return mean(values) if values else None
 
 
 def aggregate(cfg, records: list[dict]) -> dict:
@@ -104,6 +115,13 @@ def render_report(results: dict) -> str:
             f"{_pct(c['exact_match'])} | {c['f1']:.3f} | {_pct(c['std_over_passages'])} | {_pct(c['std_over_repeats'])} | "
             f"{reasoning} | {ppl} | {c['seconds_per_trial']:.1f} | {c['peak_rss_mb']:.0f} | {paper} |"
         )
+    edited = {name: c for name, c in results["conditions"].items() if c.get("faithfulness") is not None}
+    if edited:
+        lines += ["", "Self-edits: faithfulness = share of their names, numbers and long words found in the passage; "
+                  "coverage = share of passage sentences some kept line is about; filtered = share of lines dropped as unfaithful.",
+                  "", "| condition | faithfulness % | coverage % | filtered % | sequences / trial |", "|---|---|---|---|---|"]
+        for name, c in edited.items():
+            lines.append(f"| {name} | {_pct(c['faithfulness'])} | {_pct(c['coverage'])} | {_pct(c['filter_rate'])} | {c['sequences_per_trial']:.1f} |")
     if any("judge_accuracy" in c for c in results["conditions"].values()):
         lines += ["", "| condition | judge accuracy % | local accuracy (micro) % | agreement % | judge errors |", "|---|---|---|---|---|"]
         for name, c in results["conditions"].items():

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .cli_bench import bench_app
 from .cli_train import train_app
-from .cli_common import JsonOpt, ModelOpt, StoreOpt, cli_errors, err, out
+from .cli_common import JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, out
 from .config import DEFAULT_TARGET_MODULES, InnerLoopConfig, LearnConfig, SamplingConfig
 from .runtime import SealError
 
@@ -80,6 +80,7 @@ def learn(
     temperature: float = typer.Option(SamplingConfig.temperature, "--temperature", min=0.0, help="Sampling temperature of self-edits (0 = greedy)."),
     top_p: float = typer.Option(SamplingConfig.top_p, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Length limit of a self-edit [default: per format]."),
+    min_faithfulness: Optional[float] = MinFaithOpt,
     no_passage: bool = typer.Option(False, "--no-passage", help="Do not add the raw passage to the training sequences."),
     lr: float = typer.Option(InnerLoopConfig.lr, "--lr", min=0.0, help="LoRA learning rate (AdamW, linear decay)."),
     epochs: int = typer.Option(InnerLoopConfig.epochs, "--epochs", min=1, help="Passes over the training sequences."),
@@ -108,7 +109,8 @@ def learn(
         include_passage=not no_passage,
         seed=seed,
         max_chunk_words=max_chunk_words,
-        sampling=replace(SamplingConfig(), k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens or 0),
+        sampling=replace(SamplingConfig(), k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens or 0,
+                         min_faithfulness=min_faithfulness),
         inner=replace(
             InnerLoopConfig(), lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size,
             target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),

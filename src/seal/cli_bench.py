@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli_common import cli_errors, err, out
+from .cli_common import MinFaithOpt, cli_errors, err, out
 from .runtime import SealError
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that reproduce the paper's tables.")
@@ -40,6 +40,7 @@ def knowledge(
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key [OPENAI_API_KEY]."),
     k: Optional[int] = typer.Option(None, "--k", min=1, help="Self-edits per passage per trial."),
     temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="Self-edit sampling temperature."),
+    min_faithfulness: Optional[float] = MinFaithOpt,
     lr: Optional[float] = typer.Option(None, "--lr", help="Inner-loop LoRA learning rate."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Inner-loop epochs."),
     lora_r: Optional[int] = typer.Option(None, "--lora-r", min=1, help="Inner-loop LoRA rank."),
@@ -61,7 +62,7 @@ def knowledge(
     )
     values = {**PRESETS.get(preset or "", {}), **{key: v for key, v in given.items() if v is not None}}
     cfg = BenchConfig(**{f.name: values[f.name] for f in fields(BenchConfig) if f.name in values})
-    for name, v in (("k", k), ("temperature", temperature)):
+    for name, v in (("k", k), ("temperature", temperature), ("min_faithfulness", min_faithfulness)):
         if v is not None:
             setattr(cfg.sampling, name, v)
     for name, v in (("lr", lr), ("epochs", epochs), ("lora_r", lora_r), ("lora_alpha", lora_alpha)):

@@ -15,6 +15,10 @@ err = Console(stderr=True, highlight=False)
 StoreOpt = typer.Option(None, "--store", help="Knowledge store folder [env SEAL_HOME; default: user data dir].")
 ModelOpt = typer.Option(None, "--model", help="Local Hugging Face model folder [default: embedded SmolLM2-135M-Instruct].")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+MinFaithOpt = typer.Option(
+    None, "--min-faithfulness", min=0.0, max=1.0,
+    help="Drop self-edit lines whose names, numbers and long words occur in the passage less than this share (1.0: all must).",
+)
 
 
 def cli_errors(fn):

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli_common import cli_errors, err, out
+from .cli_common import MinFaithOpt, cli_errors, err, out
 from .runtime import SealError
 
 train_app = typer.Typer(no_args_is_help=True, help="ReST-EM: train the self-edit generator.")
@@ -42,6 +42,7 @@ def knowledge(
     trial_cpus: float = typer.Option(1.0, "--trial-cpus", help="Ray: CPUs (and torch threads) per worker."),
     trial_gpus: float = typer.Option(0.0, "--trial-gpus", help="Ray: GPUs per worker, fractional allowed (0.25: four workers per GPU)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Inner-loop learning rate [1e-3]."),
+    min_faithfulness: Optional[float] = MinFaithOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the per-iteration statistics as JSON."),
 ):
     """Run ReST-EM: sample k self-edits per passage, score them by the inner loop, SFT on the best."""
@@ -62,6 +63,7 @@ def knowledge(
                        exclude=[e for e in exclude.split(",") if e], **values)
     if lr is not None:
         cfg.inner.lr = lr
+    cfg.sampling.min_faithfulness = min_faithfulness
     if executor == "ray":
         from .ray_executor import RayExecutor
 

@@ -36,6 +36,7 @@ class SamplingConfig:
     top_p: float = 0.95  # nucleus sampling mass
     max_new_tokens: int = 256  # length limit of one self-edit
     k: int = 1  # self-edits sampled per passage, generated as one batch
+    min_faithfulness: float | None = None  # drop lines whose names/numbers are < this share in the passage
 
 
 @dataclass

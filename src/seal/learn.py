@@ -93,6 +93,7 @@ def learn(
                             lm, fmt, p.title, p.context,
                             k=cfg.sampling.k, temperature=cfg.sampling.temperature,
                             top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.seed,
+                            min_faithfulness=cfg.sampling.min_faithfulness,
                         )
                     for i, e in enumerate(edits[p.id]):
                         if not e.usable:

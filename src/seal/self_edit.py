@@ -11,6 +11,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
+from .faithfulness import check_lines
 from .generation import generate, render_prompt
 from .models import LoadedModel
 from .runtime import derive_seed
@@ -87,6 +88,9 @@ class SelfEdit:
     text: str  # the raw completion
     sequences: list[str] = field(default_factory=list)  # parsed, before the title prefix
     rejected: list[str] = field(default_factory=list)  # why lines (or the whole edit) were dropped
+    faithfulness: float | None = None  # share of the lines' names/numbers/long words found in the passage
+    coverage: float | None = None  # share of the passage's sentences some kept line is about
+    filter_rate: float = 0.0  # share of parsed lines dropped as unfaithful (min_faithfulness)
 
     @property
     def usable(self) -> bool:
@@ -160,14 +164,22 @@ def parse_qa(text: str) -> tuple[list[str], list[str]]:
     return kept, rejected
 
 
-def parse_self_edit(fmt: SelfEditFormat, text: str) -> SelfEdit:
+def parse_self_edit(fmt: SelfEditFormat, text: str, title: str | None = None, passage: str | None = None,
+                    min_faithfulness: float | None = None) -> SelfEdit:
+    """Parse a completion into sequences; with the passage, score (and optionally filter) each line."""
     parse = parse_qa if fmt.parser == "qa" else parse_lines
     sequences, rejected = parse(text)
+    scores = {}
+    if passage is not None:
+        check = check_lines(sequences, title or "", passage, min_faithfulness)
+        sequences = check["kept"]
+        rejected += [f"unfaithful ({score:.2f}): {line}" for line, score in check["dropped"]]
+        scores = {k: check[k] for k in ("faithfulness", "coverage", "filter_rate")}
     if not text.strip():
         rejected.append("empty generation")
     elif not sequences:
         rejected.append("no usable line")
-    return SelfEdit(format=fmt.name, text=text, sequences=sequences, rejected=rejected)
+    return SelfEdit(format=fmt.name, text=text, sequences=sequences, rejected=rejected, **scores)
 
 
 def self_edit_prompt(lm: LoadedModel, fmt: SelfEditFormat, title: str, passage: str) -> str:
@@ -185,6 +197,7 @@ def sample_self_edits(
     top_p: float,
     max_new_tokens: int | None = None,
     seed: int = 0,
+    min_faithfulness: float | None = None,
 ) -> list[SelfEdit]:
     """Sample k self-edits for one passage as one batch; the seed is derived from the passage."""
     prompt = self_edit_prompt(lm, fmt, title, passage)
@@ -197,7 +210,7 @@ def sample_self_edits(
         num_return_sequences=k,
         seed=derive_seed(seed, "self-edit", fmt.name, title, passage),
     )[0]
-    return [parse_self_edit(fmt, t) for t in texts]
+    return [parse_self_edit(fmt, t, title, passage, min_faithfulness) for t in texts]
 
 
 def training_sequences(title: str, passage: str, edits: list[SelfEdit], include_passage: bool) -> list[str]:

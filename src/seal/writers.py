@@ -44,7 +44,7 @@ class ModelWriter:
             return sample_self_edits(
                 self.lm, self.fmt, passage.title, passage.context, k=self.sampling.k,
                 temperature=self.sampling.temperature, top_p=self.sampling.top_p,
-                max_new_tokens=self.sampling.max_new_tokens, seed=seed,
+                max_new_tokens=self.sampling.max_new_tokens, seed=seed, min_faithfulness=self.sampling.min_faithfulness,
             )
 
 
@@ -66,23 +66,23 @@ class RemoteWriter:
             except RemoteError as e:
                 edits.append(SelfEdit(self.fmt.name, "", [], [f"teacher error: {e}"]))
                 continue
-            edits.append(parse_self_edit(self.fmt, text))
+            edits.append(parse_self_edit(self.fmt, text, passage.title, passage.context, self.sampling.min_faithfulness))
         return edits
 
 
 class StoredWriter:
-    def __init__(self, path: Path, fmt: SelfEditFormat):
+    def __init__(self, path: Path, fmt: SelfEditFormat, min_faithfulness: float | None = None):
         raw = json.loads(read_text_file(path))
         if not isinstance(raw, list) or not all(isinstance(r, dict) and "completions" in r for r in raw):
             raise SealError(f"{path}: expected a SEAL JSON list whose items have 'completions'")
         self.by_context = {r["context"]: r["completions"] for r in raw}
-        self.fmt, self.path = fmt, path
+        self.fmt, self.path, self.min_faithfulness = fmt, path, min_faithfulness
 
     def write(self, passage: Passage, seed: int) -> list[SelfEdit]:
         completions = self.by_context.get(passage.context)
         if not completions:
             return [SelfEdit(self.fmt.name, "", [], [f"no stored completion for this passage in {self.path}"])]
-        return [parse_self_edit(self.fmt, completions[0])]
+        return [parse_self_edit(self.fmt, completions[0], passage.title, passage.context, self.min_faithfulness)]
 
 
 def generator_format(path: Path, default: str) -> str:

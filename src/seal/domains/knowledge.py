@@ -66,7 +66,8 @@ class KnowledgeDomain:
         return [Question(*(part.split(": ", 1)[1] for part in pair.split("\n", 1))) for pair in pairs]
 
     def reward(self, item: Passage, self_edit: str | None, seed: int, self_questions: list[Question] | None = None) -> dict:
-        edits = [parse_self_edit(get_format(self.format), self_edit)] if self_edit is not None else []
+        edits = ([parse_self_edit(get_format(self.format), self_edit, item.title, item.context, self.sampling.min_faithfulness)]
+                 if self_edit is not None else [])
         sequences = training_sequences(item.title, item.context, edits, include_passage=True)
         with self._current(), lora_adapter(self.lm.model, self.inner, seed) as peft_model:
             tr = train(peft_model, self.lm.tokenizer, [TrainExample(s) for s in sequences], self.inner, seed)
@@ -77,6 +78,8 @@ class KnowledgeDomain:
         out = {
             "n_sequences": len(sequences),
             "usable": bool(edits and edits[0].usable) if self_edit is not None else None,
+            "faithfulness": edits[0].faithfulness if edits else None,
+            "coverage": edits[0].coverage if edits else None,
             "train_seconds": round(tr.train_seconds, 2),
             "gold_reward": gold.accuracy if gold else None,
             "self_question_reward": selfq.accuracy if selfq else None,
