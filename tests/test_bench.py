@@ -104,7 +104,7 @@ def tiny_cfg(tmp_path, **kw):
     teacher = tmp_path / "teacher.json"
     teacher.write_text(json.dumps([{**it, "completions": [f"Volthaven {i} supplied the ferry batteries.\nThe ferry of town {i} is electric now."]} for i, it in enumerate(items)]))
     base = dict(
-        data=str(data), n=2, conditions=["base", "passage", "self-edit:implications", "teacher"], repeats=2,
+        data=str(data), n=2, conditions=["base", "passage", "self-edit:implications", "teacher", "gold-qa"], repeats=2,
         teacher_file=str(teacher), canary_sample=1,
         sampling=SamplingConfig(max_new_tokens=16), inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1),
     )
@@ -129,7 +129,11 @@ def test_bench_end_to_end_produces_every_artefact(tiny_lm, tmp_path, judge_url):
     teacher = [t for t in trials if t["condition"] == "teacher"][0]
     assert teacher["self_edits"][0]["sequences"][0].startswith("Volthaven")
     assert teacher["sequences"][-1].startswith("Town ")  # the passage is always trained on too
-    assert "| teacher |" in (tmp_path / "run" / "report.md").read_text()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| teacher |" in report and "faithfulness %" in report
+    assert conds["teacher"]["faithfulness"] == 1.0 and conds["base"]["faithfulness"] is None
+    gold = [t for t in trials if t["condition"] == "gold-qa"][0]
+    assert gold["sequences"][0].endswith(f"Answer in a few words.<|im_end|>\n<|im_start|>assistant\nVolthaven {gold['passage_id'][1]}")
 
 
 def test_resume_after_a_kill_neither_loses_nor_duplicates(tiny_lm, tmp_path):

@@ -1,4 +1,4 @@
-from seal.self_edit import FORMATS, get_format, parse_lines, parse_qa, parse_self_edit, training_sequences
+from seal.self_edit import FORMATS, get_format, instructions, parse_lines, parse_qa, parse_self_edit, sample_self_edits, shown, training_examples
 from seal.runtime import SealError
 import pytest
 
@@ -53,11 +53,28 @@ def test_degenerate_generation_is_data_not_error(text, reason):
     assert not edit.usable and edit.rejected[-1] == reason
 
 
-def test_training_sequences_prefix_title_and_add_passage():
+def test_training_sequences_prefix_title_and_add_passage(tiny_lm):
     edit = parse_self_edit(FORMATS["self-qa"], "Q: Who built it?\nA: Volthaven")
-    seqs = training_sequences("Lisbon ferry", "The passage.", [edit], include_passage=True)
+    seqs = shown(training_examples(tiny_lm, "Lisbon ferry", "The passage.", [edit], include_passage=True))
     assert seqs == ["Lisbon ferry\nQ: Who built it?\nA: Volthaven", "Lisbon ferry\nThe passage."]
-    assert training_sequences("T", "P", [edit], include_passage=False) == ["T\nQ: Who built it?\nA: Volthaven"]
+    assert shown(training_examples(tiny_lm, "T", "P", [edit], include_passage=False)) == ["T\nQ: Who built it?\nA: Volthaven"]
+
+
+def test_answer_formats_train_exactly_the_closed_book_prompt(tiny_lm):
+    from seal.knowledge import answer_prompt
+
+    edit = parse_self_edit(FORMATS["self-qa-chat"], "Q: Who built it?\nA: Volthaven")
+    (ex,) = training_examples(tiny_lm, "Lisbon ferry", "The passage.", [edit], include_passage=False)
+    assert ex.prompt == answer_prompt(tiny_lm, "Who built it?", "Lisbon ferry") and ex.completion == "Volthaven"
+
+
+def test_sentence_formats_prompt_once_per_sentence_and_join_samples(tiny_lm):
+    passage = "Volthaven built the tower in 2026. It cost 41 million euros. Bergen owns it."
+    fmt = FORMATS["sentence-qa"]
+    assert [i.rsplit("Sentence: ", 1)[1].split("\n")[0] for i in instructions(fmt, "T", passage)] == [
+        "Volthaven built the tower in 2026.", "It cost 41 million euros.", "Bergen owns it."]
+    edits = sample_self_edits(tiny_lm, fmt, "T", passage, k=2, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=1)
+    assert len(edits) == 2 and all(len(e.text.split("\n")) >= 3 for e in edits)  # one completion per sentence
 
 
 def test_unknown_format_suggests_a_name():
@@ -67,5 +84,5 @@ def test_unknown_format_suggests_a_name():
 
 def test_every_format_prompt_mentions_the_passage():
     for fmt in FORMATS.values():
-        prompt = fmt.instruction.format(title="TITLE", passage="PASSAGE")
+        (prompt, *_) = instructions(fmt, "TITLE", "PASSAGE about it.")
         assert "TITLE" in prompt and "PASSAGE" in prompt

@@ -25,15 +25,15 @@ from pathlib import Path
 from .canary import canary_scores
 from .config import InnerLoopConfig, SamplingConfig
 from .data import Passage, load_dataset
-from .inner_loop import TrainExample, lora_adapter, train
+from .inner_loop import lora_adapter, train
 from .judge import LLMJudge
 from .knowledge import evaluate
 from .models import LoadedModel, load_model
 from .progress import NullReporter, Reporter
 from .remote import ChatEndpoint
 from .runtime import SealError, derive_seed, peak_memory_mb
-from .self_edit import FORMATS, get_format, training_sequences
-from .writers import ModelWriter, RemoteWriter, StoredWriter, Writer, generator_chain, generator_format, is_adapter, writer_seed
+from .self_edit import FORMATS, get_format, shown, training_examples
+from .writers import GoldQAWriter, ModelWriter, RemoteWriter, StoredWriter, Writer, generator_chain, generator_format, is_adapter, writer_seed
 
 PAPER_SEED = 42  # the paper shuffles squad_val.json with random.seed(42) and takes the first n
 
@@ -86,7 +86,7 @@ def select_passages(spec: str, n: int | None, offset: int = 0) -> list[Passage]:
 def parse_condition(name: str) -> tuple[str, str]:
     """'self-edit:rewrite' -> ('self-edit', 'rewrite'); validates the kind and argument."""
     kind, _, arg = name.partition(":")
-    if kind in ("base", "passage", "teacher") and not arg:
+    if kind in ("base", "passage", "teacher", "gold-qa") and not arg:
         return kind, ""
     if kind == "self-edit":
         get_format(arg or "?")
@@ -96,7 +96,7 @@ def parse_condition(name: str) -> tuple[str, str]:
             raise SealError(f"condition {name!r}: generator folder {arg} not found")
         return kind, arg
     raise SealError(
-        f"unknown condition {name!r} (known: base, passage, teacher, generator:PATH, "
+        f"unknown condition {name!r} (known: base, passage, teacher, gold-qa, generator:PATH, "
         f"self-edit:FORMAT with FORMAT in {', '.join(FORMATS)})"
     )
 
@@ -106,6 +106,8 @@ def make_writer(kind: str, arg: str, cfg: BenchConfig, student: LoadedModel) -> 
         return None
     if kind == "self-edit":
         return ModelWriter(student, get_format(arg), cfg.sampling)
+    if kind == "gold-qa":
+        return GoldQAWriter()
     if kind == "generator":
         path = Path(arg)
         fmt = get_format(generator_format(path, "implications"))
@@ -236,13 +238,13 @@ def run_trial(lm, cfg: BenchConfig, name: str, kind: str, rep: int, group: list[
     seed = derive_seed(cfg.seed, "trial", pid, name, rep)
     edits = {p.id: (writer.write(p, writer_seed(cfg.seed, p, name, rep)) if writer else []) for p in group}
     generate_seconds = time.perf_counter() - t0
-    sequences = [s for p in group for s in training_sequences(p.title, p.context, edits[p.id], include_passage=True)]
+    examples = [ex for p in group for ex in training_examples(lm, p.title, p.context, edits[p.id], include_passage=True)]
     train_info, canary = {}, None
     if kind == "base":
         result = evaluate(lm, group)
     else:
         with lora_adapter(lm.model, cfg.inner, seed) as peft_model:
-            tr = train(peft_model, lm.tokenizer, [TrainExample(s) for s in sequences], cfg.inner, seed)
+            tr = train(peft_model, lm.tokenizer, examples, cfg.inner, seed)
             result = evaluate(lm, group)
             canary = canary_scores(lm) if want_canary else None
         train_info = {"train_seconds": round(tr.train_seconds, 2), "steps": tr.steps, "n_tokens": tr.n_tokens,
@@ -258,7 +260,7 @@ def run_trial(lm, cfg: BenchConfig, name: str, kind: str, rep: int, group: list[
         "key": trial_key(pid, name, rep), "passage_id": pid, "titles": sorted({p.title for p in group}),
         "condition": name, "repeat": rep, "seed": seed, "mode": cfg.mode,
         "self_edits": [{"passage_id": k, **dataclasses.asdict(e)} for k, es in edits.items() for e in es],
-        "sequences": sequences, "per_question": per_question,
+        "sequences": shown(examples), "per_question": per_question,
         "accuracy": result.accuracy, "exact_match": result.exact_match, "f1": result.f1,
         "generate_seconds": round(generate_seconds, 2), **train_info,
         "trial_seconds": round(time.perf_counter() - t0, 2), **peak_memory_mb(), "canary": canary,

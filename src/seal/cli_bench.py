@@ -24,7 +24,7 @@ def knowledge(
     data: Optional[str] = typer.Option(None, "--data", help="fresh-facts[:eval] or a SEAL-format JSON/JSONL (a JSON list is shuffled with seed 42 like the paper)."),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="Number of passages [default: all]."),
     offset: Optional[int] = typer.Option(None, "--offset", min=0, help="First passage of the slice after the shuffle."),
-    conditions: Optional[str] = typer.Option(None, "--conditions", help="Comma list: base, passage, self-edit:FORMAT, generator:PATH, teacher."),
+    conditions: Optional[str] = typer.Option(None, "--conditions", help="Comma list: base, passage, self-edit:FORMAT, generator:PATH, teacher, gold-qa (train on the questions asked later: a ceiling, for reference)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Trials per passage and condition, with distinct seeds."),
     mode: Optional[str] = typer.Option(None, "--mode", help="single (one adapter per passage) or multi (one adapter for all)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Root seed of every trial."),

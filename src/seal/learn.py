@@ -13,12 +13,12 @@ from pathlib import Path
 
 from .config import LearnConfig
 from .data import Passage
-from .inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
+from .inner_loop import applied_adapters, lora_adapter, save_adapter, train
 from .knowledge import EvalResult, evaluate_with_progress
 from .models import LoadedModel
 from .progress import NullReporter, Reporter
 from .runtime import SealError, derive_seed, peak_memory_mb
-from .self_edit import SelfEdit, get_format, sample_self_edits, training_sequences
+from .self_edit import SelfEdit, get_format, sample_self_edits, shown, training_examples
 from .store import KnowledgeStore
 
 
@@ -103,13 +103,12 @@ def learn(
             for w in warnings:
                 reporter.log(f"[yellow]warning:[/] {w}")
 
-            sequences = [
-                s for p in passages for s in training_sequences(p.title, p.context, edits[p.id], cfg.include_passage)
+            examples = [
+                ex for p in passages for ex in training_examples(lm, p.title, p.context, edits[p.id], cfg.include_passage)
             ]
-            if not sequences:
+            if not examples:
                 raise SealError("no training sequences: every self-edit was unusable and --no-passage was given")
             seed = derive_seed(cfg.seed, "learn", parent, *(p.sha256 for p in passages))
-            examples = [TrainExample(s) for s in sequences]
             with lora_adapter(lm.model, cfg.inner, seed) as peft_model:
                 total = cfg.inner.epochs * -(-len(examples) // cfg.inner.batch_size)
                 with reporter.task(f"training LoRA on {len(examples)} sequences", total) as task:
@@ -133,7 +132,7 @@ def learn(
                 "self_edits": [
                     {"passage_id": pid, **dataclasses.asdict(e)} for pid, es in edits.items() for e in es
                 ],
-                "training_sequences": sequences,
+                "training_sequences": shown(examples),
                 "config": dataclasses.asdict(cfg),
                 "seed": seed,
                 "metrics": {
@@ -147,7 +146,7 @@ def learn(
             }
             version = store.commit(folder, manifest)
     return LearnOutcome(
-        version=version, parent=parent, passages=passages, self_edits=edits, sequences=sequences,
+        version=version, parent=parent, passages=passages, self_edits=edits, sequences=shown(examples),
         train_seconds=result.train_seconds, generate_seconds=generate_seconds, final_loss=final_loss,
         memory=memory, before=before, after=after, warnings=warnings,
     )

@@ -11,19 +11,32 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
-from .faithfulness import check_lines
+from .faithfulness import check_lines, sentences
 from .generation import generate, render_prompt
+from .inner_loop import TrainExample
+from .knowledge import answer_prompt
 from .models import LoadedModel
-from .runtime import derive_seed
+from .runtime import SealError, derive_seed
 
 
 @dataclass(frozen=True)
 class SelfEditFormat:
     name: str
-    instruction: str  # formatted with title and passage
+    instruction: str  # formatted with title and passage (and sentence, for unit "sentence")
     parser: str  # "lines": one sequence per line; "qa": one sequence per Q/A pair
-    max_new_tokens: int
+    max_new_tokens: int  # per prompt: per passage, or per sentence for unit "sentence"
     summary: str
+    # "passage": one prompt per passage; "sentence": one prompt per passage sentence (the passage
+    # stays in context), the k-th self-edit joins every sentence's k-th completion.
+    unit: str = "passage"
+    # "text": each sequence is trained as "title\nsequence"; "answer": each Q/A pair is trained as
+    # the closed-book answer prompt (topic = title) -> answer, loss on the answer only, so training
+    # looks exactly like the questions asked later.
+    train_as: str = "text"
+
+
+_ARTICLE = "Here is a short article.\n\nTitle: {title}\n{passage}\n\n"
+_QA_FORM = "Use this form:\nQ: <question>\nA: <answer>"
 
 
 FORMATS: dict[str, SelfEditFormat] = {
@@ -66,6 +79,34 @@ FORMATS: dict[str, SelfEditFormat] = {
             320,
             "question/answer pairs about the passage, one sequence per pair",
         ),
+        SelfEditFormat(
+            "self-qa-chat",
+            _ARTICLE + "Write questions about the facts in this article (names, numbers, dates, places), each "
+            "followed by its short answer copied from the article. " + _QA_FORM,
+            "qa",
+            320,
+            "question/answer pairs about the passage, each trained as the closed-book question -> answer",
+            train_as="answer",
+        ),
+        SelfEditFormat(
+            "sentence-qa",
+            _ARTICLE + "Write one quiz question about this sentence of the article, and its short answer "
+            "copied from the sentence.\nSentence: {sentence}\n" + _QA_FORM,
+            "qa",
+            64,
+            "one question/answer pair per passage sentence (passage in context), trained as question -> answer",
+            unit="sentence",
+            train_as="answer",
+        ),
+        SelfEditFormat(
+            "sentence-rewrite",
+            _ARTICLE + "Rewrite this sentence of the article in other words. Keep every name, number and "
+            "date exactly as written, and name the subject.\nSentence: {sentence}",
+            "lines",
+            80,
+            "a paraphrase of each passage sentence (passage in context), one sequence per line",
+            unit="sentence",
+        ),
     )
 }
 
@@ -75,8 +116,6 @@ def get_format(name: str) -> SelfEditFormat:
         return FORMATS[name]
     close = difflib.get_close_matches(name, FORMATS, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    from .runtime import SealError
-
     raise SealError(f"unknown self-edit format {name!r} (known: {', '.join(FORMATS)}){hint}")
 
 
@@ -182,8 +221,18 @@ def parse_self_edit(fmt: SelfEditFormat, text: str, title: str | None = None, pa
     return SelfEdit(format=fmt.name, text=text, sequences=sequences, rejected=rejected, **scores)
 
 
+def instructions(fmt: SelfEditFormat, title: str, passage: str) -> list[str]:
+    """The raw instructions of one self-edit: one per passage, or one per sentence."""
+    if fmt.unit == "sentence":
+        return [fmt.instruction.format(title=title, passage=passage, sentence=s) for s in sentences(passage)]
+    return [fmt.instruction.format(title=title, passage=passage)]
+
+
 def self_edit_prompt(lm: LoadedModel, fmt: SelfEditFormat, title: str, passage: str) -> str:
-    return render_prompt(lm, fmt.instruction.format(title=title, passage=passage))
+    """The one rendered prompt of a passage-unit format (what a ReST-EM generator is trained on)."""
+    if fmt.unit != "passage":
+        raise SealError(f"format {fmt.name!r} writes one completion per sentence; this needs a per-passage format")
+    return render_prompt(lm, instructions(fmt, title, passage)[0])
 
 
 def sample_self_edits(
@@ -199,23 +248,39 @@ def sample_self_edits(
     seed: int = 0,
     min_faithfulness: float | None = None,
 ) -> list[SelfEdit]:
-    """Sample k self-edits for one passage as one batch; the seed is derived from the passage."""
-    prompt = self_edit_prompt(lm, fmt, title, passage)
-    texts = generate(
+    """Sample k self-edits for one passage as one batch (k per prompt; a sentence-unit format has a
+    prompt per sentence and self-edit j joins their j-th completions); the seed is derived from the passage."""
+    prompts = [render_prompt(lm, i) for i in instructions(fmt, title, passage)]
+    per_prompt = generate(
         lm,
-        [prompt],
+        prompts,
         max_new_tokens=max_new_tokens or fmt.max_new_tokens,
         temperature=temperature,
         top_p=top_p,
         num_return_sequences=k,
         seed=derive_seed(seed, "self-edit", fmt.name, title, passage),
-    )[0]
+    )
+    texts = ["\n".join(p[j].strip() for p in per_prompt) for j in range(k)]
     return [parse_self_edit(fmt, t, title, passage, min_faithfulness) for t in texts]
 
 
-def training_sequences(title: str, passage: str, edits: list[SelfEdit], include_passage: bool) -> list[str]:
-    """Title-prefixed sequences of every self-edit, plus the raw passage unless disabled."""
-    seqs = [f"{title}\n{s}" for e in edits for s in e.sequences]
+def training_examples(lm: LoadedModel, title: str, passage: str, edits: list[SelfEdit], include_passage: bool) -> list[TrainExample]:
+    """What the inner loop trains on: every self-edit sequence (title-prefixed text, or for
+    `train_as="answer"` formats the closed-book answer prompt -> answer), plus the raw passage."""
+    out = []
+    for e in edits:
+        as_answer = e.format in FORMATS and FORMATS[e.format].train_as == "answer"
+        for s in e.sequences:
+            q, sep, a = s.partition("\nA: ")
+            if as_answer and sep and q.startswith("Q: "):
+                out.append(TrainExample(a, prompt=answer_prompt(lm, q[3:], title)))
+            else:
+                out.append(TrainExample(f"{title}\n{s}"))
     if include_passage:
-        seqs.append(f"{title}\n{passage}")
-    return seqs
+        out.append(TrainExample(f"{title}\n{passage}"))
+    return out
+
+
+def shown(examples: list[TrainExample]) -> list[str]:
+    """Training examples as the strings recorded in manifests and trials (prompt + completion)."""
+    return [ex.prompt + ex.completion for ex in examples]

@@ -5,7 +5,9 @@ A writer is anything with `write(passage, seed) -> list[SelfEdit]`:
   another local teacher model) samples self-edits of one format;
 - `RemoteWriter`: an OpenAI-compatible endpoint (a teacher such as GPT-4.1, or a vLLM server);
 - `StoredWriter`: completions stored in a SEAL-format file, looked up by passage text (the first
-  completion per passage is used, as in the paper's teacher row).
+  completion per passage is used, as in the paper's teacher row);
+- `GoldQAWriter`: the passage's own gold question/answer pairs, trained as closed-book question ->
+  answer. What will be asked later: a ceiling for reference, never a recipe a user can run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .inner_loop import ADAPTER_CONFIG, applied_adapters
 from .models import LoadedModel
 from .remote import ChatEndpoint, RemoteError
 from .runtime import SealError, derive_seed
-from .self_edit import SelfEdit, SelfEditFormat, parse_self_edit, sample_self_edits
+from .self_edit import SelfEdit, SelfEditFormat, get_format, parse_self_edit, sample_self_edits
 
 GENERATOR_MANIFEST = "generator.json"  # written next to a trained generator: {"format": ...}
 
@@ -83,6 +85,14 @@ class StoredWriter:
         if not completions:
             return [SelfEdit(self.fmt.name, "", [], [f"no stored completion for this passage in {self.path}"])]
         return [parse_self_edit(self.fmt, completions[0], passage.title, passage.context, self.min_faithfulness)]
+
+
+class GoldQAWriter:
+    fmt = "self-qa-chat"
+
+    def write(self, passage: Passage, seed: int) -> list[SelfEdit]:
+        text = "\n".join(f"Q: {q.question}\nA: {q.answer}" for q in passage.questions)
+        return [parse_self_edit(get_format(self.fmt), text, passage.title, passage.context)]
 
 
 def generator_format(path: Path, default: str) -> str:

@@ -15,11 +15,11 @@ from pathlib import Path
 from ..config import InnerLoopConfig, SamplingConfig
 from ..data import Passage, Question
 from ..generation import generate, render_prompt
-from ..inner_loop import TrainExample, applied_adapters, lora_adapter, train
+from ..inner_loop import applied_adapters, lora_adapter, train
 from ..knowledge import evaluate
 from ..models import LoadedModel
 from ..runtime import derive_seed
-from ..self_edit import get_format, parse_qa, parse_self_edit, self_edit_prompt, training_sequences
+from ..self_edit import get_format, parse_qa, parse_self_edit, self_edit_prompt, training_examples
 
 SELF_QUESTION_PROMPT = (
     "Here is a short article.\n\nTitle: {title}\n{passage}\n\n"
@@ -68,15 +68,15 @@ class KnowledgeDomain:
     def reward(self, item: Passage, self_edit: str | None, seed: int, self_questions: list[Question] | None = None) -> dict:
         edits = ([parse_self_edit(get_format(self.format), self_edit, item.title, item.context, self.sampling.min_faithfulness)]
                  if self_edit is not None else [])
-        sequences = training_sequences(item.title, item.context, edits, include_passage=True)
+        examples = training_examples(self.lm, item.title, item.context, edits, include_passage=True)
         with self._current(), lora_adapter(self.lm.model, self.inner, seed) as peft_model:
-            tr = train(peft_model, self.lm.tokenizer, [TrainExample(s) for s in sequences], self.inner, seed)
+            tr = train(peft_model, self.lm.tokenizer, examples, self.inner, seed)
             gold = evaluate(self.lm, [item]) if item.questions else None
             selfq = None
             if self_questions:
                 selfq = evaluate(self.lm, [Passage(item.id, item.title, item.context, self_questions)])
         out = {
-            "n_sequences": len(sequences),
+            "n_sequences": len(examples),
             "usable": bool(edits and edits[0].usable) if self_edit is not None else None,
             "faithfulness": edits[0].faithfulness if edits else None,
             "coverage": edits[0].coverage if edits else None,
