@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seal.bench import BenchConfig, TrialLog, parse_condition, run_bench, select_passages
+from seal.bench import BenchConfig, TrialLog, parse_condition, report_run, run_bench, select_passages
 from seal.config import InnerLoopConfig, SamplingConfig
 from seal.judge import LLMJudge, parse_verdict
 from seal.metrics import bootstrap_ci
@@ -151,6 +151,21 @@ def test_resume_after_a_kill_neither_loses_nor_duplicates(tiny_lm, tmp_path):
     assert rerun["per_question"] == first["per_question"] and rerun["seed"] == first["seed"]  # reproducible
     assert results["conditions"]["passage"]["n_passages"] == 2
     assert TrialLog(path).done == set(keys)
+
+
+def test_report_of_a_killed_run_covers_the_trials_it_has(tiny_lm, tmp_path):
+    cfg = tiny_cfg(tmp_path, conditions=["base", "passage"], repeats=1)
+    full = run_bench(cfg, tmp_path / "run", lm=tiny_lm)
+    path = tmp_path / "run" / "trials.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # killed during the last passage trial
+    partial = report_run(tmp_path / "run")
+    assert partial["conditions"]["base"] == full["conditions"]["base"]
+    assert partial["conditions"]["passage"]["n_passages"] == 1
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == partial
+    assert path.read_text().splitlines()[-1] == lines[-1][:20]  # reading never rewrites the log
+    with pytest.raises(SealError, match="not a benchmark run folder"):
+        report_run(tmp_path)
 
 
 def test_multi_mode_trains_one_adapter_for_all_passages(tiny_lm, tmp_path):

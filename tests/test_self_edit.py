@@ -1,4 +1,4 @@
-from seal.self_edit import FORMATS, get_format, instructions, parse_lines, parse_qa, parse_self_edit, sample_self_edits, shown, training_examples
+from seal.self_edit import FORMATS, get_format, instructions, own_question, parse_lines, parse_qa, parse_self_edit, sample_self_edits, shown, training_examples
 from seal.runtime import SealError
 import pytest
 
@@ -85,4 +85,30 @@ def test_unknown_format_suggests_a_name():
 def test_every_format_prompt_mentions_the_passage():
     for fmt in FORMATS.values():
         (prompt, *_) = instructions(fmt, "TITLE", "PASSAGE about it.")
-        assert "TITLE" in prompt and "PASSAGE" in prompt
+        assert "PASSAGE" in prompt and ("TITLE" in prompt or fmt.unit == "sentence")
+
+
+def test_own_question_takes_the_first_line_only():
+    assert own_question(" Who built the tower?\n\nSentence: x") == "Who built the tower?"
+    assert own_question("Question: How much did it cost? It was dear.") == "How much did it cost?"
+    assert own_question("The tower is tall.\nWho built it?") is None and own_question("") is None
+
+
+def test_two_stage_format_answers_its_own_questions_from_the_sentence(tiny_lm, monkeypatch):
+    import seal.self_edit as se
+
+    calls = []
+
+    def fake_generate(lm, prompts, **kw):
+        calls.append((prompts, kw))
+        if len(calls) == 1:  # stage one: a question per sentence (the second sentence gets none)
+            return [[" Who built the tower?\n"], [" It is tall.\n"]]
+        return [[" Volthaven\nSentence: more"]]
+
+    monkeypatch.setattr(se, "generate", fake_generate)
+    passage = "Volthaven built the tower in 2026. It cost 41 million euros."
+    (edit,) = sample_self_edits(tiny_lm, FORMATS["sentence-ask"], "T", passage, k=1, temperature=0.0, top_p=1.0)
+    assert edit.sequences == ["Q: Who built the tower?\nA: Volthaven"]
+    (answer_prompt_,) = calls[1][0]
+    assert answer_prompt_.endswith("Sentence: Volthaven built the tower in 2026.\nQuestion: Who built the tower?\nAnswer:")
+    assert calls[1][1]["temperature"] == 0.0 and "<|im_start|>" not in calls[0][0][0]  # plain prompts, greedy answers

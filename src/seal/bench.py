@@ -126,21 +126,28 @@ def make_writer(kind: str, arg: str, cfg: BenchConfig, student: LoadedModel) -> 
     raise SealError("condition 'teacher' needs --teacher-file, --teacher-url or --teacher-model")
 
 
+def read_trials(path: Path) -> tuple[list[dict], int]:
+    """The records of a trials.jsonl (never written to) and its number of lines."""
+    if not path.exists():
+        return [], 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line torn by a kill mid-write; that trial simply reruns
+    return records, len(lines)
+
+
 class TrialLog:
     """Append-only JSONL of finished trials, keyed by (passage, condition, repeat)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.records: list[dict] = []
-        if path.exists():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            for line in lines:
-                try:
-                    self.records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # a line torn by a kill mid-write; that trial simply reruns
-            if lines and len(self.records) < len(lines):
-                self._rewrite()
+        self.records, n_lines = read_trials(path)
+        if len(self.records) < n_lines:
+            self._rewrite()
         self.done = {r["key"] for r in self.records}
 
     def _rewrite(self) -> None:
@@ -163,6 +170,28 @@ def trial_key(passage_id: str, condition: str, repeat: int) -> str:
 
 def _config_json(cfg: BenchConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_from_json(d: dict) -> BenchConfig:
+    """The BenchConfig a run folder's config.json was written from."""
+    d = dict(d)
+    d["sampling"] = SamplingConfig(**d.get("sampling", {}))
+    d["inner"] = InnerLoopConfig(**d.get("inner", {}))
+    return BenchConfig(**{f.name: d[f.name] for f in dataclasses.fields(BenchConfig) if f.name in d})
+
+
+def report_run(out: Path) -> dict:
+    """Artefacts from the trials a run folder holds so far (a finished, running or killed run)."""
+    from .bench_report import write_artifacts
+
+    conf_path = out / "config.json"
+    if not conf_path.is_file():
+        raise SealError(f"{out} is not a benchmark run folder (no config.json)")
+    try:
+        cfg = config_from_json(json.loads(conf_path.read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise SealError(f"{conf_path}: not a config this version can read ({e})") from None
+    return write_artifacts(out, cfg, read_trials(out / "trials.jsonl")[0])
 
 
 def prepare_out(out: Path, cfg: BenchConfig, fresh: bool) -> TrialLog:

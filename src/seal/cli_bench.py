@@ -69,18 +69,36 @@ def knowledge(
         if v is not None:
             setattr(cfg.inner, name, v)
     results = run_bench(cfg, out_dir, fresh=fresh, reporter=RichReporter(err))
+    _show(results, out_dir, as_json)
+
+
+@bench_app.command("report")
+@cli_errors
+def report(
+    out_dir: Path = typer.Argument(..., help="A run folder of `seal bench knowledge` (finished, running or killed)."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
+):
+    """Rewrite results.json, report.md and plot.png from the trials a run has so far (no model is loaded)."""
+    from .bench import report_run
+
+    _show(report_run(out_dir), out_dir, as_json)
+
+
+def _show(results: dict, out_dir: Path, as_json: bool) -> None:
     if as_json:
         print(json.dumps(results))
         return
-    table = Table(title=f"knowledge incorporation, {cfg.mode} mode ({out_dir})")
-    for col in ("condition", "accuracy %", "95% CI", "EM %", "F1", "reasoning % (base)", "s/trial", "paper %"):
+    cfg = results["config"]
+    table = Table(title=f"knowledge incorporation, {cfg['mode']} mode ({out_dir})")
+    for col in ("condition", "passages", "accuracy %", "95% CI", "EM %", "F1", "reasoning % (base)", "s/trial", "paper %"):
         table.add_column(col)
     for name, c in results["conditions"].items():
         lo, hi = c["accuracy_ci95"]
         r, rb = c["reasoning_accuracy"], c["reasoning_accuracy_base"]
         table.add_row(
-            name, f"{100 * c['accuracy']:.1f}", f"{100 * lo:.1f}-{100 * hi:.1f}", f"{100 * c['exact_match']:.1f}",
-            f"{c['f1']:.3f}", ("n/a" if r is None else f"{100 * r:.1f}") + ("" if rb is None else f" ({100 * rb:.1f})"),
+            name, str(c["n_passages"]), f"{100 * c['accuracy']:.1f}", f"{100 * lo:.1f}-{100 * hi:.1f}",
+            f"{100 * c['exact_match']:.1f}", f"{c['f1']:.3f}",
+            ("n/a" if r is None else f"{100 * r:.1f}") + ("" if rb is None else f" ({100 * rb:.1f})"),
             f"{c['seconds_per_trial']:.1f}", "" if c["paper_accuracy"] is None else f"{c['paper_accuracy']:.1f}",
         )
     out.print(table)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .faithfulness import check_lines, sentences
 from .generation import generate, render_prompt
 from .inner_loop import TrainExample
-from .knowledge import answer_prompt
+from .knowledge import answer_prompt, first_line
 from .models import LoadedModel
 from .runtime import SealError, derive_seed
 
@@ -33,9 +33,29 @@ class SelfEditFormat:
     # the closed-book answer prompt (topic = title) -> answer, loss on the answer only, so training
     # looks exactly like the questions asked later.
     train_as: str = "text"
+    # Two-stage formats: the instruction asks only for a question; this second instruction (with
+    # {question}) has the model answer it with the article in context, greedily. The pair is
+    # written as "Q: ...\nA: ..." and parsed like any Q/A completion.
+    answer_instruction: str | None = None
+    # A plain few-shot prompt, never the chat template (which a 135M model follows worse).
+    plain: bool = False
 
 
 _ARTICLE = "Here is a short article.\n\nTitle: {title}\n{passage}\n\n"
+# Few-shot examples for the plain-prompt formats: invented sentences (not from any dataset), one
+# per kind of fact asked later (person, number, organisation, date).
+_SHOTS = (
+    ("The Kestrel bridge in Oslo, designed by Hana Kato, opened to cyclists in 2019.",
+     "Who designed the Kestrel bridge in Oslo?", "Hana Kato"),
+    ("The Lisbon tile museum sold 12,000 tickets in its first week, its director said.",
+     "How many tickets did the Lisbon tile museum sell in its first week?", "12,000"),
+    ("Its solar roof was installed by the Tartu firm Valgus Energia for 3.1 million euros.",
+     "Which firm installed the solar roof?", "Valgus Energia"),
+    ("The Quito cable car carried its first passengers on 9 June 2025.",
+     "When did the Quito cable car carry its first passengers?", "9 June 2025"),
+)
+_ASK_SHOTS = "".join(f"Sentence: {s}\nQuestion: {q}\n\n" for s, q, _ in _SHOTS)
+_ANSWER_SHOTS = "".join(f"Sentence: {s}\nQuestion: {q}\nAnswer: {a}\n\n" for s, q, a in _SHOTS)
 _QA_FORM = "Use this form:\nQ: <question>\nA: <answer>"
 
 
@@ -97,6 +117,18 @@ FORMATS: dict[str, SelfEditFormat] = {
             "one question/answer pair per passage sentence (passage in context), trained as question -> answer",
             unit="sentence",
             train_as="answer",
+        ),
+        SelfEditFormat(
+            "sentence-ask",
+            _ASK_SHOTS + "Sentence: {sentence}\nQuestion:",
+            "qa",
+            40,
+            "per passage sentence the model asks a question (plain few-shot prompt), then answers it from"
+            " the sentence; trained closed-book as question -> answer",
+            unit="sentence",
+            train_as="answer",
+            plain=True,
+            answer_instruction=_ANSWER_SHOTS + "Sentence: {sentence}\nQuestion: {question}\nAnswer:",
         ),
         SelfEditFormat(
             "sentence-rewrite",
@@ -232,7 +264,11 @@ def self_edit_prompt(lm: LoadedModel, fmt: SelfEditFormat, title: str, passage: 
     """The one rendered prompt of a passage-unit format (what a ReST-EM generator is trained on)."""
     if fmt.unit != "passage":
         raise SealError(f"format {fmt.name!r} writes one completion per sentence; this needs a per-passage format")
-    return render_prompt(lm, instructions(fmt, title, passage)[0])
+    return _render(lm, fmt, instructions(fmt, title, passage)[0])
+
+
+def _render(lm: LoadedModel, fmt: SelfEditFormat, instruction: str) -> str:
+    return instruction if fmt.plain else render_prompt(lm, instruction)
 
 
 def sample_self_edits(
@@ -250,7 +286,7 @@ def sample_self_edits(
 ) -> list[SelfEdit]:
     """Sample k self-edits for one passage as one batch (k per prompt; a sentence-unit format has a
     prompt per sentence and self-edit j joins their j-th completions); the seed is derived from the passage."""
-    prompts = [render_prompt(lm, i) for i in instructions(fmt, title, passage)]
+    prompts = [_render(lm, fmt, i) for i in instructions(fmt, title, passage)]
     per_prompt = generate(
         lm,
         prompts,
@@ -260,8 +296,33 @@ def sample_self_edits(
         num_return_sequences=k,
         seed=derive_seed(seed, "self-edit", fmt.name, title, passage),
     )
+    if fmt.answer_instruction:
+        per_prompt = _answer_own_questions(lm, fmt, title, passage, per_prompt)
     texts = ["\n".join(p[j].strip() for p in per_prompt) for j in range(k)]
     return [parse_self_edit(fmt, t, title, passage, min_faithfulness) for t in texts]
+
+
+_QUESTION = re.compile(r"^(?:\s*(?:Q|Question)\s*\d*\s*[:.)])?\s*(.{8,}?\?)")
+
+
+def own_question(completion: str) -> str | None:
+    """The question on the first line of a completion (a "Q:"/"Question:" prefix dropped), or None."""
+    m = _QUESTION.match(first_line(completion))
+    return m.group(1).strip() if m else None
+
+
+def _answer_own_questions(lm, fmt, title, passage, per_prompt: list[list[str]]) -> list[list[str]]:
+    """Stage two of a two-stage format: answer each sampled question with its sentence and the
+    article in reach (greedy, one batch); completions become "Q: ...\nA: ..." ("" without a question)."""
+    units = sentences(passage) if fmt.unit == "sentence" else [passage]
+    asked = [(u, q) for u, p in zip(units, per_prompt) for q in map(own_question, p)]
+    questions = [q for _, q in asked]
+    prompts = [_render(lm, fmt, fmt.answer_instruction.format(title=title, passage=passage, sentence=u, question=q))
+               for u, q in asked if q]
+    answers = iter(generate(lm, prompts, max_new_tokens=32, temperature=0.0) if prompts else [])
+    flat = [f"Q: {q}\nA: {first_line(next(answers)[0])}" if q else "" for q in questions]
+    width = len(per_prompt[0]) if per_prompt else 0
+    return [flat[i : i + width] for i in range(0, len(flat), width)]
 
 
 def training_examples(lm: LoadedModel, title: str, passage: str, edits: list[SelfEdit], include_passage: bool) -> list[TrainExample]:
