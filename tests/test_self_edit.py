@@ -112,3 +112,14 @@ def test_two_stage_format_answers_its_own_questions_from_the_sentence(tiny_lm, m
     (answer_prompt_,) = calls[1][0]
     assert answer_prompt_.endswith("Sentence: Volthaven built the tower in 2026.\nQuestion: Who built the tower?\nAnswer:")
     assert calls[1][1]["temperature"] == 0.0 and "<|im_start|>" not in calls[0][0][0]  # plain prompts, greedy answers
+
+
+def test_recall_format_answers_with_the_sentence_itself(tiny_lm, monkeypatch):
+    import seal.self_edit as se
+
+    calls = []
+    monkeypatch.setattr(se, "generate", lambda lm, prompts, **kw: calls.append(prompts) or [[" Who built it?"], [" How much?"]])
+    passage = "Volthaven built the tower in 2026. It cost 41 million euros."
+    (edit,) = sample_self_edits(tiny_lm, FORMATS["sentence-recall"], "T", passage, k=1, temperature=0.0, top_p=1.0)
+    assert len(calls) == 1  # no second generation
+    assert edit.sequences == ["Q: Who built it?\nA: Volthaven built the tower in 2026.", "Q: How much?\nA: It cost 41 million euros."]

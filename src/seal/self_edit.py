@@ -37,6 +37,9 @@ class SelfEditFormat:
     # {question}) has the model answer it with the article in context, greedily. The pair is
     # written as "Q: ...\nA: ..." and parsed like any Q/A completion.
     answer_instruction: str | None = None
+    # Two-stage formats without a second generation: the answer trained is the sentence the
+    # question was asked about (the passage's own words), so the fact is recalled whole.
+    answer_with_sentence: bool = False
     # A plain few-shot prompt, never the chat template (which a 135M model follows worse).
     plain: bool = False
 
@@ -48,9 +51,9 @@ _SHOTS = (
     ("The Kestrel bridge in Oslo, designed by Hana Kato, opened to cyclists in 2019.",
      "Who designed the Kestrel bridge in Oslo?", "Hana Kato"),
     ("The Lisbon tile museum sold 12,000 tickets in its first week, its director said.",
-     "How many tickets did the Lisbon tile museum sell in its first week?", "12,000"),
+     "How many tickets did the Lisbon tile museum sell in its first week?", "12,000 tickets"),
     ("Its solar roof was installed by the Tartu firm Valgus Energia for 3.1 million euros.",
-     "Which firm installed the solar roof?", "Valgus Energia"),
+     "How much did the solar roof cost?", "3.1 million euros"),
     ("The Quito cable car carried its first passengers on 9 June 2025.",
      "When did the Quito cable car carry its first passengers?", "9 June 2025"),
 )
@@ -129,6 +132,18 @@ FORMATS: dict[str, SelfEditFormat] = {
             train_as="answer",
             plain=True,
             answer_instruction=_ANSWER_SHOTS + "Sentence: {sentence}\nQuestion: {question}\nAnswer:",
+        ),
+        SelfEditFormat(
+            "sentence-recall",
+            _ASK_SHOTS + "Sentence: {sentence}\nQuestion:",
+            "qa",
+            40,
+            "per passage sentence the model asks a question (plain few-shot prompt); trained closed-book"
+            " as question -> that sentence",
+            unit="sentence",
+            train_as="answer",
+            plain=True,
+            answer_with_sentence=True,
         ),
         SelfEditFormat(
             "sentence-rewrite",
@@ -296,7 +311,7 @@ def sample_self_edits(
         num_return_sequences=k,
         seed=derive_seed(seed, "self-edit", fmt.name, title, passage),
     )
-    if fmt.answer_instruction:
+    if fmt.answer_instruction or fmt.answer_with_sentence:
         per_prompt = _answer_own_questions(lm, fmt, title, passage, per_prompt)
     texts = ["\n".join(p[j].strip() for p in per_prompt) for j in range(k)]
     return [parse_self_edit(fmt, t, title, passage, min_faithfulness) for t in texts]
@@ -313,13 +328,17 @@ def own_question(completion: str) -> str | None:
 
 def _answer_own_questions(lm, fmt, title, passage, per_prompt: list[list[str]]) -> list[list[str]]:
     """Stage two of a two-stage format: answer each sampled question with its sentence and the
-    article in reach (greedy, one batch); completions become "Q: ...\nA: ..." ("" without a question)."""
+    article in reach (greedy, one batch), or take that sentence as the answer; completions become
+    "Q: ...\nA: ..." ("" without a question)."""
     units = sentences(passage) if fmt.unit == "sentence" else [passage]
     asked = [(u, q) for u, p in zip(units, per_prompt) for q in map(own_question, p)]
     questions = [q for _, q in asked]
-    prompts = [_render(lm, fmt, fmt.answer_instruction.format(title=title, passage=passage, sentence=u, question=q))
-               for u, q in asked if q]
-    answers = iter(generate(lm, prompts, max_new_tokens=32, temperature=0.0) if prompts else [])
+    if fmt.answer_with_sentence:
+        answers = iter([u] for u, q in asked if q)
+    else:
+        prompts = [_render(lm, fmt, fmt.answer_instruction.format(title=title, passage=passage, sentence=u, question=q))
+                   for u, q in asked if q]
+        answers = iter(generate(lm, prompts, max_new_tokens=32, temperature=0.0) if prompts else [])
     flat = [f"Q: {q}\nA: {first_line(next(answers)[0])}" if q else "" for q in questions]
     width = len(per_prompt[0]) if per_prompt else 0
     return [flat[i : i + width] for i in range(0, len(flat), width)]
