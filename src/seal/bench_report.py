@@ -88,6 +88,11 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
+def _temperature(cfg: dict) -> str:
+    t = cfg["sampling"]["temperature"]
+    return "per format (1.0 paper formats, 0 sentence formats)" if t is None else f"{t:g}"
+
+
 def render_report(results: dict) -> str:
     cfg = results["config"]
     lines = [
@@ -96,7 +101,7 @@ def render_report(results: dict) -> str:
         f"Data `{cfg['data']}` (n={cfg['n'] or 'all'}, offset {cfg['offset']}), mode **{cfg['mode']}**, "
         f"{cfg['repeats']} repeat(s), model `{cfg['model'] or 'smollm2-135m-instruct (embedded)'}`, "
         f"LoRA r={cfg['inner']['lora_r']} alpha={cfg['inner']['lora_alpha']} lr={cfg['inner']['lr']} "
-        f"epochs={cfg['inner']['epochs']}, self-edits k={cfg['sampling']['k']} T={cfg['sampling']['temperature']}.",
+        f"epochs={cfg['inner']['epochs']}, self-edits k={cfg['sampling']['k']} T={_temperature(cfg)}.",
         "",
         "Accuracy = closed-book, local grader (exact match or gold contained in the answer), macro over passages, "
         "95% CI by bootstrap over passages. Reasoning = canary multiple-choice accuracy of the updated model "

@@ -77,7 +77,7 @@ def learn(
     ids: Optional[List[str]] = typer.Option(None, "--ids", help="Item ids of --data (repeat or comma-separate)."),
     format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format: implications, implications-long, rewrite, self-qa."),
     k: int = typer.Option(SamplingConfig.k, "--k", min=0, help="Self-edits sampled per passage (one batch); all usable ones are trained on. 0 = passage only."),
-    temperature: float = typer.Option(SamplingConfig.temperature, "--temperature", min=0.0, help="Sampling temperature of self-edits (0 = greedy)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="Sampling temperature of self-edits (0 = greedy) [default: the format's: 1.0 for the paper's formats, 0 for sentence formats]."),
     top_p: float = typer.Option(SamplingConfig.top_p, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Length limit of a self-edit [default: per format]."),
     min_faithfulness: Optional[float] = MinFaithOpt,
@@ -291,6 +291,7 @@ def demo(
     from .learn import learn as run_learn
     from .models import cache_root
     from .progress import RichReporter
+    from .self_edit import get_format, resolved_temperature
     from .store import KnowledgeStore
 
     root = store or cache_root() / "demo-store"
@@ -304,7 +305,8 @@ def demo(
     cfg = LearnConfig(format=format)
     cfg.inner.lr = lr
     inner = cfg.inner
-    err.print(f"recipe: {format} self-edits (k={cfg.sampling.k}, T={cfg.sampling.temperature}) + passage; LoRA r={inner.lora_r} "
+    temp = resolved_temperature(cfg.sampling, get_format(format))
+    err.print(f"recipe: {format} self-edits (k={cfg.sampling.k}, T={temp:g}) + passage; LoRA r={inner.lora_r} "
               f"alpha={inner.lora_alpha} lr={inner.lr:g} epochs={inner.epochs}; each article a new version on top of the last")
     for p in passages:
         err.print(f"[bold]learning[/] {p.title!r}")

@@ -32,7 +32,7 @@ class InnerLoopConfig:
 class SamplingConfig:
     """How self-edits are sampled from the generator."""
 
-    temperature: float = 1.0  # 0 means greedy decoding
+    temperature: float | None = None  # 0 means greedy; None: the format's own (the paper's 1.0, greedy for sentence formats)
     top_p: float = 0.95  # nucleus sampling mass
     max_new_tokens: int = 256  # length limit of one self-edit
     k: int = 1  # self-edits sampled per passage, generated as one batch

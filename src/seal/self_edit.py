@@ -42,6 +42,9 @@ class SelfEditFormat:
     answer_with_sentence: bool = False
     # A plain few-shot prompt, never the chat template (which a 135M model follows worse).
     plain: bool = False
+    # Sampling temperature when none is configured: the paper's 1.0; the sentence formats are
+    # greedy, because SmolLM2-135M's sampled questions and paraphrases drift from the passage.
+    temperature: float = 1.0
 
 
 _ARTICLE = "Here is a short article.\n\nTitle: {title}\n{passage}\n\n"
@@ -131,6 +134,7 @@ FORMATS: dict[str, SelfEditFormat] = {
             unit="sentence",
             train_as="answer",
             plain=True,
+            temperature=0.0,
             answer_instruction=_ANSWER_SHOTS + "Sentence: {sentence}\nQuestion: {question}\nAnswer:",
         ),
         SelfEditFormat(
@@ -143,6 +147,7 @@ FORMATS: dict[str, SelfEditFormat] = {
             unit="sentence",
             train_as="answer",
             plain=True,
+            temperature=0.0,
             answer_with_sentence=True,
         ),
         SelfEditFormat(
@@ -153,6 +158,7 @@ FORMATS: dict[str, SelfEditFormat] = {
             80,
             "a paraphrase of each passage sentence (passage in context), one sequence per line",
             unit="sentence",
+            temperature=0.0,
         ),
     )
 }
@@ -282,6 +288,11 @@ def self_edit_prompt(lm: LoadedModel, fmt: SelfEditFormat, title: str, passage: 
     return _render(lm, fmt, instructions(fmt, title, passage)[0])
 
 
+def resolved_temperature(sampling, fmt: SelfEditFormat) -> float:
+    """The configured sampling temperature, or the format's own when none is configured."""
+    return fmt.temperature if sampling.temperature is None else sampling.temperature
+
+
 def _render(lm: LoadedModel, fmt: SelfEditFormat, instruction: str) -> str:
     return instruction if fmt.plain else render_prompt(lm, instruction)
 
@@ -293,7 +304,7 @@ def sample_self_edits(
     passage: str,
     *,
     k: int,
-    temperature: float,
+    temperature: float | None,
     top_p: float,
     max_new_tokens: int | None = None,
     seed: int = 0,
@@ -306,7 +317,7 @@ def sample_self_edits(
         lm,
         prompts,
         max_new_tokens=max_new_tokens or fmt.max_new_tokens,
-        temperature=temperature,
+        temperature=fmt.temperature if temperature is None else temperature,
         top_p=top_p,
         num_return_sequences=k,
         seed=derive_seed(seed, "self-edit", fmt.name, title, passage),

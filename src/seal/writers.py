@@ -24,7 +24,7 @@ from .inner_loop import ADAPTER_CONFIG, applied_adapters
 from .models import LoadedModel
 from .remote import ChatEndpoint, RemoteError
 from .runtime import SealError, derive_seed
-from .self_edit import SelfEdit, SelfEditFormat, get_format, parse_self_edit, sample_self_edits
+from .self_edit import SelfEdit, SelfEditFormat, get_format, parse_self_edit, resolved_temperature, sample_self_edits
 
 GENERATOR_MANIFEST = "generator.json"  # written next to a trained generator: {"format": ...}
 
@@ -63,7 +63,7 @@ class RemoteWriter:
             try:
                 text = self.endpoint.complete(
                     [{"role": "user", "content": prompt}], max_tokens=self.sampling.max_new_tokens,
-                    temperature=self.sampling.temperature,
+                    temperature=resolved_temperature(self.sampling, self.fmt),
                 )
             except RemoteError as e:
                 edits.append(SelfEdit(self.fmt.name, "", [], [f"teacher error: {e}"]))

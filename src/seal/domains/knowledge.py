@@ -19,7 +19,7 @@ from ..inner_loop import applied_adapters, lora_adapter, train
 from ..knowledge import evaluate
 from ..models import LoadedModel
 from ..runtime import derive_seed
-from ..self_edit import get_format, parse_qa, parse_self_edit, self_edit_prompt, training_examples
+from ..self_edit import get_format, parse_qa, parse_self_edit, resolved_temperature, self_edit_prompt, training_examples
 
 SELF_QUESTION_PROMPT = (
     "Here is a short article.\n\nTitle: {title}\n{passage}\n\n"
@@ -54,7 +54,8 @@ class KnowledgeDomain:
         with self._current():
             return generate(
                 self.lm, [self.prompt(item)], max_new_tokens=self.sampling.max_new_tokens or get_format(self.format).max_new_tokens,
-                temperature=self.sampling.temperature, top_p=self.sampling.top_p, num_return_sequences=k, seed=seed,
+                temperature=resolved_temperature(self.sampling, get_format(self.format)), top_p=self.sampling.top_p,
+                num_return_sequences=k, seed=seed,
             )[0]
 
     def self_questions(self, item: Passage, seed: int) -> list[Question]:
