@@ -123,3 +123,9 @@ def test_recall_format_answers_with_the_sentence_itself(tiny_lm, monkeypatch):
     (edit,) = sample_self_edits(tiny_lm, FORMATS["sentence-recall"], "T", passage, k=1, temperature=0.0, top_p=1.0)
     assert len(calls) == 1  # no second generation
     assert edit.sequences == ["Q: Who built it?\nA: Volthaven built the tower in 2026.", "Q: How much?\nA: It cost 41 million euros."]
+
+
+def test_greedy_sampling_with_k_above_one_repeats_the_one_completion(tiny_lm):
+    edits = sample_self_edits(tiny_lm, FORMATS["implications"], "T", "Volthaven built it.", k=3, temperature=0.0,
+                              top_p=1.0, max_new_tokens=5)
+    assert len(edits) == 3 and len({e.text for e in edits}) == 1

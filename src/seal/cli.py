@@ -19,7 +19,7 @@ from rich.table import Table
 from .cli_bench import bench_app
 from .cli_train import train_app
 from .cli_common import JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, out
-from .config import DEFAULT_TARGET_MODULES, InnerLoopConfig, LearnConfig, SamplingConfig
+from .config import DEFAULT_TARGET_MODULES, LEARN_LR, InnerLoopConfig, LearnConfig, SamplingConfig
 from .runtime import SealError
 
 app = typer.Typer(
@@ -75,14 +75,14 @@ def learn(
     files: List[Path] = typer.Argument(None, help=".txt/.md documents to learn (title = first heading, else file name)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset to learn items from: fresh-facts[:train|eval] or a SEAL JSON/JSONL file."),
     ids: Optional[List[str]] = typer.Option(None, "--ids", help="Item ids of --data (repeat or comma-separate)."),
-    format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format: implications, implications-long, rewrite, self-qa."),
+    format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format: sentence-recall (best measured for the embedded model), implications (the paper's), implications-long, rewrite, self-qa, self-qa-chat, sentence-ask, sentence-qa, sentence-rewrite."),
     k: int = typer.Option(SamplingConfig.k, "--k", min=0, help="Self-edits sampled per passage (one batch); all usable ones are trained on. 0 = passage only."),
     temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="Sampling temperature of self-edits (0 = greedy) [default: the format's: 1.0 for the paper's formats, 0 for sentence formats]."),
     top_p: float = typer.Option(SamplingConfig.top_p, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Length limit of a self-edit [default: per format]."),
     min_faithfulness: Optional[float] = MinFaithOpt,
     no_passage: bool = typer.Option(False, "--no-passage", help="Do not add the raw passage to the training sequences."),
-    lr: float = typer.Option(InnerLoopConfig.lr, "--lr", min=0.0, help="LoRA learning rate (AdamW, linear decay)."),
+    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, help="LoRA learning rate (AdamW, linear decay); the paper's is 1e-3."),
     epochs: int = typer.Option(InnerLoopConfig.epochs, "--epochs", min=1, help="Passes over the training sequences."),
     lora_r: int = typer.Option(InnerLoopConfig.lora_r, "--lora-r", min=1, help="LoRA rank."),
     lora_alpha: int = typer.Option(InnerLoopConfig.lora_alpha, "--lora-alpha", min=1, help="LoRA alpha (scale = alpha / r)."),
@@ -280,7 +280,7 @@ def demo(
     store: Optional[Path] = typer.Option(None, "--store", help="Store for the demo [default: a fresh one in the cache dir]."),
     model: Optional[str] = ModelOpt,
     format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format."),
-    lr: float = typer.Option(3e-3, "--lr", min=0.0, help="LoRA learning rate. The paper's 1e-3 taught this 135M model almost nothing on fresh-facts:train; 3e-3 did (README)."),
+    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, help="LoRA learning rate. The paper's 1e-3 taught this 135M model almost nothing on fresh-facts:train; 3e-3 did (README)."),
 ):
     """Learn a few unseen fictional articles and show closed-book answers before vs after."""
     import shutil

@@ -32,7 +32,8 @@ def generate(
 ) -> list[list[str]]:
     """Complete every prompt; returns, per prompt, `num_return_sequences` completions.
 
-    All prompts (times their samples) run as one left-padded batch. temperature 0 is greedy.
+    All prompts (times their samples) run as one left-padded batch. temperature 0 is greedy, and
+    its samples are all the same completion (computed once).
     """
     import torch
 
@@ -43,7 +44,7 @@ def generate(
     kwargs = dict(
         max_new_tokens=max_new_tokens,
         do_sample=sample,
-        num_return_sequences=num_return_sequences,
+        num_return_sequences=num_return_sequences if sample else 1,
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
         repetition_penalty=repetition_penalty,
@@ -56,5 +57,7 @@ def generate(
     with torch.no_grad():
         out = model.generate(**enc, **kwargs)
     texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    if not sample:
+        return [[t] * num_return_sequences for t in texts]
     n = num_return_sequences
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]

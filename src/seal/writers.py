@@ -62,7 +62,7 @@ class RemoteWriter:
         for _ in range(self.sampling.k):
             try:
                 text = self.endpoint.complete(
-                    [{"role": "user", "content": prompt}], max_tokens=self.sampling.max_new_tokens,
+                    [{"role": "user", "content": prompt}], max_tokens=self.sampling.max_new_tokens or self.fmt.max_new_tokens,
                     temperature=resolved_temperature(self.sampling, self.fmt),
                 )
             except RemoteError as e:
