@@ -26,15 +26,16 @@ class SelfEditFormat:
     parser: str  # "lines": one sequence per line; "qa": one sequence per Q/A pair
     max_new_tokens: int  # per prompt: per passage, or per sentence for unit "sentence"
     summary: str
-    # "passage": one prompt per passage; "sentence": one prompt per passage sentence (the passage
-    # stays in context), the k-th self-edit joins every sentence's k-th completion.
+    # "passage": one prompt per passage; "sentence": one prompt per passage sentence (the chat
+    # formats keep the passage in context, the plain few-shot ones show the sentence alone); the
+    # k-th self-edit joins every sentence's k-th completion.
     unit: str = "passage"
     # "text": each sequence is trained as "title\nsequence"; "answer": each Q/A pair is trained as
     # the closed-book answer prompt (topic = title) -> answer, loss on the answer only, so training
     # looks exactly like the questions asked later.
     train_as: str = "text"
     # Two-stage formats: the instruction asks only for a question; this second instruction (with
-    # {question}) has the model answer it with the article in context, greedily. The pair is
+    # {question}, and {sentence} or {passage}) has the model answer it, greedily. The pair is
     # written as "Q: ...\nA: ..." and parsed like any Q/A completion.
     answer_instruction: str | None = None
     # Two-stage formats without a second generation: the answer trained is the sentence the
@@ -123,6 +124,7 @@ FORMATS: dict[str, SelfEditFormat] = {
             "one question/answer pair per passage sentence (passage in context), trained as question -> answer",
             unit="sentence",
             train_as="answer",
+            temperature=0.0,
         ),
         SelfEditFormat(
             "sentence-ask",
