@@ -305,7 +305,7 @@ def demo(
     cfg = LearnConfig(format=format)
     cfg.inner.lr = lr
     inner = cfg.inner
-    temp = resolved_temperature(cfg.sampling, get_format(format))
+    temp = resolved_temperature(cfg.sampling.temperature, get_format(format))
     err.print(f"recipe: {format} self-edits (k={cfg.sampling.k}, T={temp:g}) + passage; LoRA r={inner.lora_r} "
               f"alpha={inner.lora_alpha} lr={inner.lr:g} epochs={inner.epochs}; each article a new version on top of the last")
     for p in passages:

@@ -108,6 +108,7 @@ def learn(
             ]
             if not examples:
                 raise SealError("no training sequences: every self-edit was unusable and --no-passage was given")
+            sequences = shown(examples)
             seed = derive_seed(cfg.seed, "learn", parent, *(p.sha256 for p in passages))
             with lora_adapter(lm.model, cfg.inner, seed) as peft_model:
                 total = cfg.inner.epochs * -(-len(examples) // cfg.inner.batch_size)
@@ -132,7 +133,7 @@ def learn(
                 "self_edits": [
                     {"passage_id": pid, **dataclasses.asdict(e)} for pid, es in edits.items() for e in es
                 ],
-                "training_sequences": shown(examples),
+                "training_sequences": sequences,
                 "config": dataclasses.asdict(cfg),
                 "seed": seed,
                 "metrics": {
@@ -146,7 +147,7 @@ def learn(
             }
             version = store.commit(folder, manifest)
     return LearnOutcome(
-        version=version, parent=parent, passages=passages, self_edits=edits, sequences=shown(examples),
+        version=version, parent=parent, passages=passages, self_edits=edits, sequences=sequences,
         train_seconds=result.train_seconds, generate_seconds=generate_seconds, final_loss=final_loss,
         memory=memory, before=before, after=after, warnings=warnings,
     )

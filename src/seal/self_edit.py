@@ -276,11 +276,14 @@ def parse_self_edit(fmt: SelfEditFormat, text: str, title: str | None = None, pa
     return SelfEdit(format=fmt.name, text=text, sequences=sequences, rejected=rejected, **scores)
 
 
-def instructions(fmt: SelfEditFormat, title: str, passage: str) -> list[str]:
+def _units(fmt: SelfEditFormat, passage: str) -> list[str]:
+    """What each prompt of a self-edit is about: the passage, or each of its sentences."""
+    return sentences(passage) if fmt.unit == "sentence" else [passage]
+
+
+def instructions(fmt: SelfEditFormat, title: str, passage: str, units: list[str] | None = None) -> list[str]:
     """The raw instructions of one self-edit: one per passage, or one per sentence."""
-    if fmt.unit == "sentence":
-        return [fmt.instruction.format(title=title, passage=passage, sentence=s) for s in sentences(passage)]
-    return [fmt.instruction.format(title=title, passage=passage)]
+    return [fmt.instruction.format(title=title, passage=passage, sentence=u) for u in units or _units(fmt, passage)]
 
 
 def self_edit_prompt(lm: LoadedModel, fmt: SelfEditFormat, title: str, passage: str) -> str:
@@ -290,9 +293,9 @@ def self_edit_prompt(lm: LoadedModel, fmt: SelfEditFormat, title: str, passage: 
     return _render(lm, fmt, instructions(fmt, title, passage)[0])
 
 
-def resolved_temperature(sampling, fmt: SelfEditFormat) -> float:
+def resolved_temperature(temperature: float | None, fmt: SelfEditFormat) -> float:
     """The configured sampling temperature, or the format's own when none is configured."""
-    return fmt.temperature if sampling.temperature is None else sampling.temperature
+    return fmt.temperature if temperature is None else temperature
 
 
 def _render(lm: LoadedModel, fmt: SelfEditFormat, instruction: str) -> str:
@@ -314,18 +317,19 @@ def sample_self_edits(
 ) -> list[SelfEdit]:
     """Sample k self-edits for one passage as one batch (k per prompt; a sentence-unit format has a
     prompt per sentence and self-edit j joins their j-th completions); the seed is derived from the passage."""
-    prompts = [_render(lm, fmt, i) for i in instructions(fmt, title, passage)]
+    units = _units(fmt, passage)
+    prompts = [_render(lm, fmt, i) for i in instructions(fmt, title, passage, units)]
     per_prompt = generate(
         lm,
         prompts,
         max_new_tokens=max_new_tokens or fmt.max_new_tokens,
-        temperature=fmt.temperature if temperature is None else temperature,
+        temperature=resolved_temperature(temperature, fmt),
         top_p=top_p,
         num_return_sequences=k,
         seed=derive_seed(seed, "self-edit", fmt.name, title, passage),
     )
     if fmt.answer_instruction or fmt.answer_with_sentence:
-        per_prompt = _answer_own_questions(lm, fmt, title, passage, per_prompt)
+        per_prompt = _answer_own_questions(lm, fmt, title, passage, units, per_prompt)
     texts = ["\n".join(p[j].strip() for p in per_prompt) for j in range(k)]
     return [parse_self_edit(fmt, t, title, passage, min_faithfulness) for t in texts]
 
@@ -339,11 +343,10 @@ def own_question(completion: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def _answer_own_questions(lm, fmt, title, passage, per_prompt: list[list[str]]) -> list[list[str]]:
+def _answer_own_questions(lm, fmt, title, passage, units: list[str], per_prompt: list[list[str]]) -> list[list[str]]:
     """Stage two of a two-stage format: answer each sampled question with its sentence and the
     article in reach (greedy, one batch), or take that sentence as the answer; completions become
     "Q: ...\nA: ..." ("" without a question)."""
-    units = sentences(passage) if fmt.unit == "sentence" else [passage]
     asked = [(u, q) for u, p in zip(units, per_prompt) for q in map(own_question, p)]
     questions = [q for _, q in asked]
     if fmt.answer_with_sentence:

@@ -63,7 +63,7 @@ class RemoteWriter:
             try:
                 text = self.endpoint.complete(
                     [{"role": "user", "content": prompt}], max_tokens=self.sampling.max_new_tokens or self.fmt.max_new_tokens,
-                    temperature=resolved_temperature(self.sampling, self.fmt),
+                    temperature=resolved_temperature(self.sampling.temperature, self.fmt),
                 )
             except RemoteError as e:
                 edits.append(SelfEdit(self.fmt.name, "", [], [f"teacher error: {e}"]))

@@ -54,7 +54,7 @@ class KnowledgeDomain:
         with self._current():
             return generate(
                 self.lm, [self.prompt(item)], max_new_tokens=self.sampling.max_new_tokens or get_format(self.format).max_new_tokens,
-                temperature=resolved_temperature(self.sampling, get_format(self.format)), top_p=self.sampling.top_p,
+                temperature=resolved_temperature(self.sampling.temperature, get_format(self.format)), top_p=self.sampling.top_p,
                 num_return_sequences=k, seed=seed,
             )[0]
 
