@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seal.bench import BenchConfig, TrialLog, parse_condition, report_run, run_bench, select_passages
+from seal.bench import BenchConfig, TrialLog, merge_runs, parse_condition, report_run, run_bench, select_passages
 from seal.config import InnerLoopConfig, SamplingConfig
 from seal.judge import LLMJudge, parse_verdict
 from seal.metrics import bootstrap_ci
@@ -166,6 +166,27 @@ def test_report_of_a_killed_run_covers_the_trials_it_has(tiny_lm, tmp_path):
     assert path.read_text().splitlines()[-1] == lines[-1][:20]  # reading never rewrites the log
     with pytest.raises(SealError, match="not a benchmark run folder"):
         report_run(tmp_path)
+
+
+def test_runs_split_by_condition_merge_into_the_run_of_one_command(tiny_lm, tmp_path):
+    whole = run_bench(tiny_cfg(tmp_path, conditions=["base", "passage"], repeats=1), tmp_path / "whole", lm=tiny_lm)
+    run_bench(tiny_cfg(tmp_path, conditions=["passage"], repeats=1), tmp_path / "a", lm=tiny_lm)
+    run_bench(tiny_cfg(tmp_path, conditions=["base"], repeats=1), tmp_path / "b", lm=tiny_lm)
+    merged = merge_runs(tmp_path / "m", [tmp_path / "b", tmp_path / "a"])
+    assert merged["config"] == whole["config"]
+    for name in ("base", "passage"):
+        for stat in ("accuracy", "accuracy_ci95", "f1", "n_passages", "reasoning_accuracy"):
+            assert merged["conditions"][name][stat] == whole["conditions"][name][stat]
+    keys = [json.loads(line)["key"] for line in (tmp_path / "m" / "trials.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys))  # the base canary of both sources is kept once
+    # The merged folder is the one command's run folder: resuming it has nothing left to do.
+    run_bench(tiny_cfg(tmp_path, conditions=["base", "passage"], repeats=1), tmp_path / "m", lm=tiny_lm)
+    assert len((tmp_path / "m" / "trials.jsonl").read_text().splitlines()) == len(keys)
+    with pytest.raises(SealError, match="merge into a new folder"):
+        merge_runs(tmp_path / "m", [tmp_path / "a"])
+    run_bench(tiny_cfg(tmp_path, conditions=["base"], repeats=1, seed=7), tmp_path / "c", lm=tiny_lm)
+    with pytest.raises(SealError, match="differ in seed"):
+        merge_runs(tmp_path / "m2", [tmp_path / "a", tmp_path / "c"])
 
 
 def test_multi_mode_trains_one_adapter_for_all_passages(tiny_lm, tmp_path):

@@ -180,18 +180,61 @@ def config_from_json(d: dict) -> BenchConfig:
     return BenchConfig(**{f.name: d[f.name] for f in dataclasses.fields(BenchConfig) if f.name in d})
 
 
-def report_run(out: Path) -> dict:
-    """Artefacts from the trials a run folder holds so far (a finished, running or killed run)."""
-    from .bench_report import write_artifacts
-
+def _read_config(out: Path) -> dict:
     conf_path = out / "config.json"
     if not conf_path.is_file():
         raise SealError(f"{out} is not a benchmark run folder (no config.json)")
     try:
-        cfg = config_from_json(json.loads(conf_path.read_text()))
+        conf = json.loads(conf_path.read_text())
+        config_from_json(conf)
     except (json.JSONDecodeError, TypeError) as e:
         raise SealError(f"{conf_path}: not a config this version can read ({e})") from None
+    return conf
+
+
+def report_run(out: Path) -> dict:
+    """Artefacts from the trials a run folder holds so far (a finished, running or killed run)."""
+    from .bench_report import write_artifacts
+
+    cfg = config_from_json(_read_config(out))
     return write_artifacts(out, cfg, read_trials(out / "trials.jsonl")[0])
+
+
+def merge_runs(out: Path, sources: list[Path]) -> dict:
+    """One run folder from runs that split a benchmark by condition (one per core or machine).
+
+    The sources must agree on every setting but `conditions`; the merged config lists their
+    conditions in order of first appearance, so it is the config of the one command that would have
+    run them all (trial seeds depend on passage, condition and repeat, not on the other conditions),
+    and `seal bench knowledge` with that command resumes the merged folder. A trial found in more
+    than one source is kept once, from the first.
+    """
+    from .bench_report import write_artifacts
+
+    if not sources:
+        raise SealError("nothing to merge: name at least one run folder")
+    if out.resolve() in {s.resolve() for s in sources}:
+        raise SealError(f"{out} is one of the sources; merge into a new folder")
+    confs = [_read_config(s) for s in sources]
+    conditions: list[str] = []
+    for src, conf in zip(sources, confs):
+        diff = sorted(k for k in set(conf) | set(confs[0]) if k != "conditions" and conf.get(k) != confs[0].get(k))
+        if diff:
+            raise SealError(f"{src} and {sources[0]} differ in {', '.join(diff)}: only runs that differ in conditions merge")
+        conditions += [c for c in conf["conditions"] if c not in conditions]
+    merged = {**confs[0], "conditions": conditions}
+    if (out / "config.json").exists():
+        raise SealError(f"{out} already holds a run; merge into a new folder")
+    records, seen = [], set()
+    for src in sources:
+        for r in read_trials(src / "trials.jsonl")[0]:
+            if r["key"] not in seen:
+                seen.add(r["key"])
+                records.append(r)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trials.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    (out / "config.json").write_text(json.dumps(merged, indent=2) + "\n")
+    return write_artifacts(out, config_from_json(merged), records)
 
 
 def prepare_out(out: Path, cfg: BenchConfig, fresh: bool) -> TrialLog:

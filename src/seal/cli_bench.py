@@ -84,6 +84,19 @@ def report(
     _show(report_run(out_dir), out_dir, as_json)
 
 
+@bench_app.command("merge")
+@cli_errors
+def merge(
+    out_dir: Path = typer.Option(..., "--out", help="New run folder for the merged run."),
+    sources: list[Path] = typer.Argument(..., help="Run folders that split one benchmark by condition (same settings otherwise)."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
+):
+    """Merge runs split by condition (e.g. one process per core) into one run folder and its report."""
+    from .bench import merge_runs
+
+    _show(merge_runs(out_dir, sources), out_dir, as_json)
+
+
 def _show(results: dict, out_dir: Path, as_json: bool) -> None:
     if as_json:
         print(json.dumps(results))
