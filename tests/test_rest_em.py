@@ -68,7 +68,7 @@ def test_resume_at_each_stage_redoes_nothing_finished(tiny_lm, tmp_path):
 
 def test_best_of_k_and_ties_go_to_the_earlier_sample():
     items = [Passage("a", "T", "C", [Question("q", "x")]), Passage("b", "T", "C", [Question("q", "x")])]
-    samples = {p: {"prompt": f"prompt {p}", "completions": ["s0", "s1", "s2"]} for p in "ab"}
+    samples = {p: {"completions": ["s0", "s1", "s2"], "sft_pairs": [[(f"prompt {p}", s)] for s in ("s0", "s1", "s2")]} for p in "ab"}
     trials = [
         {"passage_id": "a", "sample": 0, "reward": 0.2}, {"passage_id": "a", "sample": 1, "reward": 0.6},
         {"passage_id": "a", "sample": 2, "reward": 0.6}, {"passage_id": "a", "sample": "passage", "reward": 0.4},
@@ -77,7 +77,34 @@ def test_best_of_k_and_ties_go_to_the_earlier_sample():
     ]
     kept = select_best(items, samples, trials, 3, None)
     assert [(k["passage_id"], k["sample"], k["completion"]) for k in kept] == [("a", 1, "s1"), ("b", 0, "s0")]
+    assert kept[0]["sft_pairs"] == [("prompt a", "s1")]
     assert [k["passage_id"] for k in select_best(items, samples, trials, 3, 0.0)] == ["a"]  # b's best loses to passage
+
+
+def test_a_sentence_format_trains_the_generator_on_its_question_per_sentence(tiny_lm, tmp_path, monkeypatch):
+    import seal.self_edit
+
+    def scripted(lm, prompts, num_return_sequences, **kw):  # the tiny random model asks no questions
+        asks = [p.rsplit("Sentence: ", 1)[1].split()[1] for p in prompts]  # the sentence's second word
+        return [[f" What did {w} do, take {j}?\nSentence: more" if w != "cranes" or j else "..." for j in range(num_return_sequences)]
+                for w in asks]
+
+    monkeypatch.setattr(seal.self_edit, "generate", scripted)
+    data = tmp_path / "two.jsonl"
+    data.write_text(json.dumps({"id": "h", "title": "Harbour", "context": "In 2026 harbour 7 bought cranes. The cranes came by ship.",
+                                "questions": [{"question": "What did harbour 7 buy?", "answer": "cranes"}]}) + "\n")
+    with pytest.raises(SealError, match="samples greedily"):
+        run_rest_em(cfg_for(tmp_path, data=str(data), format="sentence-recall"), tmp_path / "greedy", lm=tiny_lm)
+    cfg = cfg_for(tmp_path, data=str(data), format="sentence-recall", repeats=1, sampling=SamplingConfig(temperature=1.0))
+    run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    (sample,) = records(tmp_path / "run" / "work" / "iter_1" / "samples.jsonl")
+    assert sample["completions"][1] == ("Q: What did 2026 do, take 1?\nA: In 2026 harbour 7 bought cranes.\n"
+                                        "Q: What did cranes do, take 1?\nA: The cranes came by ship.")
+    assert [c for _, c in sample["sft_pairs"][0]] == [" What did 2026 do, take 0?\n"]  # sentence 2 asked nothing
+    assert [p.endswith(f"Sentence: {s}\nQuestion:") for (p, _), s in zip(sample["sft_pairs"][1], ("In 2026 harbour 7 bought cranes.",
+                                                                                                 "The cranes came by ship."))] == [True, True]
+    (kept,) = records(tmp_path / "run" / "iter_1" / "kept.jsonl")
+    assert kept["sft_pairs"] == sample["sft_pairs"][kept["sample"]]
 
 
 def test_refuses_training_on_evaluation_passages(tmp_path):

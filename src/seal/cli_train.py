@@ -41,6 +41,7 @@ def knowledge(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray: trial workers, each holding a loaded model [default: as many as the cluster fits]."),
     trial_cpus: float = typer.Option(1.0, "--trial-cpus", help="Ray: CPUs (and torch threads) per worker."),
     trial_gpus: float = typer.Option(0.0, "--trial-gpus", help="Ray: GPUs per worker, fractional allowed (0.25: four workers per GPU)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="Self-edit sampling temperature [the format's: 1.0, sentence formats 0 (greedy), which needs a temperature > 0 for k > 1]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Inner-loop learning rate [1e-3]."),
     min_faithfulness: Optional[float] = MinFaithOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the per-iteration statistics as JSON."),
@@ -64,6 +65,7 @@ def knowledge(
     if lr is not None:
         cfg.inner.lr = lr
     cfg.sampling.min_faithfulness = min_faithfulness
+    cfg.sampling.temperature = temperature
     if executor == "ray":
         from .ray_executor import RayExecutor
 

@@ -34,6 +34,7 @@ from .inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapt
 from .metrics import mean, std
 from .progress import NullReporter, Reporter
 from .runtime import SealError, derive_seed, fsync_tree
+from .self_edit import get_format, resolved_temperature
 from .writers import GENERATOR_MANIFEST
 
 
@@ -160,7 +161,7 @@ def select_best(items: list[Passage], samples: dict, trials: list[dict], k: int,
         if min_gain is not None and means[j] - passage < min_gain:
             continue
         kept.append({"passage_id": p.id, "sample": j, "reward": means[j], "passage_reward": passage,
-                     "prompt": samples[p.id]["prompt"], "completion": samples[p.id]["completions"][j]})
+                     "completion": samples[p.id]["completions"][j], "sft_pairs": samples[p.id]["sft_pairs"][j]})
     return kept
 
 
@@ -173,6 +174,9 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
 
     reporter = reporter or NullReporter()
     executor = executor or LocalExecutor()
+    if cfg.k > 1 and resolved_temperature(cfg.sampling.temperature, get_format(cfg.format)) == 0:
+        raise SealError(f"format {cfg.format!r} samples greedily, so its k={cfg.k} self-edits would be identical; "
+                        "set a sampling temperature (e.g. --temperature 1.0)")
     out.mkdir(parents=True, exist_ok=True)
     conf = json.loads(json.dumps(asdict(cfg)))
     if (out / "config.json").exists() and json.loads((out / "config.json").read_text()) != conf:
@@ -200,7 +204,8 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
             for p in items:
                 if p.id not in samples_log.done:
                     seed = derive_seed(cfg.seed, "rest-em-sample", it, p.id)
-                    rec = {"key": p.id, "prompt": domain.prompt(p), "completions": domain.sample(p, cfg.k, seed)}
+                    drawn = domain.sample(p, cfg.k, seed)
+                    rec = {"key": p.id, "completions": drawn.texts, "sft_pairs": drawn.sft_pairs}
                     if cfg.reward == "self-questions":
                         rec["self_questions"] = [asdict(q) for q in domain.self_questions(p, seed)]
                     samples_log.append(rec)
@@ -227,11 +232,14 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
         stats["n_kept"] = len(kept)
         if not kept:
             raise SealError(f"iteration {it}: no self-edit kept (min_gain {cfg.min_gain}); nothing to fine-tune on")
-        with reporter.task(f"iteration {it}: SFT of the generator on {len(kept)} self-edits", cfg.sft.epochs * len(kept)) as task:
+        sft_examples = [TrainExample(c, prompt=pr) for k in kept for pr, c in k["sft_pairs"]]
+        if not sft_examples:
+            raise SealError(f"iteration {it}: the kept self-edits hold nothing to fine-tune the generator on")
+        with reporter.task(f"iteration {it}: SFT of the generator on {len(kept)} self-edits", cfg.sft.epochs * len(sft_examples)) as task:
             tmp = Path(tempfile.mkdtemp(prefix=".iter-", dir=out))
             try:
                 with applied_adapters(lm.model, domain.generator), lora_adapter(lm.model, cfg.sft, derive_seed(cfg.seed, "sft", it)) as pm:
-                    tr = train(pm, lm.tokenizer, [TrainExample(k["completion"], prompt=k["prompt"]) for k in kept], cfg.sft,
+                    tr = train(pm, lm.tokenizer, sft_examples, cfg.sft,
                                derive_seed(cfg.seed, "sft", it), on_step=lambda s, n, loss: task.advance(info=f"loss {loss:.3f}"))
                     save_adapter(pm, tmp)
                 stats.update(sft_losses=[round(x, 4) for x in tr.losses], sft_seconds=round(tr.train_seconds, 2),

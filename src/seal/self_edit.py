@@ -11,6 +11,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
+from .domains import Samples
 from .faithfulness import check_lines, sentences
 from .generation import generate, render_prompt
 from .inner_loop import TrainExample
@@ -286,13 +287,6 @@ def instructions(fmt: SelfEditFormat, title: str, passage: str, units: list[str]
     return [fmt.instruction.format(title=title, passage=passage, sentence=u) for u in units or _units(fmt, passage)]
 
 
-def self_edit_prompt(lm: LoadedModel, fmt: SelfEditFormat, title: str, passage: str) -> str:
-    """The one rendered prompt of a passage-unit format (what a ReST-EM generator is trained on)."""
-    if fmt.unit != "passage":
-        raise SealError(f"format {fmt.name!r} writes one completion per sentence; this needs a per-passage format")
-    return _render(lm, fmt, instructions(fmt, title, passage)[0])
-
-
 def resolved_temperature(temperature: float | None, fmt: SelfEditFormat) -> float:
     """The configured sampling temperature, or the format's own when none is configured."""
     return fmt.temperature if temperature is None else temperature
@@ -300,6 +294,41 @@ def resolved_temperature(temperature: float | None, fmt: SelfEditFormat) -> floa
 
 def _render(lm: LoadedModel, fmt: SelfEditFormat, instruction: str) -> str:
     return instruction if fmt.plain else render_prompt(lm, instruction)
+
+
+def sample_completions(
+    lm: LoadedModel,
+    fmt: SelfEditFormat,
+    title: str,
+    passage: str,
+    *,
+    k: int,
+    temperature: float | None,
+    top_p: float,
+    max_new_tokens: int | None = None,
+    seed: int = 0,
+) -> Samples:
+    """Sample k self-edits for one passage as one batch (k per prompt; a sentence-unit format has a
+    prompt per sentence and self-edit j joins their j-th completions); the seed is derived from the passage."""
+    units = _units(fmt, passage)
+    prompts = [_render(lm, fmt, i) for i in instructions(fmt, title, passage, units)]
+    per_prompt = generate(
+        lm,
+        prompts,
+        max_new_tokens=max_new_tokens or fmt.max_new_tokens,
+        temperature=resolved_temperature(temperature, fmt),
+        top_p=top_p,
+        num_return_sequences=k,
+        seed=derive_seed(seed, "self-edit", fmt.name, title, passage),
+    )
+    if fmt.answer_instruction or fmt.answer_with_sentence:
+        # The generator's part is the question (stage one); the answer comes from the sentence.
+        pairs = [[(pr, f" {q}\n") for pr, q in ((pr, own_question(p[j])) for pr, p in zip(prompts, per_prompt)) if q]
+                 for j in range(k)]
+        per_prompt = _answer_own_questions(lm, fmt, title, passage, units, per_prompt)
+    else:
+        pairs = [[(pr, p[j]) for pr, p in zip(prompts, per_prompt)] for j in range(k)]
+    return Samples(["\n".join(p[j].strip() for p in per_prompt) for j in range(k)], pairs)
 
 
 def sample_self_edits(
@@ -315,23 +344,10 @@ def sample_self_edits(
     seed: int = 0,
     min_faithfulness: float | None = None,
 ) -> list[SelfEdit]:
-    """Sample k self-edits for one passage as one batch (k per prompt; a sentence-unit format has a
-    prompt per sentence and self-edit j joins their j-th completions); the seed is derived from the passage."""
-    units = _units(fmt, passage)
-    prompts = [_render(lm, fmt, i) for i in instructions(fmt, title, passage, units)]
-    per_prompt = generate(
-        lm,
-        prompts,
-        max_new_tokens=max_new_tokens or fmt.max_new_tokens,
-        temperature=resolved_temperature(temperature, fmt),
-        top_p=top_p,
-        num_return_sequences=k,
-        seed=derive_seed(seed, "self-edit", fmt.name, title, passage),
-    )
-    if fmt.answer_instruction or fmt.answer_with_sentence:
-        per_prompt = _answer_own_questions(lm, fmt, title, passage, units, per_prompt)
-    texts = ["\n".join(p[j].strip() for p in per_prompt) for j in range(k)]
-    return [parse_self_edit(fmt, t, title, passage, min_faithfulness) for t in texts]
+    """k parsed self-edits for one passage (see `sample_completions`)."""
+    sampled = sample_completions(lm, fmt, title, passage, k=k, temperature=temperature, top_p=top_p,
+                                 max_new_tokens=max_new_tokens, seed=seed)
+    return [parse_self_edit(fmt, t, title, passage, min_faithfulness) for t in sampled.texts]
 
 
 _QUESTION = re.compile(r"^(?:\s*(?:Q|Question)\s*\d*\s*[:.)])?\s*(.{8,}?\?)")

@@ -6,7 +6,19 @@ self-edit by the inner loop (the reward). The outer loop is written once against
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+
+@dataclass
+class Samples:
+    """k sampled self-edits of one item: their texts (what `reward` is given), and per self-edit
+    the (prompt, completion) pairs the generator is fine-tuned on when that self-edit is kept (one
+    pair for a one-prompt self-edit; several when a self-edit is written piecewise, e.g. a question
+    per sentence)."""
+
+    texts: list[str]
+    sft_pairs: list[list[tuple[str, str]]]
 
 
 class Domain(Protocol):
@@ -15,11 +27,8 @@ class Domain(Protocol):
     def load_items(self, spec: str, n: int | None) -> list[Any]:
         """Items (e.g. passages with questions) identified by `item.id`."""
 
-    def prompt(self, item: Any) -> str:
-        """The self-edit prompt for an item, rendered for the generator."""
-
-    def sample(self, item: Any, k: int, seed: int) -> list[str]:
-        """k self-edit completions from the current generator."""
+    def sample(self, item: Any, k: int, seed: int) -> Samples:
+        """k self-edits from the current generator, with what to fine-tune it on for each."""
 
     def reward(self, item: Any, self_edit: str | None, seed: int) -> dict:
         """Run the inner loop on the self-edit (None: the domain's baseline without one) and

@@ -19,7 +19,8 @@ from ..inner_loop import applied_adapters, lora_adapter, train
 from ..knowledge import evaluate
 from ..models import LoadedModel
 from ..runtime import derive_seed
-from ..self_edit import get_format, parse_qa, parse_self_edit, resolved_temperature, self_edit_prompt, training_examples
+from ..self_edit import get_format, parse_qa, parse_self_edit, sample_completions, training_examples
+from . import Samples
 
 SELF_QUESTION_PROMPT = (
     "Here is a short article.\n\nTitle: {title}\n{passage}\n\n"
@@ -47,16 +48,12 @@ class KnowledgeDomain:
 
         return select_passages(spec, n)
 
-    def prompt(self, item: Passage) -> str:
-        return self_edit_prompt(self.lm, get_format(self.format), item.title, item.context)
-
-    def sample(self, item: Passage, k: int, seed: int) -> list[str]:
+    def sample(self, item: Passage, k: int, seed: int) -> Samples:
         with self._current():
-            return generate(
-                self.lm, [self.prompt(item)], max_new_tokens=self.sampling.max_new_tokens or get_format(self.format).max_new_tokens,
-                temperature=resolved_temperature(self.sampling.temperature, get_format(self.format)), top_p=self.sampling.top_p,
-                num_return_sequences=k, seed=seed,
-            )[0]
+            return sample_completions(
+                self.lm, get_format(self.format), item.title, item.context, k=k, temperature=self.sampling.temperature,
+                top_p=self.sampling.top_p, max_new_tokens=self.sampling.max_new_tokens, seed=seed,
+            )
 
     def self_questions(self, item: Passage, seed: int) -> list[Question]:
         """Q/A pairs the current model writes with the passage in context (greedy)."""
