@@ -331,23 +331,11 @@ def sample_completions(
     return Samples(["\n".join(p[j].strip() for p in per_prompt) for j in range(k)], pairs)
 
 
-def sample_self_edits(
-    lm: LoadedModel,
-    fmt: SelfEditFormat,
-    title: str,
-    passage: str,
-    *,
-    k: int,
-    temperature: float | None,
-    top_p: float,
-    max_new_tokens: int | None = None,
-    seed: int = 0,
-    min_faithfulness: float | None = None,
-) -> list[SelfEdit]:
-    """k parsed self-edits for one passage (see `sample_completions`)."""
-    sampled = sample_completions(lm, fmt, title, passage, k=k, temperature=temperature, top_p=top_p,
-                                 max_new_tokens=max_new_tokens, seed=seed)
-    return [parse_self_edit(fmt, t, title, passage, min_faithfulness) for t in sampled.texts]
+def sample_self_edits(lm: LoadedModel, fmt: SelfEditFormat, title: str, passage: str, *,
+                      min_faithfulness: float | None = None, **sampling) -> list[SelfEdit]:
+    """k parsed self-edits for one passage; `sampling` is `sample_completions`'s (k, temperature, ...)."""
+    texts = sample_completions(lm, fmt, title, passage, **sampling).texts
+    return [parse_self_edit(fmt, t, title, passage, min_faithfulness) for t in texts]
 
 
 _QUESTION = re.compile(r"^(?:\s*(?:Q|Question)\s*\d*\s*[:.)])?\s*(.{8,}?\?)")
