@@ -85,12 +85,8 @@ class LocalExecutor:
 
 
 def run_job(domain: KnowledgeDomain, item: Passage, job: TrialJob, self_questions: list[Question] | None) -> dict:
-    if job.sample == "base":  # the current model without any update
-        from .knowledge import evaluate
-
-        with domain._current():
-            acc = evaluate(domain.lm, [item]).accuracy if item.questions else None
-        return {"reward": acc or 0.0, "gold_reward": acc}
+    if job.sample == "base":
+        return domain.no_update(item)
     return domain.reward(item, job.self_edit, job.seed, self_questions)
 
 

@@ -30,6 +30,9 @@ class Domain(Protocol):
     def sample(self, item: Any, k: int, seed: int) -> Samples:
         """k self-edits from the current generator, with what to fine-tune it on for each."""
 
+    def no_update(self, item: Any) -> dict:
+        """The current model's {"reward": float} on the item without any update."""
+
     def reward(self, item: Any, self_edit: str | None, seed: int) -> dict:
         """Run the inner loop on the self-edit (None: the domain's baseline without one) and
         return at least {"reward": float}; more keys are recorded."""

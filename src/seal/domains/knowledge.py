@@ -63,6 +63,12 @@ class KnowledgeDomain:
         pairs, _ = parse_qa(text)
         return [Question(*(part.split(": ", 1)[1] for part in pair.split("\n", 1))) for pair in pairs]
 
+    def no_update(self, item: Passage) -> dict:
+        """The current model's score without any update (the table's base row)."""
+        with self._current():
+            acc = evaluate(self.lm, [item]).accuracy if item.questions else None
+        return {"reward": acc or 0.0, "gold_reward": acc}
+
     def reward(self, item: Passage, self_edit: str | None, seed: int, self_questions: list[Question] | None = None) -> dict:
         edits = ([parse_self_edit(get_format(self.format), self_edit, item.title, item.context, self.sampling.min_faithfulness)]
                  if self_edit is not None else [])
