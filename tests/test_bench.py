@@ -190,11 +190,28 @@ def test_runs_split_by_condition_merge_into_the_run_of_one_command(tiny_lm, tmp_
 
 
 def test_multi_mode_trains_one_adapter_for_all_passages(tiny_lm, tmp_path):
-    cfg = tiny_cfg(tmp_path, conditions=["base", "passage"], repeats=1, mode="multi")
-    run_bench(cfg, tmp_path / "run", lm=tiny_lm)
+    from contextlib import contextmanager
+
+    shown = []
+
+    class Recorder:  # what a progress display is told
+        @contextmanager
+        def task(self, description, total):
+            class Task:
+                def advance(self, n=1, info=""):
+                    shown.append((description, info))
+
+            yield Task()
+
+    cfg = tiny_cfg(tmp_path, conditions=["base", "passage", "teacher"], repeats=1, mode="multi")
+    run_bench(cfg, tmp_path / "run", lm=tiny_lm, reporter=Recorder())
     trials = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
     multi = [t for t in trials if t["condition"] == "passage"]
     assert len(multi) == 1 and multi[0]["passage_id"] == "*" and len(multi[0]["sequences"]) == 2
+    # The long multi-mode trial reports where it is: each passage's self-edits, each training step.
+    teacher = [info for d, info in shown if d == "teacher: one adapter for 2 passages"]
+    assert teacher[:2] == ["self-edits 1/2", "self-edits 2/2"] and teacher[-1] == "answering the questions"
+    assert "training step 1/" in teacher[2]
 
 
 def test_changed_config_needs_fresh(tiny_lm, tmp_path):

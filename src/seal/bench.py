@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -291,7 +292,12 @@ def run_bench(cfg: BenchConfig, out: Path, fresh: bool = False, reporter: Report
             if name not in writers:
                 writers[name] = make_writer(kind, arg, cfg, lm)
             want_canary = kind != "base" and canaried.get(name, 0) < (cfg.canary_sample if cfg.mode == "single" else 1)
-            record = run_trial(lm, cfg, name, kind, rep, group, writers[name], judge, want_canary)
+            if len(group) == 1:
+                record = run_trial(lm, cfg, name, kind, rep, group, writers[name], judge, want_canary)
+            else:  # multi mode: one long trial; its own bar shows where it is
+                with reporter.task(f"{name}: one adapter for {len(group)} passages", None) as inner:
+                    record = run_trial(lm, cfg, name, kind, rep, group, writers[name], judge, want_canary,
+                                       note=lambda text: inner.advance(0, info=text))
             if record["canary"]:
                 canaried[name] = canaried.get(name, 0) + 1
             log.append(record)
@@ -304,11 +310,16 @@ def _key(t) -> str:
     return trial_key(group[0].id if len(group) == 1 else "*", name, rep)
 
 
-def run_trial(lm, cfg: BenchConfig, name: str, kind: str, rep: int, group: list[Passage], writer, judge, want_canary: bool) -> dict:
+def run_trial(lm, cfg: BenchConfig, name: str, kind: str, rep: int, group: list[Passage], writer, judge, want_canary: bool,
+              note: Callable[[str], None] = lambda text: None) -> dict:
     t0 = time.perf_counter()
     pid = group[0].id if len(group) == 1 else "*"
     seed = derive_seed(cfg.seed, "trial", pid, name, rep)
-    edits = {p.id: (writer.write(p, writer_seed(cfg.seed, p, name, rep)) if writer else []) for p in group}
+    edits = {}
+    for i, p in enumerate(group, 1):
+        edits[p.id] = writer.write(p, writer_seed(cfg.seed, p, name, rep)) if writer else []
+        if writer:
+            note(f"self-edits {i}/{len(group)}")
     generate_seconds = time.perf_counter() - t0
     examples = [ex for p in group for ex in training_examples(lm, p.title, p.context, edits[p.id], include_passage=True)]
     train_info, canary = {}, None
@@ -316,7 +327,9 @@ def run_trial(lm, cfg: BenchConfig, name: str, kind: str, rep: int, group: list[
         result = evaluate(lm, group)
     else:
         with lora_adapter(lm.model, cfg.inner, seed) as peft_model:
-            tr = train(peft_model, lm.tokenizer, examples, cfg.inner, seed)
+            tr = train(peft_model, lm.tokenizer, examples, cfg.inner, seed,
+                       on_step=lambda step, total, loss: note(f"training step {step}/{total}, loss {loss:.3f}"))
+            note("answering the questions")
             result = evaluate(lm, group)
             canary = canary_scores(lm) if want_canary else None
         train_info = {"train_seconds": round(tr.train_seconds, 2), "steps": tr.steps, "n_tokens": tr.n_tokens,
