@@ -15,7 +15,7 @@ from .runtime import SealError
 train_app = typer.Typer(no_args_is_help=True, help="ReST-EM: train the self-edit generator.")
 
 PRESETS = {
-    # Sized for a 2-core CPU: each trial is about a minute with the embedded model.
+    # Sized for a 2-core CPU: a self-edit trial takes one to three minutes with the embedded model.
     "cpu": {"n": 20, "k": 3, "repeats": 1, "iterations": 2},
 }
 
