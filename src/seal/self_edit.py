@@ -322,7 +322,7 @@ def sample_completions(
         seed=derive_seed(seed, "self-edit", fmt.name, title, passage),
     )
     if fmt.answer_instruction or fmt.answer_with_sentence:
-        # The generator's part is the question (stage one); the answer comes from the sentence.
+        # The generator writes only the question (stage one); the answer is stage two's or the sentence.
         pairs = [[(pr, f" {q}\n") for pr, q in ((pr, own_question(p[j])) for pr, p in zip(prompts, per_prompt)) if q]
                  for j in range(k)]
         per_prompt = _answer_own_questions(lm, fmt, title, passage, units, per_prompt)
