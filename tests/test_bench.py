@@ -168,6 +168,17 @@ def test_report_of_a_killed_run_covers_the_trials_it_has(tiny_lm, tmp_path):
         report_run(tmp_path)
 
 
+def test_paired_differences_per_passage(tiny_lm, tmp_path):
+    results = run_bench(tiny_cfg(tmp_path, conditions=["base", "passage"], repeats=2), tmp_path / "run", lm=tiny_lm)
+    (d,) = report_run(tmp_path / "run", [("passage", "base")])["paired"]
+    c = results["conditions"]
+    assert d["n_passages"] == 2 and d["difference"] == pytest.approx(c["passage"]["accuracy"] - c["base"]["accuracy"])
+    assert d["ci95"][0] <= d["difference"] <= d["ci95"][1] and d["better"] + d["worse"] <= 2
+    assert "| passage - base | 2 |" in (tmp_path / "run" / "report.md").read_text()
+    with pytest.raises(SealError, match="no passage has trials of both"):
+        report_run(tmp_path / "run", [("passage", "teacher")])
+
+
 def test_runs_split_by_condition_merge_into_the_run_of_one_command(tiny_lm, tmp_path):
     whole = run_bench(tiny_cfg(tmp_path, conditions=["base", "passage"], repeats=1), tmp_path / "whole", lm=tiny_lm)
     run_bench(tiny_cfg(tmp_path, conditions=["passage"], repeats=1), tmp_path / "a", lm=tiny_lm)

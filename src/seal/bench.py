@@ -193,12 +193,13 @@ def _read_config(out: Path) -> dict:
     return conf
 
 
-def report_run(out: Path) -> dict:
-    """Artefacts from the trials a run folder holds so far (a finished, running or killed run)."""
+def report_run(out: Path, paired: list[tuple[str, str]] = ()) -> dict:
+    """Artefacts from the trials a run folder holds so far (a finished, running or killed run),
+    with the paired differences (a - b per passage) asked for."""
     from .bench_report import write_artifacts
 
     cfg = config_from_json(_read_config(out))
-    return write_artifacts(out, cfg, read_trials(out / "trials.jsonl")[0])
+    return write_artifacts(out, cfg, read_trials(out / "trials.jsonl")[0], paired)
 
 
 def merge_runs(out: Path, sources: list[Path]) -> dict:

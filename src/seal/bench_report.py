@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from .metrics import bootstrap_ci, mean, std
+from .runtime import SealError
 
 # The paper's numbers (Qwen2.5-7B, SQuAD, 200 passages; SEAL.md section 2), for reference only.
 PAPER = {
@@ -20,14 +21,37 @@ def paper_number(mode: str, condition: str) -> float | None:
     return PAPER.get(mode, {}).get(condition.split(":")[0] if condition.startswith("generator") else condition)
 
 
+def _by_passage_and_repeat(trials: list[dict]) -> dict[tuple, list[bool]]:
+    by_pr: dict[tuple, list[bool]] = {}
+    for t in trials:
+        for q in t["per_question"]:
+            by_pr.setdefault((q["passage_id"], t["repeat"]), []).append(q["correct"])
+    return by_pr
+
+
+def passage_accuracies(trials: list[dict]) -> dict[str, float]:
+    """Accuracy per passage (a multi-mode trial's questions carry their passage), mean over repeats."""
+    by_pr = _by_passage_and_repeat(trials)
+    return {pid: mean([mean(v) for (p, _), v in by_pr.items() if p == pid]) for pid in sorted({p for p, _ in by_pr})}
+
+
+def paired_difference(records: list[dict], a: str, b: str) -> dict:
+    """Accuracy of condition a minus condition b over the passages both have, with a bootstrap CI."""
+    acc = {c: passage_accuracies([r for r in records if r.get("condition") == c and r["key"] != "base-canary"]) for c in (a, b)}
+    common = sorted(set(acc[a]) & set(acc[b]))
+    if not common:
+        raise SealError(f"no passage has trials of both {a!r} and {b!r}")
+    d = [acc[a][p] - acc[b][p] for p in common]
+    return {"a": a, "b": b, "n_passages": len(d), "difference": mean(d), "ci95": list(bootstrap_ci(d)),
+            "better": sum(x > 0 for x in d), "worse": sum(x < 0 for x in d)}
+
+
 def aggregate_condition(trials: list[dict]) -> dict:
     rows = [(t["repeat"], q["passage_id"], q) for t in trials for q in t["per_question"]]
-    by_pr: dict[tuple, list[bool]] = {}
-    for rep, pid, q in rows:
-        by_pr.setdefault((pid, rep), []).append(q["correct"])
+    by_pr = _by_passage_and_repeat(trials)
     passages = sorted({pid for pid, _ in by_pr})
     repeats = sorted({rep for _, rep in by_pr})
-    per_passage = [mean([mean(by_pr[(pid, r)]) for r in repeats if (pid, r) in by_pr]) for pid in passages]
+    per_passage = [passage_accuracies(trials)[pid] for pid in passages]
     per_repeat = [mean([mean(by_pr[(pid, r)]) for pid in passages if (pid, r) in by_pr]) for r in repeats]
     canaries = [t["canary"] for t in trials if t.get("canary")]
     edits = [e for t in trials for e in t.get("self_edits", [])]
@@ -132,6 +156,13 @@ def render_report(results: dict) -> str:
         for name, c in results["conditions"].items():
             if "judge_accuracy" in c:
                 lines.append(f"| {name} | {_pct(c['judge_accuracy'])} | {_pct(c['accuracy_micro'])} | {_pct(c['judge_agreement'])} | {c['judge_errors']} |")
+    if results.get("paired"):
+        lines += ["", "Paired over passages (a - b, 95% CI by bootstrap over passages):", "",
+                  "| a - b | passages | difference (points) | 95% CI | a better / worse |", "|---|---|---|---|---|"]
+        for d in results["paired"]:
+            lo, hi = d["ci95"]
+            lines.append(f"| {d['a']} - {d['b']} | {d['n_passages']} | {100 * d['difference']:+.1f} | "
+                         f"{100 * lo:+.1f} to {100 * hi:+.1f} | {d['better']} / {d['worse']} |")
     lines += ["", "Paper numbers: Qwen2.5-7B on 200 SQuAD passages, graded by GPT-4.1 (SEAL.md section 2); quoted for reference, not comparable."]
     return "\n".join(lines) + "\n"
 
@@ -167,8 +198,10 @@ def render_plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_artifacts(out: Path, cfg, records: list[dict]) -> dict:
+def write_artifacts(out: Path, cfg, records: list[dict], paired: list[tuple[str, str]] = ()) -> dict:
     results = aggregate(cfg, records)
+    if paired:
+        results["paired"] = [paired_difference(records, a, b) for a, b in paired]
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "report.md").write_text(render_report(results))
     render_plot(results, out / "plot.png")

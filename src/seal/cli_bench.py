@@ -76,12 +76,16 @@ def knowledge(
 @cli_errors
 def report(
     out_dir: Path = typer.Argument(..., help="A run folder of `seal bench knowledge` (finished, running or killed)."),
+    paired: list[str] = typer.Option([], "--paired", help="A,B: condition A minus B per passage, mean and bootstrap CI (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
 ):
     """Rewrite results.json, report.md and plot.png from the trials a run has so far (no model is loaded)."""
     from .bench import report_run
 
-    _show(report_run(out_dir), out_dir, as_json)
+    pairs = [tuple(c.strip() for c in p.split(",")) for p in paired]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        raise SealError("--paired takes two conditions: A,B")
+    _show(report_run(out_dir, pairs), out_dir, as_json)
 
 
 @bench_app.command("merge")
@@ -115,4 +119,8 @@ def _show(results: dict, out_dir: Path, as_json: bool) -> None:
             f"{c['seconds_per_trial']:.1f}", "" if c["paper_accuracy"] is None else f"{c['paper_accuracy']:.1f}",
         )
     out.print(table)
+    for d in results.get("paired", []):
+        lo, hi = d["ci95"]
+        out.print(f"{d['a']} - {d['b']}: {100 * d['difference']:+.1f} points (95% CI {100 * lo:+.1f} to {100 * hi:+.1f}) "
+                  f"over {d['n_passages']} passages, {d['better']} better / {d['worse']} worse")
     out.print(f"report: {out_dir / 'report.md'}  plot: {out_dir / 'plot.png'}")
