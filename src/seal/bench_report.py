@@ -29,10 +29,17 @@ def _by_passage_and_repeat(trials: list[dict]) -> dict[tuple, list[bool]]:
     return by_pr
 
 
+def _passage_means(by_pr: dict[tuple, list[bool]]) -> dict[str, float]:
+    """Accuracy per passage, mean over its repeats (in repeat order), passages sorted."""
+    per: dict[str, list[float]] = {}
+    for pid, rep in sorted(by_pr):
+        per.setdefault(pid, []).append(mean(by_pr[(pid, rep)]))
+    return {pid: mean(v) for pid, v in per.items()}
+
+
 def passage_accuracies(trials: list[dict]) -> dict[str, float]:
     """Accuracy per passage (a multi-mode trial's questions carry their passage), mean over repeats."""
-    by_pr = _by_passage_and_repeat(trials)
-    return {pid: mean([mean(v) for (p, _), v in by_pr.items() if p == pid]) for pid in sorted({p for p, _ in by_pr})}
+    return _passage_means(_by_passage_and_repeat(trials))
 
 
 def paired_difference(records: list[dict], a: str, b: str) -> dict:
@@ -49,9 +56,10 @@ def paired_difference(records: list[dict], a: str, b: str) -> dict:
 def aggregate_condition(trials: list[dict]) -> dict:
     rows = [(t["repeat"], q["passage_id"], q) for t in trials for q in t["per_question"]]
     by_pr = _by_passage_and_repeat(trials)
-    passages = sorted({pid for pid, _ in by_pr})
+    accuracies = _passage_means(by_pr)
+    passages = list(accuracies)
     repeats = sorted({rep for _, rep in by_pr})
-    per_passage = [passage_accuracies(trials)[pid] for pid in passages]
+    per_passage = list(accuracies.values())
     per_repeat = [mean([mean(by_pr[(pid, r)]) for pid in passages if (pid, r) in by_pr]) for r in repeats]
     canaries = [t["canary"] for t in trials if t.get("canary")]
     edits = [e for t in trials for e in t.get("self_edits", [])]
