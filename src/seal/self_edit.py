@@ -323,9 +323,9 @@ def sample_completions(
     )
     if fmt.answer_instruction or fmt.answer_with_sentence:
         # The generator writes only the question (stage one); the answer is stage two's or the sentence.
-        pairs = [[(pr, f" {q}\n") for pr, q in ((pr, own_question(p[j])) for pr, p in zip(prompts, per_prompt)) if q]
-                 for j in range(k)]
-        per_prompt = _answer_own_questions(lm, fmt, title, passage, units, per_prompt)
+        questions = [[own_question(c) for c in p] for p in per_prompt]
+        pairs = [[(pr, f" {q[j]}\n") for pr, q in zip(prompts, questions) if q[j]] for j in range(k)]
+        per_prompt = _answer_own_questions(lm, fmt, title, passage, units, questions)
     else:
         pairs = [[(pr, p[j]) for pr, p in zip(prompts, per_prompt)] for j in range(k)]
     return Samples(["\n".join(p[j].strip() for p in per_prompt) for j in range(k)], pairs)
@@ -347,20 +347,19 @@ def own_question(completion: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def _answer_own_questions(lm, fmt, title, passage, units: list[str], per_prompt: list[list[str]]) -> list[list[str]]:
-    """Stage two of a two-stage format: answer each sampled question with its sentence and the
-    article in reach (greedy, one batch), or take that sentence as the answer; completions become
-    "Q: ...\nA: ..." ("" without a question)."""
-    asked = [(u, q) for u, p in zip(units, per_prompt) for q in map(own_question, p)]
-    questions = [q for _, q in asked]
+def _answer_own_questions(lm, fmt, title, passage, units: list[str], questions: list[list[str | None]]) -> list[list[str]]:
+    """Stage two of a two-stage format: answer each sampled question (per unit, None where the
+    completion asked none) with its sentence and the article in reach (greedy, one batch), or take
+    that sentence as the answer; completions become "Q: ...\nA: ..." ("" without a question)."""
+    asked = [(u, q) for u, qs in zip(units, questions) for q in qs]
     if fmt.answer_with_sentence:
         answers = iter([u] for u, q in asked if q)
     else:
         prompts = [_render(lm, fmt, fmt.answer_instruction.format(title=title, passage=passage, sentence=u, question=q))
                    for u, q in asked if q]
         answers = iter(generate(lm, prompts, max_new_tokens=32, temperature=0.0) if prompts else [])
-    flat = [f"Q: {q}\nA: {first_line(next(answers)[0])}" if q else "" for q in questions]
-    width = len(per_prompt[0]) if per_prompt else 0
+    flat = [f"Q: {q}\nA: {first_line(next(answers)[0])}" if q else "" for _, q in asked]
+    width = len(questions[0]) if questions else 0
     return [flat[i : i + width] for i in range(0, len(flat), width)]
 
 
