@@ -6,7 +6,7 @@ import pytest
 
 from seal.config import InnerLoopConfig, SamplingConfig
 from seal.data import Passage, Question
-from seal.rest_em import RestEMConfig, check_no_overlap, run_rest_em, select_best
+from seal.rest_em import RestEMConfig, check_no_overlap, iteration_stats, run_rest_em, select_best
 from seal.runtime import SealError
 
 
@@ -81,6 +81,19 @@ def test_best_of_k_and_ties_go_to_the_earlier_sample():
     assert [k["passage_id"] for k in select_best(items, samples, trials, 3, 0.0)] == ["a"]  # b's best loses to passage
 
 
+def test_stats_leave_the_spread_within_a_self_edit_unmeasured_with_one_repeat():
+    items = [Passage("a", "T", "C", [Question("q", "x")])]
+    one = [{"passage_id": "a", "sample": j, "reward": r} for j, r in enumerate((0.0, 0.5))]
+    one += [{"passage_id": "a", "sample": "passage", "reward": 0.25}, {"passage_id": "a", "sample": "base", "reward": 0.0}]
+    stats = iteration_stats(items, one, 2)
+    assert stats["std_within_self_edit"] is None  # not 0: one repeat cannot show a spread
+    assert stats["std_between_self_edits"] == pytest.approx(0.25) and stats["share_best_beats_passage"] == 1.0
+    two = one + [{"passage_id": "a", "sample": 0, "reward": 1.0}, {"passage_id": "a", "sample": 1, "reward": 0.5}]
+    stats = iteration_stats(items, two, 2)  # self-edit 0: 0.0 and 1.0 (std 0.5); self-edit 1: 0.5 twice (std 0)
+    assert stats["std_within_self_edit"] == pytest.approx(0.25)
+    assert stats["std_between_self_edits"] == pytest.approx(0.0)  # both average 0.5
+
+
 def test_a_sentence_format_trains_the_generator_on_its_question_per_sentence(tiny_lm, tmp_path, monkeypatch):
     import seal.self_edit
 
@@ -148,6 +161,9 @@ def test_ray_and_local_executors_give_identical_records(tiny_lm, tmp_path, ray_e
         local, remote = (_comparable(tmp_path / run / "work" / it / "trials.jsonl") for run in ("local", "ray"))
         assert local == remote and len(local) == 2 * (1 + 2 * 3)
         assert ((tmp_path / "local" / it / "kept.jsonl").read_text() == (tmp_path / "ray" / it / "kept.jsonl").read_text())
+        # the workers sampled the self-edits too (records arrive in any order)
+        local, remote = (sorted(records(tmp_path / run / "work" / it / "samples.jsonl"), key=lambda r: r["key"]) for run in ("local", "ray"))
+        assert local == remote and len(local) == 2
 
 
 def test_ray_trial_of_a_killed_worker_is_retried_not_lost_or_doubled(tiny_lm, tmp_path, ray_executor):

@@ -72,7 +72,7 @@ def knowledge(
         with RayExecutor(ray_address, workers, trial_cpus, trial_gpus) as ex:
             stats = run_rest_em(cfg, out_dir, executor=ex, reporter=RichReporter(err))
             if ex.retries:
-                err.print(f"[yellow]{ex.retries} trial(s) were retried after their Ray worker died[/]")
+                err.print(f"[yellow]{ex.retries} job(s) were retried after their Ray worker died[/]")
     else:
         stats = run_rest_em(cfg, out_dir, executor=LocalExecutor(), reporter=RichReporter(err))
     if as_json:
@@ -84,7 +84,7 @@ def knowledge(
         table.add_column(c)
     for s in stats:
         table.add_row(str(s["iteration"]), f"{s['mean_reward']:.3f}", f"{s['best_of_k_reward']:.3f}", f"{s['passage_only_reward']:.3f}",
-                      f"{s['base_reward']:.3f}", f"{s['share_best_beats_passage']:.0%}", f"{s['std_within_self_edit']:.3f}",
+                      f"{s['base_reward']:.3f}", f"{s['share_best_beats_passage']:.0%}", "n/a (R=1)" if s["std_within_self_edit"] is None else f"{s['std_within_self_edit']:.3f}",
                       f"{s['std_between_self_edits']:.3f}", str(s["n_kept"]), f"{s['seconds']:.0f}")
     out.print(table)
     names = ", ".join(str(out_dir / f"iter_{s['iteration']}") for s in stats)

@@ -1,9 +1,9 @@
 """ReST-EM trials on a Ray cluster (`seal train --executor ray`, the optional extra `seal[ray]`).
 
-Each worker is a long-lived actor that loads the base model once and runs trials (`run_job`,
-the same function the local executor calls) on it. The driver keeps sampling, selection, SFT
-and every record: a result is appended to `trials.jsonl` only when the driver receives it, so a
-trial is never counted twice. A worker that dies mid-trial (killed, out of memory, node lost) is
+Each worker is a long-lived actor that loads the base model once and runs jobs (`run_job`, the
+same function the local executor calls: sampling an item's k self-edits, or one trial) on it. The
+driver keeps selection, SFT and every record: a result is appended to `samples.jsonl` or
+`trials.jsonl` only when the driver receives it, so a job is never counted twice. A worker that dies mid-trial (killed, out of memory, node lost) is
 replaced by a fresh actor and its trial is put back at the head of the queue, a bounded number of
 times. Trials carry their own seeds, so the records equal the local executor's.
 """

@@ -12,6 +12,8 @@ One iteration, as in the paper:
 
 Every stage is resumable: samples and trials are JSONL records appended as they finish, and
 OUT/iter_N appears (atomic rename) only when its SFT is complete. The golden base is never written.
+Sampling (step 1) and the trials (step 2) both go through the executor, so on Ray the workers
+sample in parallel too; the driver keeps every record, selection and the SFT.
 """
 
 from __future__ import annotations
@@ -72,19 +74,38 @@ class TrialJob:
     self_edit: str | None
 
 
+@dataclass
+class SampleJob:
+    """Sample k self-edits of one item with the current generator (and, for the self-questions
+    reward, the model's own questions about it); the result is the item's samples.jsonl record."""
+
+    key: str  # the item's id
+    passage_id: str
+    k: int
+    seed: int
+    self_questions: bool = False
+
+
 class Executor(Protocol):
-    def run(self, domain: KnowledgeDomain, items: dict[str, Passage], jobs: list[TrialJob], self_questions: dict) -> Iterator[tuple[TrialJob, dict]]: ...
+    def run(self, domain: KnowledgeDomain, items: dict[str, Passage], jobs: list[TrialJob | SampleJob],
+            self_questions: dict) -> Iterator[tuple[TrialJob | SampleJob, dict]]: ...
 
 
 class LocalExecutor:
-    """Trials one after another in this process, on one loaded model."""
+    """Jobs one after another in this process, on one loaded model."""
 
     def run(self, domain, items, jobs, self_questions):
         for job in jobs:
             yield job, run_job(domain, items[job.passage_id], job, self_questions.get(job.passage_id))
 
 
-def run_job(domain: KnowledgeDomain, item: Passage, job: TrialJob, self_questions: list[Question] | None) -> dict:
+def run_job(domain: KnowledgeDomain, item: Passage, job: TrialJob | SampleJob, self_questions: list[Question] | None) -> dict:
+    if isinstance(job, SampleJob):
+        drawn = domain.sample(item, job.k, job.seed)
+        rec = {"key": job.key, "completions": drawn.texts, "sft_pairs": drawn.sft_pairs}
+        if job.self_questions:
+            rec["self_questions"] = [asdict(q) for q in domain.self_questions(item, job.seed)]
+        return rec
     if job.sample == "base":
         return domain.no_update(item)
     return domain.reward(item, job.self_edit, job.seed, self_questions)
@@ -112,7 +133,9 @@ def iteration_stats(items: list[Passage], trials: list[dict], k: int) -> dict:
     for p in items:
         means = [mean([t["reward"] for t in by.get((p.id, str(j)), [])]) for j in range(k)]
         for j in range(k):
-            within.append(std([t["reward"] for t in by.get((p.id, str(j)), [])]))
+            rewards = [t["reward"] for t in by.get((p.id, str(j)), [])]
+            if len(rewards) > 1:  # with one repeat there is no spread within a self-edit to measure
+                within.append(std(rewards))
         between.append(std(means))
         best.append(max(means))
         passage = mean([t["reward"] for t in by.get((p.id, "passage"), [])])
@@ -128,7 +151,7 @@ def iteration_stats(items: list[Passage], trials: list[dict], k: int) -> dict:
         "passage_only_reward": mean([t["reward"] for t in trials if t["sample"] == "passage"]),
         "base_reward": mean([t["reward"] for t in trials if t["sample"] == "base"]),
         "share_best_beats_passage": beats / len(items),
-        "std_within_self_edit": mean(within),
+        "std_within_self_edit": mean(within) if within else None,
         "std_between_self_edits": mean(between),
         "usable_self_edits": mean([float(bool(t.get("usable"))) for t in samples]),
         "self_question_gold_correlation": pearson(selfq, gold),
@@ -196,15 +219,11 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
         work = out / "work" / f"iter_{it}"
         work.mkdir(parents=True, exist_ok=True)
         samples_log = TrialLog(work / "samples.jsonl")
-        with reporter.task(f"iteration {it}: sampling k={cfg.k} self-edits", len(items)) as task:
-            for p in items:
-                if p.id not in samples_log.done:
-                    seed = derive_seed(cfg.seed, "rest-em-sample", it, p.id)
-                    drawn = domain.sample(p, cfg.k, seed)
-                    rec = {"key": p.id, "completions": drawn.texts, "sft_pairs": drawn.sft_pairs}
-                    if cfg.reward == "self-questions":
-                        rec["self_questions"] = [asdict(q) for q in domain.self_questions(p, seed)]
-                    samples_log.append(rec)
+        to_sample = [SampleJob(p.id, p.id, cfg.k, derive_seed(cfg.seed, "rest-em-sample", it, p.id), cfg.reward == "self-questions")
+                     for p in items if p.id not in samples_log.done]
+        with reporter.task(f"iteration {it}: sampling k={cfg.k} self-edits", len(to_sample)) as task:
+            for _, rec in executor.run(domain, by_id, to_sample, {}):
+                samples_log.append(rec)
                 task.advance()
         samples = {r["key"]: r for r in samples_log.records}
         selfq = {pid: [Question(**q) for q in r.get("self_questions", [])] for pid, r in samples.items()}
