@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .canary import canary_scores
-from .config import InnerLoopConfig, SamplingConfig
+from .config import InnerLoopConfig, SamplingConfig, as_json
 from .data import Passage, load_dataset
 from .inner_loop import lora_adapter, train
 from .judge import LLMJudge
@@ -169,10 +169,6 @@ def trial_key(passage_id: str, condition: str, repeat: int) -> str:
     return f"{passage_id}|{condition}|{repeat}"
 
 
-def _config_json(cfg: BenchConfig) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
 def config_from_json(d: dict) -> BenchConfig:
     """The BenchConfig a run folder's config.json was written from."""
     d = dict(d)
@@ -244,7 +240,7 @@ def prepare_out(out: Path, cfg: BenchConfig, fresh: bool) -> TrialLog:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     conf_path = out / "config.json"
-    resolved = _config_json(cfg)
+    resolved = as_json(cfg)
     if conf_path.exists():
         old = json.loads(conf_path.read_text())
         if old != resolved:

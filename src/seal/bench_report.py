@@ -3,10 +3,10 @@ OUT/trials.jsonl alone)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
+from .config import as_json
 from .metrics import bootstrap_ci, mean, std
 from .runtime import SealError
 
@@ -113,7 +113,7 @@ def aggregate(cfg, records: list[dict]) -> dict:
             c["reasoning_accuracy"], c["perplexity"] = base_canary["reasoning_accuracy"], base_canary["perplexity"]
         c["paper_accuracy"] = paper_number(cfg.mode, name)
         conditions[name] = c
-    return {"config": json.loads(json.dumps(dataclasses.asdict(cfg))), "conditions": conditions}
+    return {"config": as_json(cfg), "conditions": conditions}
 
 
 def _pct(x) -> str:

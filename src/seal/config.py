@@ -6,7 +6,8 @@ next to its results (`dataclasses.asdict`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 
 # All attention and MLP projections of Llama/Qwen/Mistral-style models. The reference code
 # trained q/v only; SEAL.md asks for every linear projection.
@@ -63,3 +64,9 @@ class LearnConfig:
     max_chunk_words: int = 200  # long documents are split into chunks of about this size
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     inner: InnerLoopConfig = field(default_factory=lambda: InnerLoopConfig(lr=LEARN_LR))
+
+
+def as_json(cfg) -> dict:
+    """A config dataclass as the plain dict written to (and compared with) a run's config.json:
+    tuples become lists, exactly as a JSON round trip returns them."""
+    return json.loads(json.dumps(asdict(cfg)))

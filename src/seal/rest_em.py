@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from .bench import TrialLog
-from .config import InnerLoopConfig, SamplingConfig
+from .config import InnerLoopConfig, SamplingConfig, as_json
 from .data import Passage, Question, load_dataset
 from .domains.knowledge import KnowledgeDomain, trial_seed
 from .inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
@@ -197,7 +197,7 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
         raise SealError(f"format {cfg.format!r} samples greedily, so its k={cfg.k} self-edits would be identical; "
                         "set a sampling temperature (e.g. --temperature 1.0)")
     out.mkdir(parents=True, exist_ok=True)
-    conf = json.loads(json.dumps(asdict(cfg)))
+    conf = as_json(cfg)
     if (out / "config.json").exists() and json.loads((out / "config.json").read_text()) != conf:
         raise SealError(f"{out} holds a ReST-EM run with a different config; use another --out")
     (out / "config.json").write_text(json.dumps(conf, indent=2) + "\n")
