@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from seal.bench import BenchConfig, TrialLog, merge_runs, parse_condition, report_run, run_bench, select_passages
-from seal.config import InnerLoopConfig, SamplingConfig
+from seal.config import InnerLoopConfig, SamplingConfig, as_json
 from seal.judge import LLMJudge, parse_verdict
 from seal.metrics import bootstrap_ci
 from seal.remote import ChatEndpoint
@@ -198,6 +198,24 @@ def test_runs_split_by_condition_merge_into_the_run_of_one_command(tiny_lm, tmp_
     run_bench(tiny_cfg(tmp_path, conditions=["base"], repeats=1, seed=7), tmp_path / "c", lm=tiny_lm)
     with pytest.raises(SealError, match="differ in seed"):
         merge_runs(tmp_path / "m2", [tmp_path / "a", tmp_path / "c"])
+
+
+def test_runs_merge_when_they_differ_only_in_settings_their_conditions_do_not_use(tiny_lm, tmp_path):
+    # base never samples nor trains: its run may record another temperature, lr and teacher
+    run_bench(tiny_cfg(tmp_path, conditions=["base"], sampling=SamplingConfig(temperature=1.0),
+                       inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1, lr=5e-3), teacher_file=None), tmp_path / "b", lm=tiny_lm)
+    run_bench(tiny_cfg(tmp_path, conditions=["passage", "teacher"]), tmp_path / "pt", lm=tiny_lm)
+    merged = merge_runs(tmp_path / "m", [tmp_path / "b", tmp_path / "pt"])
+    whole = tiny_cfg(tmp_path, conditions=["base", "passage", "teacher"])
+    assert merged["config"] == as_json(whole)  # sampling, inner and teacher from the run that used them
+    n = len((tmp_path / "m" / "trials.jsonl").read_text().splitlines())
+    run_bench(whole, tmp_path / "m", lm=tiny_lm)  # and that command resumes it with nothing to do
+    assert len((tmp_path / "m" / "trials.jsonl").read_text().splitlines()) == n
+    # passage trains: a passage run with another lr does not merge with one that trained
+    run_bench(tiny_cfg(tmp_path, conditions=["passage"], inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1, lr=5e-3)),
+              tmp_path / "p2", lm=tiny_lm)
+    with pytest.raises(SealError, match="differ in inner, which their conditions use"):
+        merge_runs(tmp_path / "m2", [tmp_path / "b", tmp_path / "pt", tmp_path / "p2"])
 
 
 def test_multi_mode_trains_one_adapter_for_all_passages(tiny_lm, tmp_path):

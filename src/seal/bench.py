@@ -198,14 +198,32 @@ def report_run(out: Path, paired: list[tuple[str, str]] = ()) -> dict:
     return write_artifacts(out, cfg, read_trials(out / "trials.jsonl")[0], paired)
 
 
+_COMMON_SETTINGS = {"data", "n", "offset", "mode", "seed", "model", "judge_url", "judge_name", "api_key_env"}
+
+
+def settings_used(condition: str) -> set[str]:
+    """The config keys a condition's trials depend on (which settings must agree to merge runs)."""
+    kind = condition.partition(":")[0]
+    if kind == "base":  # no update: one greedy evaluation of the model, the same for any repeats
+        return set(_COMMON_SETTINGS)
+    used = _COMMON_SETTINGS | {"repeats", "canary_sample", "inner"}
+    if kind in ("self-edit", "generator", "teacher"):
+        used.add("sampling")
+    if kind == "teacher":
+        used |= {"teacher_model", "teacher_url", "teacher_name", "teacher_file", "teacher_format"}
+    return used
+
+
 def merge_runs(out: Path, sources: list[Path]) -> dict:
     """One run folder from runs that split a benchmark by condition (one per core or machine).
 
-    The sources must agree on every setting but `conditions`; the merged config lists their
-    conditions in order of first appearance, so it is the config of the one command that would have
-    run them all (trial seeds depend on passage, condition and repeat, not on the other conditions),
-    and `seal bench knowledge` with that command resumes the merged folder. A trial found in more
-    than one source is kept once, from the first.
+    The sources must agree on every setting their conditions use (`settings_used`: e.g. the
+    sampling settings matter to self-edit conditions, not to base or passage; the teacher's only to
+    teacher); the merged config lists their conditions in order of first appearance and takes each
+    setting from the first source whose conditions use it, so it is the config of the one command
+    that would have run them all (trial seeds depend on passage, condition and repeat, not on the
+    other conditions), and `seal bench knowledge` with that command resumes the merged folder. A
+    trial found in more than one source is kept once, from the first.
     """
     from .bench_report import write_artifacts
 
@@ -214,13 +232,16 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
     if out.resolve() in {s.resolve() for s in sources}:
         raise SealError(f"{out} is one of the sources; merge into a new folder")
     confs = [_read_config(s) for s in sources]
-    conditions: list[str] = []
+    merged, owner = {**confs[0], "conditions": []}, {}  # owner: the first source whose conditions use a setting
     for src, conf in zip(sources, confs):
-        diff = sorted(k for k in set(conf) | set(confs[0]) if k != "conditions" and conf.get(k) != confs[0].get(k))
+        used = set().union(*(settings_used(c) for c in conf["conditions"]))
+        diff = sorted(k for k in used if k in owner and conf.get(k) != merged.get(k))
         if diff:
-            raise SealError(f"{src} and {sources[0]} differ in {', '.join(diff)}: only runs that differ in conditions merge")
-        conditions += [c for c in conf["conditions"] if c not in conditions]
-    merged = {**confs[0], "conditions": conditions}
+            others = " and ".join(sorted({str(owner[k]) for k in diff}))
+            raise SealError(f"{src} and {others} differ in {', '.join(diff)}, which their conditions use: they do not merge")
+        for k in sorted(used - set(owner)):
+            merged[k], owner[k] = conf.get(k), src
+        merged["conditions"] += [c for c in conf["conditions"] if c not in merged["conditions"]]
     if (out / "config.json").exists():
         raise SealError(f"{out} already holds a run; merge into a new folder")
     records, seen = [], set()

@@ -92,7 +92,7 @@ def report(
 @cli_errors
 def merge(
     out_dir: Path = typer.Option(..., "--out", help="New run folder for the merged run."),
-    sources: list[Path] = typer.Argument(..., help="Run folders that split one benchmark by condition (same settings otherwise)."),
+    sources: list[Path] = typer.Argument(..., help="Run folders that split one benchmark by condition (the settings their conditions use must agree)."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
 ):
     """Merge runs split by condition (e.g. one process per core) into one run folder and its report."""
