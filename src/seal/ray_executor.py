@@ -1,11 +1,12 @@
-"""ReST-EM trials on a Ray cluster (`seal train --executor ray`, the optional extra `seal[ray]`).
+"""ReST-EM jobs (sampling and trials) on a Ray cluster (`seal train --executor ray`, the optional extra `seal[ray]`).
 
 Each worker is a long-lived actor that loads the base model once and runs jobs (`run_job`, the
 same function the local executor calls: sampling an item's k self-edits, or one trial) on it. The
 driver keeps selection, SFT and every record: a result is appended to `samples.jsonl` or
-`trials.jsonl` only when the driver receives it, so a job is never counted twice. A worker that dies mid-trial (killed, out of memory, node lost) is
-replaced by a fresh actor and its trial is put back at the head of the queue, a bounded number of
-times. Trials carry their own seeds, so the records equal the local executor's.
+`trials.jsonl` only when the driver receives it, so a job is never counted twice. A worker that
+dies mid-job (killed, out of memory, node lost) is replaced by a fresh actor and its job is put
+back at the head of the queue, a bounded number of times. Jobs carry their own seeds, so the
+records equal the local executor's.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class _TrialWorker:
 
 
 class RayExecutor:
-    """Runs trial jobs on Ray actors; `address=None` starts a local cluster, "auto" or
+    """Runs sampling and trial jobs on Ray actors; `address=None` starts a local cluster, "auto" or
     "ray://host:10001" joins one. `trial_gpus` may be fractional (several workers per GPU)."""
 
     def __init__(self, address: str | None = None, workers: int | None = None, trial_cpus: float = 1.0,
@@ -73,7 +74,7 @@ class RayExecutor:
             raise SealError("--trial-cpus must be > 0 and --trial-gpus >= 0")
         self.address, self.n_workers = address, workers
         self.trial_cpus, self.trial_gpus, self.max_retries = trial_cpus, trial_gpus, max_retries
-        self.retries = 0  # trials resubmitted after a worker died
+        self.retries = 0  # jobs resubmitted after a worker died
         self._ray = None
         self._started = False
         self._workers: list = []
@@ -169,7 +170,7 @@ class RayExecutor:
             except lost as e:
                 attempts[job.key] += 1
                 if attempts[job.key] > self.max_retries:
-                    raise SealError(f"trial {job.key} lost its Ray worker {attempts[job.key]} times; giving up") from e
+                    raise SealError(f"job {job.key} lost its Ray worker {attempts[job.key]} times; giving up") from e
                 self.retries += 1
                 workers[w] = self._new_worker(domain)
                 queue.appendleft(job)
@@ -177,7 +178,7 @@ class RayExecutor:
                 fill()
                 continue
             except ray.exceptions.RayTaskError as e:
-                raise SealError(f"trial {job.key} failed on a Ray worker: {str(e).strip().splitlines()[-1]}") from e
+                raise SealError(f"job {job.key} failed on a Ray worker: {str(e).strip().splitlines()[-1]}") from e
             idle.append(w)
             fill()  # keep the workers busy while the caller writes the record
             yield job, result
