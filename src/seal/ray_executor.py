@@ -1,4 +1,4 @@
-"""ReST-EM jobs (sampling and trials) on a Ray cluster (`seal train --executor ray`, the optional extra `seal[ray]`).
+"""ReST-EM sampling and trials on a Ray cluster (`seal train --executor ray`, extra `seal[ray]`).
 
 Each worker is a long-lived actor that loads the base model once and runs jobs (`run_job`, the
 same function the local executor calls: sampling an item's k self-edits, or one trial) on it. The
