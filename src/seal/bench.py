@@ -198,26 +198,25 @@ def report_run(out: Path, paired: list[tuple[str, str]] = ()) -> dict:
     return write_artifacts(out, cfg, read_trials(out / "trials.jsonl")[0], paired)
 
 
-_COMMON_SETTINGS = {"data", "n", "offset", "mode", "seed", "model", "judge_url", "judge_name", "api_key_env"}
+_TEACHER_SETTINGS = {"teacher_model", "teacher_url", "teacher_name", "teacher_file", "teacher_format"}
 
 
-def settings_used(condition: str) -> set[str]:
-    """The config keys a condition's trials depend on (which settings must agree to merge runs)."""
+def settings_unused(condition: str) -> set[str]:
+    """The config keys a condition's trials do not depend on. Every other key must agree for runs
+    to merge, so a setting added to BenchConfig later is compared unless it is listed here."""
     kind = condition.partition(":")[0]
+    unused = {"conditions"} | (set() if kind == "teacher" else _TEACHER_SETTINGS)
+    if kind not in ("self-edit", "generator", "teacher"):
+        unused.add("sampling")
     if kind == "base":  # no update: one greedy evaluation of the model, the same for any repeats
-        return set(_COMMON_SETTINGS)
-    used = _COMMON_SETTINGS | {"repeats", "canary_sample", "inner"}
-    if kind in ("self-edit", "generator", "teacher"):
-        used.add("sampling")
-    if kind == "teacher":
-        used |= {"teacher_model", "teacher_url", "teacher_name", "teacher_file", "teacher_format"}
-    return used
+        unused |= {"repeats", "canary_sample", "inner"}
+    return unused
 
 
 def merge_runs(out: Path, sources: list[Path]) -> dict:
     """One run folder from runs that split a benchmark by condition (one per core or machine).
 
-    The sources must agree on every setting their conditions use (`settings_used`: e.g. the
+    The sources must agree on every setting their conditions use (all but `settings_unused`: e.g. the
     sampling settings matter to self-edit conditions, not to base or passage; the teacher's only to
     teacher); the merged config lists their conditions in order of first appearance and takes each
     setting from the first source whose conditions use it, so it is the config of the one command
@@ -234,7 +233,8 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
     confs = [_read_config(s) for s in sources]
     merged, owner = {**confs[0], "conditions": []}, {}  # owner: the first source whose conditions use a setting
     for src, conf in zip(sources, confs):
-        used = set().union(*(settings_used(c) for c in conf["conditions"]))
+        unused = [settings_unused(c) for c in conf["conditions"]] or [{"conditions"}]
+        used = set(conf) - set.intersection(*unused)
         diff = sorted(k for k in used if k in owner and conf.get(k) != merged.get(k))
         if diff:
             others = " and ".join(sorted({str(owner[k]) for k in diff}))
