@@ -131,11 +131,9 @@ def iteration_stats(items: list[Passage], trials: list[dict], k: int) -> dict:
         by.setdefault((t["passage_id"], str(t["sample"])), []).append(t)
     best, beats, within, between, selfq, gold = [], 0, [], [], [], []
     for p in items:
-        means = [mean([t["reward"] for t in by.get((p.id, str(j)), [])]) for j in range(k)]
-        for j in range(k):
-            rewards = [t["reward"] for t in by.get((p.id, str(j)), [])]
-            if len(rewards) > 1:  # with one repeat there is no spread within a self-edit to measure
-                within.append(std(rewards))
+        rewards = [[t["reward"] for t in by.get((p.id, str(j)), [])] for j in range(k)]
+        means = [mean(r) for r in rewards]
+        within += [std(r) for r in rewards if len(r) > 1]  # one repeat shows no spread within a self-edit
         between.append(std(means))
         best.append(max(means))
         passage = mean([t["reward"] for t in by.get((p.id, "passage"), [])])
