@@ -7,7 +7,6 @@ user can cause is one line on stderr with a non-zero exit status.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,7 @@ from .cli_bench import bench_app
 from .cli_train import train_app
 from .cli_common import JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, out
 from .config import DEFAULT_TARGET_MODULES, LEARN_LR, InnerLoopConfig, LearnConfig, SamplingConfig
-from .runtime import SealError
+from .runtime import SealError, quiet_libraries
 
 app = typer.Typer(
     add_completion=False,
@@ -326,20 +325,7 @@ app.add_typer(train_app, name="train")
 
 
 def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*requires_grad=True to a scalar.*")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
+    quiet_libraries()
     app()
 
 

@@ -34,7 +34,9 @@ class _TrialWorker:
         import torch
 
         from .models import load_model
+        from .runtime import quiet_libraries
 
+        quiet_libraries()
         torch.set_num_threads(max(1, threads))
         self.domain = domain_cls(lm=load_model(model_path), **fields)
 

@@ -1,4 +1,4 @@
-"""Small process-level helpers: derived seeds, peak memory, atomic file writes, errors."""
+"""Small process-level helpers: derived seeds, peak memory, atomic file writes, errors, quiet libraries."""
 
 from __future__ import annotations
 
@@ -13,6 +13,25 @@ from typing import Any
 
 class SealError(Exception):
     """An error caused by the user's input or environment; the CLI prints it as one line."""
+
+
+def quiet_libraries() -> None:
+    """Offline, and no library chatter (advisories, FutureWarnings, weight-loading bars) on stderr:
+    called by the CLI and by every Ray worker, whose stderr is streamed into the driver's log."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*requires_grad=True to a scalar.*")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def derive_seed(*parts: Any) -> int:
