@@ -94,6 +94,36 @@ def test_stats_leave_the_spread_within_a_self_edit_unmeasured_with_one_repeat():
     assert stats["std_between_self_edits"] == pytest.approx(0.0)  # both average 0.5
 
 
+def test_self_question_reward_scores_with_the_models_own_questions(tiny_lm, tmp_path, monkeypatch):
+    import seal.domains.knowledge
+
+    def quiz(lm, prompts, **kw):  # the tiny random model writes no Q/A pairs; script the model's quiz
+        n = prompts[0].split("Title: Harbour ", 1)[1].split()[0]
+        return [[f"Q: Who sold cranes to harbour {n}?\nA: Daesan {n}\nQ: When?\nA: In 2026\nLet me know if ..."]]
+
+    monkeypatch.setattr(seal.domains.knowledge, "generate", quiz)
+    (stats,) = run_rest_em(cfg_for(tmp_path, reward="self-questions", repeats=1), tmp_path / "run", lm=tiny_lm)
+    work = tmp_path / "run" / "work" / "iter_1"
+    for s in records(work / "samples.jsonl"):
+        n = s["key"][1:]
+        assert s["self_questions"] == [{"question": f"Who sold cranes to harbour {n}?", "answer": f"Daesan {n}"},
+                                       {"question": "When?", "answer": "In 2026"}]
+    updated = [t for t in records(work / "trials.jsonl") if t["sample"] != "base"]
+    assert len(updated) == 2 * 3 and all(t["reward"] == t["self_question_reward"] is not None for t in updated)
+    assert all(t["gold_reward"] is not None for t in updated)  # kept beside it, for the correlation
+    assert "self_question_gold_correlation" in stats
+
+
+def test_stats_correlate_the_self_question_reward_with_the_gold_one():
+    items = [Passage("a", "T", "C", [Question("q", "x")])]
+    trials = [{"passage_id": "a", "sample": j, "reward": s, "self_question_reward": s, "gold_reward": g}
+              for j, (s, g) in enumerate(((0.0, 0.2), (0.5, 0.4), (1.0, 0.6)))]
+    assert iteration_stats(items, trials, 3)["self_question_gold_correlation"] == pytest.approx(1.0)
+    flipped = [{**t, "gold_reward": 0.8 - t["gold_reward"]} for t in trials]
+    assert iteration_stats(items, flipped, 3)["self_question_gold_correlation"] == pytest.approx(-1.0)
+    assert iteration_stats(items, trials[:2], 2)["self_question_gold_correlation"] is None  # too few to say
+
+
 def test_a_sentence_format_trains_the_generator_on_its_question_per_sentence(tiny_lm, tmp_path, monkeypatch):
     import seal.self_edit
 
