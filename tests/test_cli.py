@@ -90,12 +90,15 @@ def bad_inputs(tmp_path):
         "unknown model type": (["ask", "q?", "--model", str(tmp_path / "oddmodel")], "cannot load model from"),
         "eval unknown data": (["eval", str(tmp_path / "nope.json")], "dataset not found"),
         "history of no store": (["history"], "no knowledge store"),
+        "train unknown reward": (["train", "knowledge", "--out", str(tmp_path / "r"), "--reward", "gold-ish"], "unknown reward"),
+        "train unknown preset": (["train", "knowledge", "--out", str(tmp_path / "r"), "--preset", "gpu"], "unknown preset"),
     }
 
 
 BAD_CASES = [
     "missing file", "empty file", "binary file", "non-UTF-8", "unknown format", "nothing", "unknown dataset",
     "unknown id", "missing model", "not a model", "unknown model type", "eval unknown data", "history of no store",
+    "train unknown reward", "train unknown preset",
 ]
 
 
@@ -129,3 +132,18 @@ def test_learn_with_a_trained_generator(tiny_model_dir, tmp_path, doc):
     assert manifest["config"]["format"] == "rewrite"  # taken from the generator's manifest
     r = run_seal("learn", str(doc), "--generator", str(tmp_path), "--store", str(tmp_path / "s2"))
     assert r.returncode == 2 and "not a generator adapter folder" in r.stderr
+
+
+def test_train_prints_the_iteration_table_and_resumes_with_nothing_to_do(tiny_model_dir, tmp_path, dataset):
+    args = ["train", "knowledge", "--data", str(dataset), "--exclude", "", "--model", str(tiny_model_dir), "--iterations", "1",
+            "--k", "2", "--repeats", "2", "--temperature", "1.0", "--out", str(tmp_path / "run")]
+    r = run_seal(*args)
+    assert r.returncode == 0, r.stderr
+    assert "ReST-EM (" in r.stdout and f"generators: {tmp_path / 'run' / 'iter_1'}\n" in r.stdout
+    assert "iteration 1: inner-loop trials: 7/7" in r.stderr  # base + R x (passage + k); plain progress lines: stderr is not a terminal here
+    trials = (tmp_path / "run" / "work" / "iter_1" / "trials.jsonl").read_text()
+    r = run_seal(*args, "--json")
+    assert r.returncode == 0, r.stderr
+    (stats,) = json.loads(r.stdout)
+    assert stats["iteration"] == 1 and stats["std_within_self_edit"] is not None  # R = 2 measures it
+    assert (tmp_path / "run" / "work" / "iter_1" / "trials.jsonl").read_text() == trials  # nothing redone

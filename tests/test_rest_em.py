@@ -112,6 +112,8 @@ def test_self_question_reward_scores_with_the_models_own_questions(tiny_lm, tmp_
     assert len(updated) == 2 * 3 and all(t["reward"] == t["self_question_reward"] is not None for t in updated)
     assert all(t["gold_reward"] is not None for t in updated)  # kept beside it, for the correlation
     assert "self_question_gold_correlation" in stats
+    assert stats["gold"]["mean_reward"] == sum(t["gold_reward"] for t in updated if t["sample"] != "passage") / 4
+    assert stats["gold"]["std_within_self_edit"] is None and "self_question_gold_correlation" not in stats["gold"]
 
 
 def test_stats_correlate_the_self_question_reward_with_the_gold_one():

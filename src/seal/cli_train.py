@@ -83,9 +83,19 @@ def knowledge(
     for c in cols:
         table.add_column(c)
     for s in stats:
-        table.add_row(str(s["iteration"]), f"{s['mean_reward']:.3f}", f"{s['best_of_k_reward']:.3f}", f"{s['passage_only_reward']:.3f}",
-                      f"{s['base_reward']:.3f}", f"{s['share_best_beats_passage']:.0%}", "n/a (R=1)" if s["std_within_self_edit"] is None else f"{s['std_within_self_edit']:.3f}",
-                      f"{s['std_between_self_edits']:.3f}", str(s["n_kept"]), f"{s['seconds']:.0f}")
+        table.add_row(str(s["iteration"]), *_reward_cells(s), str(s["n_kept"]), f"{s['seconds']:.0f}")
+        if "gold" in s:  # trials rewarded by self-questions, re-read with the gold questions
+            table.add_row(f"{s['iteration']} (gold)", *_reward_cells(s["gold"]), "", "")
     out.print(table)
+    for s in stats:
+        if s.get("self_question_gold_correlation") is not None:
+            out.print(f"iteration {s['iteration']}: correlation of the self-question reward with the gold reward "
+                      f"{s['self_question_gold_correlation']:.2f} (Pearson, over trials)")
     names = ", ".join(str(out_dir / f"iter_{s['iteration']}") for s in stats)
-    out.print(f"generators: {names}")
+    out.print(f"generators: {names}", soft_wrap=True)
+
+
+def _reward_cells(s: dict) -> list[str]:
+    within = "n/a (R=1)" if s["std_within_self_edit"] is None else f"{s['std_within_self_edit']:.3f}"
+    return [f"{s['mean_reward']:.3f}", f"{s['best_of_k_reward']:.3f}", f"{s['passage_only_reward']:.3f}", f"{s['base_reward']:.3f}",
+            f"{s['share_best_beats_passage']:.0%}", within, f"{s['std_between_self_edits']:.3f}"]

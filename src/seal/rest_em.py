@@ -125,18 +125,20 @@ def check_no_overlap(items: list[Passage], exclude: list[str]) -> None:
             raise SealError(f"{len(overlap)} training passage(s) also appear in the evaluation set {spec}; refusing to train on them")
 
 
-def iteration_stats(items: list[Passage], trials: list[dict], k: int) -> dict:
+def iteration_stats(items: list[Passage], trials: list[dict], k: int, key: str = "reward") -> dict:
+    """An iteration's reward statistics; `key` picks the reward ("gold_reward" re-reads trials
+    scored by self-questions with the gold questions)."""
     by = {}
     for t in trials:
-        by.setdefault((t["passage_id"], str(t["sample"])), []).append(t)
+        by.setdefault((t["passage_id"], str(t["sample"])), []).append(t[key])
     best, beats, within, between, selfq, gold = [], 0, [], [], [], []
     for p in items:
-        rewards = [[t["reward"] for t in by.get((p.id, str(j)), [])] for j in range(k)]
+        rewards = [by.get((p.id, str(j)), []) for j in range(k)]
         means = [mean(r) for r in rewards]
         within += [std(r) for r in rewards if len(r) > 1]  # one repeat shows no spread within a self-edit
         between.append(std(means))
         best.append(max(means))
-        passage = mean([t["reward"] for t in by.get((p.id, "passage"), [])])
+        passage = mean(by.get((p.id, "passage"), []))
         beats += max(means) > passage
     for t in trials:
         if t.get("self_question_reward") is not None and t.get("gold_reward") is not None:
@@ -144,10 +146,10 @@ def iteration_stats(items: list[Passage], trials: list[dict], k: int) -> dict:
             gold.append(t["gold_reward"])
     samples = [t for t in trials if str(t["sample"]) not in ("base", "passage")]
     return {
-        "mean_reward": mean([t["reward"] for t in samples]),
+        "mean_reward": mean([t[key] for t in samples]),
         "best_of_k_reward": mean(best),
-        "passage_only_reward": mean([t["reward"] for t in trials if t["sample"] == "passage"]),
-        "base_reward": mean([t["reward"] for t in trials if t["sample"] == "base"]),
+        "passage_only_reward": mean([t[key] for t in trials if t["sample"] == "passage"]),
+        "base_reward": mean([t[key] for t in trials if t["sample"] == "base"]),
         "share_best_beats_passage": beats / len(items),
         "std_within_self_edit": mean(within) if within else None,
         "std_between_self_edits": mean(between),
@@ -241,6 +243,9 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
                 task.advance(info=f"reward {result['reward']:.2f}")
         trials = [t for t in trials_log.records if t["key"] in {j.key for j in jobs}]
         stats = {"iteration": it, **iteration_stats(items, trials, cfg.k)}
+        if cfg.reward != "gold" and all(t.get("gold_reward") is not None for t in trials):
+            gold = iteration_stats(items, trials, cfg.k, key="gold_reward")  # the same trials, scored by the gold questions
+            stats["gold"] = {name: v for name, v in gold.items() if name != "self_question_gold_correlation"}
         kept = select_best(items, samples, trials, cfg.k, cfg.min_gain)
         stats["n_kept"] = len(kept)
         if not kept:
