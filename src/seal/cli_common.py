@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import typer
 from rich.console import Console
 
 from .runtime import SealError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+
+def _console(**kw) -> Console:
+    """A console that, writing to a file or pipe, lays tables out 160 columns wide (not Rich's 80,
+    which squeezes a ten-column table into truncated cells); COLUMNS still wins."""
+    console = Console(highlight=False, **kw)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
 
 StoreOpt = typer.Option(None, "--store", help="Knowledge store folder [env SEAL_HOME; default: user data dir].")
 ModelOpt = typer.Option(None, "--model", help="Local Hugging Face model folder [default: embedded SmolLM2-135M-Instruct].")
