@@ -20,7 +20,9 @@ def test_line_task_throttles_and_estimates_time_left():
     clock[0] += 3600
     task.advance(2)
     task.close()
-    assert lines[-1] == "trials: 4/4, 1:01:00 elapsed, reward 0.4"
+    assert lines[-2:] == ["trials: 2/4, 0:01:00 elapsed, ~0:01:00 left, reward 0.4", "trials: 4/4, 1:01:00 elapsed, reward 0.4"]
+    task.close()  # the final count is written once
+    assert len(lines) == 3
 
 
 def test_reporter_writes_lines_when_not_a_terminal():

@@ -46,7 +46,7 @@ class _LineTask:
 
     def __init__(self, write, description: str, total: int | None, every: float, now=time.monotonic):
         self.write, self.description, self.total, self.every, self.now = write, description, total, every, now
-        self.done, self.info = 0, ""
+        self.done, self.info, self.shown = 0, "", None  # shown: the count of the last line written
         self.start = self.last = now()
         self.write(f"{description}: started" + (f", {total} to do" if total is not None else ""))
 
@@ -62,11 +62,12 @@ class _LineTask:
         self.done += n
         self.info = info or self.info
         if self.now() - self.last >= self.every:
-            self.last = self.now()
+            self.last, self.shown = self.now(), self.done
             self.write(self.line())
 
     def close(self) -> None:
-        self.write(self.line())
+        if self.shown != self.done:  # the last advance may have written the final count already
+            self.write(self.line())
 
 
 class RichReporter:
