@@ -11,7 +11,6 @@ from rich.console import Console
 from .runtime import SealError
 
 
-
 def _console(**kw) -> Console:
     """A console that, writing to a file or pipe, lays tables out 160 columns wide (not Rich's 80,
     which squeezes a ten-column table into truncated cells); COLUMNS still wins."""

@@ -125,12 +125,18 @@ def check_no_overlap(items: list[Passage], exclude: list[str]) -> None:
             raise SealError(f"{len(overlap)} training passage(s) also appear in the evaluation set {spec}; refusing to train on them")
 
 
-def iteration_stats(items: list[Passage], trials: list[dict], k: int, key: str = "reward") -> dict:
-    """An iteration's reward statistics; `key` picks the reward ("gold_reward" re-reads trials
-    scored by self-questions with the gold questions)."""
+def rewards_by_sample(trials: list[dict], key: str = "reward") -> dict[tuple[str, str], list[float]]:
+    """(passage id, sample index or "passage"/"base") -> its rewards over the repeats."""
     by = {}
     for t in trials:
         by.setdefault((t["passage_id"], str(t["sample"])), []).append(t[key])
+    return by
+
+
+def iteration_stats(items: list[Passage], trials: list[dict], k: int, key: str = "reward") -> dict:
+    """An iteration's reward statistics; `key` picks the reward ("gold_reward" re-reads trials
+    scored by self-questions with the gold questions)."""
+    by = rewards_by_sample(trials, key)
     best, beats, within, between, selfq, gold = [], 0, [], [], [], []
     for p in items:
         rewards = [by.get((p.id, str(j)), []) for j in range(k)]
@@ -169,9 +175,7 @@ def pearson(x: list[float], y: list[float]) -> float | None:
 
 def select_best(items: list[Passage], samples: dict, trials: list[dict], k: int, min_gain: float | None) -> list[dict]:
     """Best self-edit per item by mean reward over repeats; ties go to the earlier sample."""
-    by = {}
-    for t in trials:
-        by.setdefault((t["passage_id"], str(t["sample"])), []).append(t["reward"])
+    by = rewards_by_sample(trials)
     kept = []
     for p in items:
         means = [mean(by.get((p.id, str(j)), [0.0])) for j in range(k)]
