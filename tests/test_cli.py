@@ -92,13 +92,16 @@ def bad_inputs(tmp_path):
         "history of no store": (["history"], "no knowledge store"),
         "train unknown reward": (["train", "knowledge", "--out", str(tmp_path / "r"), "--reward", "gold-ish"], "unknown reward"),
         "train unknown preset": (["train", "knowledge", "--out", str(tmp_path / "r"), "--preset", "gpu"], "unknown preset"),
+        # square brackets in the input are printed as they are (Rich markup once dropped or choked on them)
+        "brackets in a path": (["eval", str(tmp_path / "no[/such].json")], "no[/such].json"),
+        "brackets in a condition": (["bench", "knowledge", "--conditions", "self-edit:x[/b]", "--out", str(tmp_path / "b")], "'x[/b]'"),
     }
 
 
 BAD_CASES = [
     "missing file", "empty file", "binary file", "non-UTF-8", "unknown format", "nothing", "unknown dataset",
     "unknown id", "missing model", "not a model", "unknown model type", "eval unknown data", "history of no store",
-    "train unknown reward", "train unknown preset",
+    "train unknown reward", "train unknown preset", "brackets in a path", "brackets in a condition",
 ]
 
 
@@ -111,6 +114,12 @@ def test_bad_input_is_one_line_and_leaves_store_untouched(tmp_path, case):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
     assert not store.exists()
+
+
+def test_help_keeps_square_brackets():
+    r = run_seal("train", "knowledge", "--help", env={"COLUMNS": "300"}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Training passages [default: all]." in r.stdout and "pip install 'seal[ray]'" in r.stdout
 
 
 def test_learn_with_a_trained_generator(tiny_model_dir, tmp_path, doc):

@@ -14,14 +14,16 @@ from typing import List, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from .cli_bench import bench_app
 from .cli_train import train_app
-from .cli_common import JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, out
+from .cli_common import HELP_MARKUP, JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, out
 from .config import DEFAULT_TARGET_MODULES, LEARN_LR, InnerLoopConfig, LearnConfig, SamplingConfig
 from .runtime import SealError, quiet_libraries
 
 app = typer.Typer(
+    rich_markup_mode=HELP_MARKUP,
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
@@ -58,13 +60,16 @@ def _split_ids(ids: Optional[List[str]]) -> list[str]:
     return [i for chunk in ids or [] for i in chunk.split(",") if i]
 
 
+def _mark(ok: bool | None) -> Text | str:
+    return "" if ok is None else Text("✓", style="green") if ok else Text("✗", style="red")
+
+
 def _print_qa_table(title: str, rows: list[tuple[str, str, str, bool, str | None, bool | None]]) -> None:
     table = Table(title=title, show_lines=False)
     for col in ("question", "gold", "before", "", "after", ""):
         table.add_column(col, overflow="fold")
     for q, gold, before, ok_before, after, ok_after in rows:
-        mark = lambda ok: "" if ok is None else ("[green]✓[/]" if ok else "[red]✗[/]")  # noqa: E731
-        table.add_row(q, gold, before, mark(ok_before), after or "", mark(ok_after))
+        table.add_row(q, gold, before, _mark(ok_before), after or "", _mark(ok_after))
     out.print(table)
 
 
@@ -222,7 +227,7 @@ def eval_(
     for col in ("question", "gold", "prediction", ""):
         table.add_column(col, overflow="fold")
     for q in result.per_question:
-        table.add_row(q.question, q.gold, q.prediction, "[green]✓[/]" if q.correct else "[red]✗[/]")
+        table.add_row(q.question, q.gold, q.prediction, _mark(q.correct))
     out.print(table)
     s = result.summary()
     out.print(f"accuracy {s['accuracy']:.1%}  exact match {s['exact_match']:.1%}  F1 {s['f1']:.3f}  ({s['n_questions']} questions, {len(passages)} passages)")
@@ -308,7 +313,7 @@ def demo(
     err.print(f"recipe: {format} self-edits (k={cfg.sampling.k}, T={temp:g}) + passage; LoRA r={inner.lora_r} "
               f"alpha={inner.lora_alpha} lr={inner.lr:g} epochs={inner.epochs}; each article a new version on top of the last")
     for p in passages:
-        err.print(f"[bold]learning[/] {p.title!r}")
+        err.print(Text.assemble(("learning", "bold"), f" {p.title!r}"))
         run_learn(lm, st, [p], cfg, rep, source=f"fresh-facts:eval:{p.id}")
     with applied_adapters(lm.model, st.adapter_dirs()):
         after = evaluate_with_progress(lm, passages, rep, f"closed-book QA of the head (v{st.head})")

@@ -10,10 +10,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli_common import MinFaithOpt, cli_errors, err, out
+from .cli_common import HELP_MARKUP, MinFaithOpt, cli_errors, err, out
 from .runtime import SealError
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that reproduce the paper's tables.")
+bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="Benchmarks that reproduce the paper's tables.")
 
 
 @bench_app.command("knowledge")

@@ -7,20 +7,26 @@ import os
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from .runtime import SealError
 
 
 def _console(**kw) -> Console:
-    """A console that, writing to a file or pipe, lays tables out 160 columns wide (not Rich's 80,
-    which squeezes a ten-column table into truncated cells); COLUMNS still wins."""
-    console = Console(highlight=False, **kw)
+    """A console that prints text as it is (no Rich markup: a question, answer, title or path with
+    square brackets must not vanish or raise) and that, writing to a file or pipe, lays tables out
+    160 columns wide (not Rich's 80, which squeezes a ten-column table into truncated cells);
+    COLUMNS still wins. Styles go in as `Text` or `style=`."""
+    console = Console(highlight=False, markup=False, **kw)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 160
     return console
 
 
 out = _console()
+# Typer's "rich" help mode reads help texts as Rich markup and silently drops "[default: all]" or the
+# "[ray]" of "seal[ray]" as unknown tags; markdown mode keeps square brackets.
+HELP_MARKUP = "markdown"
 err = _console(stderr=True)
 
 StoreOpt = typer.Option(None, "--store", help="Knowledge store folder [env SEAL_HOME; default: user data dir].")
@@ -40,7 +46,7 @@ def cli_errors(fn):
         try:
             return fn(*args, **kwargs)
         except SealError as e:
-            err.print(f"[red]error:[/] {e}", soft_wrap=True)
+            err.print(Text.assemble(("error:", "red"), f" {e}"), soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             err.print("interrupted")

@@ -9,10 +9,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli_common import MinFaithOpt, cli_errors, err, out
+from .cli_common import HELP_MARKUP, MinFaithOpt, cli_errors, err, out
 from .runtime import SealError
 
-train_app = typer.Typer(no_args_is_help=True, help="ReST-EM: train the self-edit generator.")
+train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="ReST-EM: train the self-edit generator.")
 
 PRESETS = {
     # Sized for a 2-core CPU: a self-edit trial takes one to three minutes with the embedded model.
@@ -72,7 +72,7 @@ def knowledge(
         with RayExecutor(ray_address, workers, trial_cpus, trial_gpus) as ex:
             stats = run_rest_em(cfg, out_dir, executor=ex, reporter=RichReporter(err))
             if ex.retries:
-                err.print(f"[yellow]{ex.retries} job(s) were retried after their Ray worker died[/]")
+                err.print(f"{ex.retries} job(s) were retried after their Ray worker died", style="yellow")
     else:
         stats = run_rest_em(cfg, out_dir, executor=LocalExecutor(), reporter=RichReporter(err))
     if as_json:

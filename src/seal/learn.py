@@ -101,7 +101,7 @@ def learn(
                     task.advance(info=f"{sum(len(e.sequences) for e in edits[p.id])} sequences")
             generate_seconds = time.perf_counter() - t0
             for w in warnings:
-                reporter.log(f"[yellow]warning:[/] {w}")
+                reporter.log(f"warning: {w}")
 
             examples = [
                 ex for p in passages for ex in training_examples(lm, p.title, p.context, edits[p.id], cfg.include_passage)

@@ -93,12 +93,12 @@ class RichReporter:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         columns = [
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.fields[info]}", markup=False),
         ]
         with Progress(*columns, console=self.console, transient=False) as progress:
             tid = progress.add_task(description, total=total, info="")
@@ -110,4 +110,4 @@ class RichReporter:
             yield _Task()
 
     def log(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(message, markup=False)
