@@ -79,11 +79,15 @@ class SampleJob:
     """Sample k self-edits of one item with the current generator (and, for the self-questions
     reward, the model's own questions about it); the result is the item's samples.jsonl record."""
 
-    key: str  # the item's id
     passage_id: str
     k: int
     seed: int
     self_questions: bool = False
+
+    @property
+    def key(self) -> str:
+        """Executors key every job; an item is sampled once per iteration, so its id is the key."""
+        return self.passage_id
 
 
 class Executor(Protocol):
@@ -223,7 +227,7 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
         work = out / "work" / f"iter_{it}"
         work.mkdir(parents=True, exist_ok=True)
         samples_log = TrialLog(work / "samples.jsonl")
-        to_sample = [SampleJob(p.id, p.id, cfg.k, derive_seed(cfg.seed, "rest-em-sample", it, p.id), cfg.reward == "self-questions")
+        to_sample = [SampleJob(p.id, cfg.k, derive_seed(cfg.seed, "rest-em-sample", it, p.id), cfg.reward == "self-questions")
                      for p in items if p.id not in samples_log.done]
         with reporter.task(f"iteration {it}: sampling k={cfg.k} self-edits", len(to_sample)) as task:
             for _, rec in executor.run(domain, by_id, to_sample, {}):
