@@ -248,3 +248,11 @@ def test_changed_config_needs_fresh(tiny_lm, tmp_path):
     with pytest.raises(SealError, match="different config"):
         run_bench(tiny_cfg(tmp_path, conditions=["base"], seed=1), tmp_path / "run", lm=tiny_lm)
     run_bench(tiny_cfg(tmp_path, conditions=["base"], seed=1), tmp_path / "run", lm=tiny_lm, fresh=True)
+
+
+def test_moving_average_means_the_last_window_values():
+    from seal.plots import moving_average
+
+    assert moving_average([4.0, 2.0, 0.0, 2.0], 2) == [4.0, 3.0, 1.0, 1.0]
+    assert moving_average([1.0, 3.0], 5) == [1.0, 2.0]
+    assert moving_average([], 3) == []

@@ -149,6 +149,7 @@ def test_train_prints_the_iteration_table_and_resumes_with_nothing_to_do(tiny_mo
     r = run_seal(*args)
     assert r.returncode == 0, r.stderr
     assert "ReST-EM (" in r.stdout and f"generators: {tmp_path / 'run' / 'iter_1'}\n" in r.stdout
+    assert f"plot: {tmp_path / 'run' / 'plot.png'}" in r.stdout and (tmp_path / "run" / "plot.png").is_file()
     assert "iteration 1: inner-loop trials: 7/7" in r.stderr  # base + R x (passage + k); plain progress lines: stderr is not a terminal here
     trials = (tmp_path / "run" / "work" / "iter_1" / "trials.jsonl").read_text()
     r = run_seal(*args, "--json")

@@ -38,6 +38,7 @@ def test_one_iteration_end_to_end(tiny_lm, tmp_path):
         assert key in stats
     assert stats["n_kept"] == 2 and len(stats["sft_losses"]) == 2
     assert json.loads((it / "generator.json").read_text())["chain"] == ["iter_1"]
+    assert (tmp_path / "run" / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resume_at_each_stage_redoes_nothing_finished(tiny_lm, tmp_path):

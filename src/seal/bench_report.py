@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .config import as_json
 from .metrics import bootstrap_ci, mean, std
+from .plots import figure
 from .runtime import SealError
 
 # The paper's numbers (Qwen2.5-7B, SQuAD, 200 passages; SEAL.md section 2), for reference only.
@@ -176,34 +177,26 @@ def render_report(results: dict) -> str:
 
 
 def render_plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(results["conditions"])
     conds = [results["conditions"][n] for n in names]
     acc = [100 * c["accuracy"] for c in conds]
     err = [[100 * (c["accuracy"] - c["accuracy_ci95"][0]) for c in conds], [100 * (c["accuracy_ci95"][1] - c["accuracy"]) for c in conds]]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.bar(names, acc, yerr=err, capsize=4, color="tab:blue")
-    ax1.set_ylabel("closed-book accuracy %")
-    ax1.set_title("new-fact retention (95% CI)")
-    reasoning = [100 * (c["reasoning_accuracy"] or 0) for c in conds]
-    base = conds[0]["reasoning_accuracy_base"]
-    ax2.bar(names, reasoning, color="tab:green")
-    if base is not None:
-        ax2.axhline(100 * base, color="black", linestyle="--", label="golden copy")
-        ax2.legend()
-    ax2.set_ylabel("canary accuracy %")
-    ax2.set_title("reasoning accuracy after the update")
-    for ax in (ax1, ax2):
-        ax.tick_params(axis="x", rotation=30)
-        for label in ax.get_xticklabels():
-            label.set_horizontalalignment("right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, 2, (11, 4)) as (ax1, ax2):
+        ax1.bar(names, acc, yerr=err, capsize=4, color="tab:blue")
+        ax1.set_ylabel("closed-book accuracy %")
+        ax1.set_title("new-fact retention (95% CI)")
+        reasoning = [100 * (c["reasoning_accuracy"] or 0) for c in conds]
+        base = conds[0]["reasoning_accuracy_base"]
+        ax2.bar(names, reasoning, color="tab:green")
+        if base is not None:
+            ax2.axhline(100 * base, color="black", linestyle="--", label="golden copy")
+            ax2.legend()
+        ax2.set_ylabel("canary accuracy %")
+        ax2.set_title("reasoning accuracy after the update")
+        for ax in (ax1, ax2):
+            ax.tick_params(axis="x", rotation=30)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
 
 
 def write_artifacts(out: Path, cfg, records: list[dict], paired: list[tuple[str, str]] = ()) -> dict:

@@ -93,6 +93,7 @@ def knowledge(
                       f"{s['self_question_gold_correlation']:.2f} (Pearson, over trials)")
     names = ", ".join(str(out_dir / f"iter_{s['iteration']}") for s in stats)
     out.print(f"generators: {names}", soft_wrap=True)
+    out.print(f"statistics: {out_dir / 'stats.jsonl'}  plot: {out_dir / 'plot.png'}", soft_wrap=True)
 
 
 def _reward_cells(s: dict) -> list[str]:

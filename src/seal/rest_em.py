@@ -34,6 +34,7 @@ from .data import Passage, Question, load_dataset
 from .domains.knowledge import KnowledgeDomain, trial_seed
 from .inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
 from .metrics import mean, std
+from .plots import figure, moving_average
 from .progress import NullReporter, Reporter
 from .runtime import SealError, derive_seed, fsync_tree
 from .self_edit import get_format, resolved_temperature
@@ -283,4 +284,28 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
                 shutil.rmtree(tmp, ignore_errors=True)
         all_stats.append(stats)
     (out / "stats.jsonl").write_text("".join(json.dumps(s) + "\n" for s in all_stats))
+    render_plot(all_stats, out / "plot.png")
     return all_stats
+
+
+REWARD_LINES = (("best_of_k_reward", "best of k"), ("mean_reward", "mean of the samples"),
+                ("passage_only_reward", "passage only"), ("base_reward", "no update"))
+
+
+def render_plot(stats: list[dict], path: Path) -> None:
+    """Rewards per iteration (best of k, mean, the baselines; gold-scored too when the reward was
+    self-questions) and each iteration's SFT loss, smoothed over a twentieth of its steps."""
+    its = [s["iteration"] for s in stats]
+    with figure(path, 2, (11, 4)) as (ax1, ax2):
+        for key, label in REWARD_LINES:
+            line, = ax1.plot(its, [s[key] for s in stats], marker="o", label=label)
+            if all("gold" in s for s in stats):
+                ax1.plot(its, [s["gold"][key] for s in stats], marker="x", linestyle="--", color=line.get_color(), label=f"{label} (gold)")
+        ax1.set(xticks=its, xlabel="iteration", ylabel="reward (closed-book accuracy)", ylim=(-0.02, 1.02), title="rewards of the sampled self-edits")
+        ax1.legend(fontsize="small")
+        for s in stats:
+            window = max(1, len(s["sft_losses"]) // 20)
+            ax2.plot(range(1, len(s["sft_losses"]) + 1), moving_average(s["sft_losses"], window),
+                     label=f"iteration {s['iteration']} (mean of {window} steps)")
+        ax2.set(xlabel="SFT step", ylabel="loss", title="SFT of the generator on the kept self-edits")
+        ax2.legend(fontsize="small")
