@@ -24,10 +24,11 @@ def _console(**kw) -> Console:
 
 
 out = _console()
+err = _console(stderr=True)
+
 # Typer's "rich" help mode reads help texts as Rich markup and silently drops "[default: all]" or the
 # "[ray]" of "seal[ray]" as unknown tags; markdown mode keeps square brackets.
 HELP_MARKUP = "markdown"
-err = _console(stderr=True)
 
 StoreOpt = typer.Option(None, "--store", help="Knowledge store folder [env SEAL_HOME; default: user data dir].")
 ModelOpt = typer.Option(None, "--model", help="Local Hugging Face model folder [default: embedded SmolLM2-135M-Instruct].")

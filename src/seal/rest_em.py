@@ -296,10 +296,11 @@ def render_plot(stats: list[dict], path: Path) -> None:
     """Rewards per iteration (best of k, mean, the baselines; gold-scored too when the reward was
     self-questions) and each iteration's SFT loss, smoothed over a twentieth of its steps."""
     its = [s["iteration"] for s in stats]
+    gold = all("gold" in s for s in stats)
     with figure(path, 2, (11, 4)) as (ax1, ax2):
         for key, label in REWARD_LINES:
             line, = ax1.plot(its, [s[key] for s in stats], marker="o", label=label)
-            if all("gold" in s for s in stats):
+            if gold:
                 ax1.plot(its, [s["gold"][key] for s in stats], marker="x", linestyle="--", color=line.get_color(), label=f"{label} (gold)")
         ax1.set(xticks=its, xlabel="iteration", ylabel="reward (closed-book accuracy)", ylim=(-0.02, 1.02), title="rewards of the sampled self-edits")
         ax1.legend(fontsize="small")
