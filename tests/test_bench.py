@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from seal.bench import BenchConfig, TrialLog, merge_runs, parse_condition, report_run, run_bench, select_passages
+from seal.bench import BenchConfig, merge_runs, parse_condition, report_run, run_bench, select_passages
 from seal.config import InnerLoopConfig, SamplingConfig, as_json
 from seal.judge import LLMJudge, parse_verdict
 from seal.metrics import bootstrap_ci
 from seal.remote import ChatEndpoint
-from seal.runtime import SealError
+from seal.run_records import TrialLog
+from seal.runtime import RuntimeFailure, SealError
 
 SEAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "seal" / "knowledge-incorporation" / "data"
 
@@ -81,14 +82,14 @@ def judge_url():
     server.shutdown()
 
 
-def test_judge_over_http_and_failures_are_not_wrong(judge_url):
+def test_judge_over_http_and_failures_stop_the_run(judge_url):
     judge = LLMJudge(ChatEndpoint(judge_url, "fake", retries=2, backoff=0.01))
     assert judge("q", "Volthaven", "It was Volthaven").correct is True
     assert judge("q", "Volthaven", "Sinalux").correct is False
     _Judge.fail = True
-    try:
-        v = judge("q", "Volthaven", "It was Volthaven")
-        assert v.correct is None and "HTTP 503" in v.error and "2 attempt" in v.error
+    try:  # never counted as a wrong answer nor recorded as "not judged": the run stops, a rerun retries
+        with pytest.raises(RuntimeFailure, match="judge request failed: .*HTTP 503 after 2 attempt"):
+            judge("q", "Volthaven", "It was Volthaven")
     finally:
         _Judge.fail = False
 
@@ -164,7 +165,7 @@ def test_report_of_a_killed_run_covers_the_trials_it_has(tiny_lm, tmp_path):
     assert partial["conditions"]["passage"]["n_passages"] == 1
     assert json.loads((tmp_path / "run" / "results.json").read_text()) == partial
     assert path.read_text().splitlines()[-1] == lines[-1][:20]  # reading never rewrites the log
-    with pytest.raises(SealError, match="not a benchmark run folder"):
+    with pytest.raises(SealError, match="not a knowledge benchmark run folder"):
         report_run(tmp_path)
 
 

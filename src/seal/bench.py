@@ -14,17 +14,15 @@ from the records at the end of every run.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bench_report import public_config
 from .canary import canary_scores
-from .config import InnerLoopConfig, SamplingConfig, as_json
+from .config import InnerLoopConfig, SamplingConfig, check_inner, check_sampling
 from .data import Passage, load_dataset
 from .inner_loop import lora_adapter, train
 from .judge import LLMJudge
@@ -32,7 +30,8 @@ from .knowledge import evaluate
 from .models import LoadedModel, load_model
 from .progress import NullReporter, Reporter
 from .remote import ChatEndpoint
-from .runtime import SealError, derive_seed, peak_memory_mb
+from .run_records import MARKER, TrialLog, prepare_run_dir, read_config, read_trials
+from .runtime import SealError, UsageError, derive_seed, json_text, peak_memory_mb
 from .self_edit import FORMATS, get_format, shown, training_examples
 from .writers import GoldQAWriter, ModelWriter, RemoteWriter, StoredWriter, Writer, generator_chain, generator_format, is_adapter, writer_seed
 
@@ -127,44 +126,6 @@ def make_writer(kind: str, arg: str, cfg: BenchConfig, student: LoadedModel) -> 
     raise SealError("condition 'teacher' needs --teacher-file, --teacher-url or --teacher-model")
 
 
-def read_trials(path: Path) -> tuple[list[dict], int]:
-    """The records of a trials.jsonl (never written to) and its number of lines."""
-    if not path.exists():
-        return [], 0
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a line torn by a kill mid-write; that trial simply reruns
-    return records, len(lines)
-
-
-class TrialLog:
-    """Append-only JSONL of finished trials, keyed by (passage, condition, repeat)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.records, n_lines = read_trials(path)
-        if len(self.records) < n_lines:
-            self._rewrite()
-        self.done = {r["key"] for r in self.records}
-
-    def _rewrite(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        os.replace(tmp, self.path)
-
-    def append(self, record: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.records.append(record)
-        self.done.add(record["key"])
-
-
 def trial_key(passage_id: str, condition: str, repeat: int) -> str:
     return f"{passage_id}|{condition}|{repeat}"
 
@@ -177,15 +138,21 @@ def config_from_json(d: dict) -> BenchConfig:
     return BenchConfig(**{f.name: d[f.name] for f in dataclasses.fields(BenchConfig) if f.name in d})
 
 
+RUN_KIND = "bench-knowledge"
+RUN_FILES = ("config.json", "trials.jsonl", "trials.tmp", "results.json", "report.md", "plot.png")  # what a run writes
+
+
+def check_config(d: dict) -> BenchConfig:
+    """A BenchConfig from config.json; KeyError if it lacks what every knowledge run writes."""
+    missing = [k for k in ("data", "conditions", "inner") if k not in d]
+    if missing:
+        raise KeyError(f"no {', '.join(missing)}")
+    return config_from_json(d)
+
+
 def _read_config(out: Path) -> dict:
-    conf_path = out / "config.json"
-    if not conf_path.is_file():
-        raise SealError(f"{out} is not a benchmark run folder (no config.json)")
-    try:
-        conf = json.loads(conf_path.read_text())
-        config_from_json(conf)
-    except (json.JSONDecodeError, TypeError) as e:
-        raise SealError(f"{conf_path}: not a config this version can read ({e})") from None
+    conf = read_config(out, RUN_KIND, check_config, "knowledge benchmark")
+    conf.pop(MARKER, None)
     return conf
 
 
@@ -242,8 +209,8 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
         for k in sorted(used - set(owner)):
             merged[k], owner[k] = conf.get(k), src
         merged["conditions"] += [c for c in conf["conditions"] if c not in merged["conditions"]]
-    if (out / "config.json").exists():
-        raise SealError(f"{out} already holds a run; merge into a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} is not empty; merge into a new folder")
     records, seen = [], set()
     for src in sources:
         for r in read_trials(src / "trials.jsonl")[0]:
@@ -251,24 +218,13 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
                 seen.add(r["key"])
                 records.append(r)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "trials.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    (out / "config.json").write_text(json.dumps(merged, indent=2) + "\n")
+    (out / "trials.jsonl").write_text("".join(json_text(r) + "\n" for r in records), encoding="utf-8")
+    (out / "config.json").write_text(json_text({MARKER: RUN_KIND, **merged}, indent=2) + "\n", encoding="utf-8")
     return write_artifacts(out, config_from_json(merged), records)
 
 
 def prepare_out(out: Path, cfg: BenchConfig, fresh: bool) -> TrialLog:
-    if fresh and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    conf_path = out / "config.json"
-    resolved = as_json(cfg)
-    if conf_path.exists():
-        old = json.loads(conf_path.read_text())
-        if old != resolved:
-            diff = sorted(k for k in resolved if old.get(k) != resolved[k])
-            raise SealError(f"{out} holds a run with a different config ({', '.join(diff)} differ); use --fresh or another --out")
-    else:
-        conf_path.write_text(json.dumps(resolved, indent=2) + "\n")
+    prepare_run_dir(out, RUN_KIND, public_config(cfg), fresh, RUN_FILES, check_config, "knowledge benchmark")
     return TrialLog(out / "trials.jsonl")
 
 
@@ -278,6 +234,8 @@ def run_bench(cfg: BenchConfig, out: Path, fresh: bool = False, reporter: Report
     reporter = reporter or NullReporter()
     if cfg.mode not in ("single", "multi"):
         raise SealError(f"unknown mode {cfg.mode!r} (single or multi)")
+    check_inner(cfg.inner)
+    check_sampling(cfg.sampling)
     conditions = [(c, *parse_condition(c)) for c in cfg.conditions]
     passages = select_passages(cfg.data, cfg.n, cfg.offset)
     if not passages:

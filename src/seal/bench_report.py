@@ -3,13 +3,12 @@ OUT/trials.jsonl alone)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .config import as_json
 from .metrics import bootstrap_ci, mean, std
 from .plots import figure
-from .runtime import SealError
+from .runtime import SealError, json_text, redact_url
 
 # The paper's numbers (Qwen2.5-7B, SQuAD, 200 passages; SEAL.md section 2), for reference only.
 PAPER = {
@@ -114,7 +113,7 @@ def aggregate(cfg, records: list[dict]) -> dict:
             c["reasoning_accuracy"], c["perplexity"] = base_canary["reasoning_accuracy"], base_canary["perplexity"]
         c["paper_accuracy"] = paper_number(cfg.mode, name)
         conditions[name] = c
-    return {"config": as_json(cfg), "conditions": conditions}
+    return {"config": public_config(cfg), "conditions": conditions}
 
 
 def _pct(x) -> str:
@@ -199,11 +198,20 @@ def render_plot(results: dict, path: Path) -> None:
                 label.set_horizontalalignment("right")
 
 
+def public_config(cfg) -> dict:
+    """A benchmark config as written to disk: credentials inside a URL redacted (an API key is only
+    ever read from the environment variable that api_key_env names)."""
+    conf = as_json(cfg)
+    for k in ("teacher_url", "judge_url"):
+        conf[k] = redact_url(conf.get(k))
+    return conf
+
+
 def write_artifacts(out: Path, cfg, records: list[dict], paired: list[tuple[str, str]] = ()) -> dict:
     results = aggregate(cfg, records)
     if paired:
         results["paired"] = [paired_difference(records, a, b) for a, b in paired]
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(json_text(results, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(render_report(results))
     render_plot(results, out / "plot.png")
     return results

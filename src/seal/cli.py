@@ -6,7 +6,6 @@ user can cause is one line on stderr with a non-zero exit status.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -18,9 +17,9 @@ from rich.text import Text
 
 from .cli_bench import bench_app
 from .cli_train import train_app
-from .cli_common import HELP_MARKUP, JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, out
+from .cli_common import HELP_MARKUP, JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, finite, out
 from .config import DEFAULT_TARGET_MODULES, LEARN_LR, InnerLoopConfig, LearnConfig, SamplingConfig
-from .runtime import SealError, quiet_libraries
+from .runtime import SealError, json_text, quiet_libraries
 
 app = typer.Typer(
     rich_markup_mode=HELP_MARKUP,
@@ -35,6 +34,13 @@ def _store(path: Optional[Path]):
     from .store import KnowledgeStore, default_store_dir
 
     return KnowledgeStore(path or default_store_dir())
+
+
+def _warn_notes(st) -> None:
+    """What the store repaired or found on the way (printed once, as warnings)."""
+    for note in dict.fromkeys(st.notes):
+        err.print(Text.assemble(("warning:", "yellow"), f" {note}"), soft_wrap=True)
+    st.notes.clear()
 
 
 def _load(model: Optional[str]):
@@ -81,12 +87,12 @@ def learn(
     ids: Optional[List[str]] = typer.Option(None, "--ids", help="Item ids of --data (repeat or comma-separate)."),
     format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format: sentence-recall (best measured for the embedded model), implications (the paper's), implications-long, rewrite, self-qa, self-qa-chat, sentence-ask, sentence-qa, sentence-rewrite."),
     k: int = typer.Option(SamplingConfig.k, "--k", min=0, help="Self-edits sampled per passage (one batch); all usable ones are trained on. 0 = passage only."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="Sampling temperature of self-edits (0 = greedy) [default: the format's: 1.0 for the paper's formats, 0 for sentence formats]."),
-    top_p: float = typer.Option(SamplingConfig.top_p, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, callback=finite, help="Sampling temperature of self-edits (0 = greedy) [default: the format's: 1.0 for the paper's formats, 0 for sentence formats]."),
+    top_p: float = typer.Option(SamplingConfig.top_p, "--top-p", min=0.0, max=1.0, callback=finite, help="Nucleus sampling mass."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Length limit of a self-edit [default: per format]."),
     min_faithfulness: Optional[float] = MinFaithOpt,
     no_passage: bool = typer.Option(False, "--no-passage", help="Do not add the raw passage to the training sequences."),
-    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, help="LoRA learning rate (AdamW, linear decay); the paper's is 1e-3."),
+    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help="LoRA learning rate (AdamW, linear decay); the paper's is 1e-3."),
     epochs: int = typer.Option(InnerLoopConfig.epochs, "--epochs", min=1, help="Passes over the training sequences."),
     lora_r: int = typer.Option(InnerLoopConfig.lora_r, "--lora-r", min=1, help="LoRA rank."),
     lora_alpha: int = typer.Option(InnerLoopConfig.lora_alpha, "--lora-alpha", min=1, help="LoRA alpha (scale = alpha / r)."),
@@ -141,10 +147,13 @@ def learn(
     if st.exists:
         st.check_base(lm.name, lm.checksum)
     chain = generator_chain(generator) if generator else None
-    outcome = run_learn(lm, st, passages, cfg, RichReporter(err), source=source, generator=chain)
+    try:
+        outcome = run_learn(lm, st, passages, cfg, RichReporter(err), source=source, generator=chain)
+    finally:
+        _warn_notes(st)
     summary = outcome.to_json()
     if as_json:
-        print(json.dumps(summary))
+        print(json_text(summary))
         return
     if outcome.before is not None:
         rows = [
@@ -186,8 +195,9 @@ def ask(
     v = _version_for(st, lm, version, base)
     with applied_adapters(lm.model, st.adapter_dirs(v) if st.exists else []):
         answer = answer_questions(lm, [(question, topic)])[0]
+    _warn_notes(st)
     if as_json:
-        print(json.dumps({"answer": answer, "version": v}))
+        print(json_text({"answer": answer, "version": v}))
     else:
         out.print(answer)
 
@@ -220,8 +230,9 @@ def eval_(
 
     with applied_adapters(lm.model, st.adapter_dirs(v) if st.exists else []):
         result = evaluate_with_progress(lm, passages, RichReporter(err), f"closed-book QA, version {v}")
+    _warn_notes(st)
     if as_json:
-        print(json.dumps({"version": v, **result.to_json()}))
+        print(json_text({"version": v, **result.to_json()}))
         return
     table = Table(title=f"{data}: version {v}")
     for col in ("question", "gold", "prediction", ""):
@@ -249,8 +260,9 @@ def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
             "titles": sorted({d["title"] for d in m["documents"]}), "n_sequences": len(m["training_sequences"]),
             "train_seconds": m["timings"]["train_seconds"], "active": m["version"] in active, "head": m["version"] == head,
         })
+    _warn_notes(st)
     if as_json:
-        print(json.dumps({"store": str(st.root), "base": st.info()["base"], "head": head, "versions": rows}))
+        print(json_text({"store": str(st.root), "base": st.info()["base"], "head": head, "versions": rows}))
         return
     table = Table(title=f"{st.root}  (base {st.info()['base']['name']}, head v{head})")
     for col in ("version", "parent", "created", "documents", "sequences", "train s", "state"):
@@ -274,6 +286,7 @@ def rollback(
     with st.lock():
         old = st.head
         st.rollback(version)
+    _warn_notes(st)
     out.print(f"head: v{old} -> v{version} (active: {st.chain(version) or 'base only'})")
 
 
@@ -284,7 +297,7 @@ def demo(
     store: Optional[Path] = typer.Option(None, "--store", help="Store for the demo [default: a fresh one in the cache dir]."),
     model: Optional[str] = ModelOpt,
     format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format."),
-    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, help="LoRA learning rate. The paper's 1e-3 taught this 135M model almost nothing on fresh-facts:train; 3e-3 did (README)."),
+    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help="LoRA learning rate. The paper's 1e-3 taught this 135M model almost nothing on fresh-facts:train; 3e-3 did (README)."),
 ):
     """Learn a few unseen fictional articles and show closed-book answers before vs after."""
     import shutil

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional
@@ -10,8 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli_common import HELP_MARKUP, MinFaithOpt, cli_errors, err, out
-from .runtime import SealError
+from .cli_common import HELP_MARKUP, MinFaithOpt, cli_errors, err, finite, out
+from .runtime import SealError, json_text
 
 bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="Benchmarks that reproduce the paper's tables.")
 
@@ -39,9 +38,9 @@ def knowledge(
     judge_name: Optional[str] = typer.Option(None, "--judge-name", help="Judge model name at --judge-url."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key [OPENAI_API_KEY]."),
     k: Optional[int] = typer.Option(None, "--k", min=1, help="Self-edits per passage per trial."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="Self-edit sampling temperature."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, callback=finite, help="Self-edit sampling temperature."),
     min_faithfulness: Optional[float] = MinFaithOpt,
-    lr: Optional[float] = typer.Option(None, "--lr", help="Inner-loop LoRA learning rate."),
+    lr: Optional[float] = typer.Option(None, "--lr", callback=finite, help="Inner-loop LoRA learning rate."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Inner-loop epochs."),
     lora_r: Optional[int] = typer.Option(None, "--lora-r", min=1, help="Inner-loop LoRA rank."),
     lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", min=1, help="Inner-loop LoRA alpha."),
@@ -103,7 +102,7 @@ def merge(
 
 def _show(results: dict, out_dir: Path, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(results))
+        print(json_text(results))
         return
     cfg = results["config"]
     table = Table(title=f"knowledge incorporation, {cfg['mode']} mode ({out_dir})")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from .cli_common import HELP_MARKUP, MinFaithOpt, cli_errors, err, out
-from .runtime import SealError
+from .cli_common import HELP_MARKUP, MinFaithOpt, cli_errors, err, finite, out
+from .runtime import SealError, json_text
 
 train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="ReST-EM: train the self-edit generator.")
 
@@ -32,17 +31,17 @@ def knowledge(
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Inner-loop runs per self-edit [paper: 3]."),
     format: str = typer.Option("implications", "--format", help="Self-edit format the generator writes."),
     reward: str = typer.Option("gold", "--reward", help="gold (the passages' questions) or self-questions (the model's own Q/A pairs)."),
-    min_gain: Optional[float] = typer.Option(None, "--min-gain", help="Drop passages whose best reward does not beat passage-only by this much."),
+    min_gain: Optional[float] = typer.Option(None, "--min-gain", callback=finite, help="Drop passages whose best reward does not beat passage-only by this much."),
     exclude: str = typer.Option("fresh-facts:eval", "--exclude", help="Comma list of evaluation sets that must not overlap the training passages."),
     seed: int = typer.Option(0, "--seed", help="Root seed."),
     model: Optional[str] = typer.Option(None, "--model", help="Base model folder [default: embedded]."),
     executor: str = typer.Option("local", "--executor", help="local (this process) or ray (parallel trials on Ray actors; pip install 'seal[ray]')."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: join this cluster (auto, or ray://host:10001) [default: start a local one]."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray: trial workers, each holding a loaded model [default: as many as the cluster fits]."),
-    trial_cpus: float = typer.Option(1.0, "--trial-cpus", help="Ray: CPUs (and torch threads) per worker."),
-    trial_gpus: float = typer.Option(0.0, "--trial-gpus", help="Ray: GPUs per worker, fractional allowed (0.25: four workers per GPU)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="Self-edit sampling temperature [the format's: 1.0, sentence formats 0 (greedy), which needs a temperature > 0 for k > 1]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Inner-loop learning rate [1e-3]."),
+    trial_cpus: float = typer.Option(1.0, "--trial-cpus", callback=finite, help="Ray: CPUs (and torch threads) per worker."),
+    trial_gpus: float = typer.Option(0.0, "--trial-gpus", callback=finite, help="Ray: GPUs per worker, fractional allowed (0.25: four workers per GPU)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, callback=finite, help="Self-edit sampling temperature [the format's: 1.0, sentence formats 0 (greedy), which needs a temperature > 0 for k > 1]."),
+    lr: Optional[float] = typer.Option(None, "--lr", callback=finite, help="Inner-loop learning rate [1e-3]."),
     min_faithfulness: Optional[float] = MinFaithOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the per-iteration statistics as JSON."),
 ):
@@ -76,7 +75,7 @@ def knowledge(
     else:
         stats = run_rest_em(cfg, out_dir, executor=LocalExecutor(), reporter=RichReporter(err))
     if as_json:
-        print(json.dumps(stats))
+        print(json_text(stats))
         return
     table = Table(title=f"ReST-EM ({out_dir})")
     cols = ("iteration", "mean reward", "best-of-k", "passage-only", "base", "best > passage", "std within", "std between", "kept", "s")

@@ -7,7 +7,10 @@ next to its results (`dataclasses.asdict`).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
+
+from .runtime import UsageError
 
 # All attention and MLP projections of Llama/Qwen/Mistral-style models. The reference code
 # trained q/v only; SEAL.md asks for every linear projection.
@@ -70,3 +73,31 @@ def as_json(cfg) -> dict:
     """A config dataclass as the plain dict written to (and compared with) a run's config.json:
     tuples become lists, exactly as a JSON round trip returns them."""
     return json.loads(json.dumps(asdict(cfg)))
+
+
+def _bad(value, ok: bool) -> bool:
+    return value is not None and (isinstance(value, float) and not math.isfinite(value) or not ok)
+
+
+def check_inner(cfg: InnerLoopConfig, what: str = "inner loop") -> None:
+    """Refuse hyper-parameters that cannot train (NaN, inf, zero or negative) before any work starts."""
+    checks = [
+        ("lr", cfg.lr, cfg.lr > 0), ("epochs", cfg.epochs, cfg.epochs >= 1), ("lora_r", cfg.lora_r, cfg.lora_r >= 1),
+        ("lora_alpha", cfg.lora_alpha, cfg.lora_alpha > 0), ("lora_dropout", cfg.lora_dropout, 0 <= cfg.lora_dropout < 1),
+        ("batch_size", cfg.batch_size, cfg.batch_size >= 1), ("weight_decay", cfg.weight_decay, cfg.weight_decay >= 0),
+        ("max_seq_len", cfg.max_seq_len, cfg.max_seq_len >= 8),
+    ]
+    for name, value, ok in checks:
+        if _bad(value, ok):
+            raise UsageError(f"{what}: {name} = {value} is out of range")
+    if not cfg.target_modules:
+        raise UsageError(f"{what}: no target modules for LoRA")
+
+
+def check_sampling(cfg: SamplingConfig) -> None:
+    t, p = cfg.temperature, cfg.top_p
+    mf = cfg.min_faithfulness
+    for name, value, ok in (("temperature", t, t is None or t >= 0), ("top_p", p, 0 < p <= 1), ("k", cfg.k, cfg.k >= 0),
+                            ("min_faithfulness", mf, mf is None or 0 <= mf <= 1)):
+        if _bad(value, ok):
+            raise UsageError(f"sampling: {name} = {value} is out of range")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .runtime import SealError, sha256_text
+from .runtime import SealError, UsageError, sha256_text
 
 BUNDLED = {"fresh-facts"}
 # SEAL's own data (never committed here): ../shared/data/seal beside the project, or $SEAL_DATA.
@@ -65,13 +65,36 @@ def _bundled_path(name: str, split: str) -> Path:
     return Path(str(base / f"{split}.jsonl"))
 
 
-def _parse_items(raw: list, source: str) -> list[Passage]:
+def _text_field(item: dict, key: str, where: str, default: str | None = None) -> str:
+    value = item.get(key, default)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # an id or an answer written as a number
+    if not isinstance(value, str):
+        raise UsageError(f"{where}: '{key}' must be a string, not {'null' if value is None else type(value).__name__}")
+    return value
+
+
+def _parse_items(raw: list, source: str, lines: list[int] | None = None) -> list[Passage]:
+    """Items of a SEAL-format file; `lines` maps item index to its JSONL line for error messages."""
+    if not isinstance(raw, list):
+        raise UsageError(f"{source}: expected a JSON list of items (or JSONL, one item per line)")
     out = []
     for i, item in enumerate(raw):
+        where = f"{source}: {'line ' + str(lines[i]) if lines else 'item ' + str(i)}"
         if not isinstance(item, dict) or "context" not in item:
-            raise SealError(f"{source}: item {i} is not an object with a 'context' field")
-        qs = [Question(str(q["question"]), str(q["answer"])) for q in item.get("questions", [])]
-        out.append(Passage(str(item.get("id", i)), str(item.get("title", "")), str(item["context"]), qs))
+            raise UsageError(f"{where} is not an object with a 'context' field")
+        questions = item.get("questions") or []
+        if not isinstance(questions, list):
+            raise UsageError(f"{where}: 'questions' must be a list of {{question, answer}} objects")
+        qs = []
+        for j, q in enumerate(questions):
+            if not isinstance(q, dict) or "question" not in q or "answer" not in q:
+                raise UsageError(f"{where}: question {j} is not a {{\"question\": ..., \"answer\": ...}} object")
+            qs.append(Question(_text_field(q, "question", where), _text_field(q, "answer", where)))
+        context = _text_field(item, "context", where)
+        if not context.strip():
+            raise UsageError(f"{where}: empty 'context'")
+        out.append(Passage(_text_field(item, "id", where, str(i)), _text_field(item, "title", where, ""), context, qs))
     return out
 
 
@@ -93,14 +116,20 @@ def load_dataset(spec: str) -> list[Passage]:
     if not path.is_file():
         raise SealError(f"dataset not found: {spec!r} is not a file nor one of {sorted(BUNDLED)} (e.g. fresh-facts:eval)")
     text = read_text_file(path)
-    try:
-        if text.lstrip().startswith("["):
-            raw = json.loads(text)
-        else:
-            raw = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise SealError(f"{path}: not valid JSON or JSONL ({e.msg} at line {e.lineno})") from e
-    return _parse_items(raw, str(path))
+    if text.lstrip().startswith("["):
+        try:
+            return _parse_items(json.loads(text), str(path))
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    raw, lines = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                raw.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UsageError(f"{path}: line {n} is not valid JSON ({e.msg}, column {e.colno})") from None
+            lines.append(n)
+    return _parse_items(raw, str(path), lines)
 
 
 def select(items: list[Passage], ids: list[str] | None) -> list[Passage]:

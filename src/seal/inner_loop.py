@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .config import InnerLoopConfig
-from .runtime import SealError
+from .runtime import RuntimeFailure, SealError
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -104,13 +104,19 @@ def train(
             for b in range(0, len(order), cfg.batch_size):
                 ids, attn, labels = collate([data[i] for i in order[b : b + cfg.batch_size]], pad)
                 out = model(input_ids=ids.to(device), attention_mask=attn.to(device), labels=labels.to(device))
+                loss = float(out.loss.detach())
+                if not math.isfinite(loss):  # diverged: stop before the step spreads it into the weights
+                    raise RuntimeFailure(
+                        f"training diverged: the loss is {loss} at step {result.steps + 1} of {total} "
+                        f"(learning rate {cfg.lr:g}; try a lower --lr); nothing was kept"
+                    )
                 out.loss.backward()
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 result.steps += 1
                 result.n_tokens += int((labels[:, 1:] != IGNORE).sum())
-                result.losses.append(float(out.loss.detach()))
+                result.losses.append(loss)
                 if on_step:
                     on_step(result.steps, total, result.losses[-1])
     finally:

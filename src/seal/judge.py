@@ -1,6 +1,7 @@
 """Optional LLM judge: asks any OpenAI-compatible chat model whether a prediction matches the
-gold answer, lenient to extra words as in the paper. A judge failure is recorded as "not
-judged", never as a wrong answer.
+gold answer, lenient to extra words as in the paper. An unparseable reply is recorded as "not
+judged"; a request that fails stops the run (its trial is not recorded, so a rerun retries it),
+never counted as a wrong answer.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from .remote import ChatEndpoint, RemoteError
+from .runtime import RuntimeFailure
 
 JUDGE_PROMPT = (
     "You grade answers to quiz questions.\n"
@@ -41,7 +43,7 @@ class LLMJudge:
         msg = JUDGE_PROMPT.format(question=question, gold=gold, prediction=prediction)
         try:
             reply = self.endpoint.complete([{"role": "user", "content": msg}], max_tokens=4)
-        except RemoteError as e:
-            return Verdict(None, "", str(e))
+        except RemoteError as e:  # a judge that cannot be reached stops the run; a rerun retries
+            raise RuntimeFailure(f"judge request failed: {e}") from None
         verdict = parse_verdict(reply)
         return Verdict(verdict, reply, "" if verdict is not None else "unparseable reply")

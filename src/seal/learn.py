@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import LearnConfig
+from .config import LearnConfig, check_inner, check_sampling
 from .data import Passage
 from .inner_loop import applied_adapters, lora_adapter, save_adapter, train
 from .knowledge import EvalResult, evaluate_with_progress
@@ -71,6 +71,8 @@ def learn(
     fmt = get_format(cfg.format)
     if not passages:
         raise SealError("nothing to learn: no passages")
+    check_inner(cfg.inner)
+    check_sampling(cfg.sampling)
     with store.lock():
         store.init(lm.name, lm.path, lm.checksum)
         parent = store.head

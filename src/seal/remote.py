@@ -1,8 +1,9 @@
 """A minimal client for OpenAI-compatible chat endpoints (OpenAI, vLLM, llama.cpp server), on
 the standard library only. Used by the optional LLM judge and the `teacher` condition.
 
-Network errors are retried a bounded number of times and then raised as RemoteError; callers
-record them instead of counting them as wrong answers.
+Network errors are retried a bounded number of times and then raised as RemoteError; callers stop
+the run with that one line (a rerun retries), never count it as a wrong answer or a missing
+self-edit. Credentials inside the URL are never repeated in messages.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+
+from .runtime import redact_url
 
 
 class RemoteError(Exception):
@@ -48,4 +51,4 @@ class ChatEndpoint:
             except (urllib.error.URLError, TimeoutError, OSError, KeyError, IndexError, json.JSONDecodeError) as e:
                 last = f"{type(e).__name__}: {e}"
             time.sleep(self.backoff * 2**attempt)
-        raise RemoteError(f"{url}: {last} after {attempt + 1} attempt(s)")
+        raise RemoteError(f"{redact_url(url)}: {last} after {attempt + 1} attempt(s)")

@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
 
-from .bench import TrialLog
-from .config import InnerLoopConfig, SamplingConfig, as_json
+from .config import InnerLoopConfig, SamplingConfig, as_json, check_inner
 from .data import Passage, Question, load_dataset
 from .domains.knowledge import KnowledgeDomain, trial_seed
 from .inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
 from .metrics import mean, std
 from .plots import figure, moving_average
 from .progress import NullReporter, Reporter
+from .run_records import TrialLog, prepare_run_dir
 from .runtime import SealError, derive_seed, fsync_tree
 from .self_edit import get_format, resolved_temperature
 from .writers import GENERATOR_MANIFEST
@@ -193,6 +193,15 @@ def select_best(items: list[Passage], samples: dict, trials: list[dict], k: int,
     return kept
 
 
+RUN_KIND = "rest-em"
+
+
+def check_config(d: dict) -> None:
+    """KeyError/TypeError unless `d` is the config.json of a ReST-EM run (the resume check is exact)."""
+    if not {"iterations", "k", "sft", "inner"} <= set(d):
+        raise KeyError("no iterations, k, sft or inner")
+
+
 def generator_chain(out: Path, iteration: int) -> list[Path]:
     return [out / f"iter_{i}" for i in range(1, iteration + 1)]
 
@@ -205,11 +214,9 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
     if cfg.k > 1 and resolved_temperature(cfg.sampling.temperature, get_format(cfg.format)) == 0:
         raise SealError(f"format {cfg.format!r} samples greedily, so its k={cfg.k} self-edits would be identical; "
                         "set a sampling temperature (e.g. --temperature 1.0)")
-    out.mkdir(parents=True, exist_ok=True)
-    conf = as_json(cfg)
-    if (out / "config.json").exists() and json.loads((out / "config.json").read_text()) != conf:
-        raise SealError(f"{out} holds a ReST-EM run with a different config; use another --out")
-    (out / "config.json").write_text(json.dumps(conf, indent=2) + "\n")
+    check_inner(cfg.inner, "inner loop")
+    check_inner(cfg.sft, "generator SFT")
+    prepare_run_dir(out, RUN_KIND, as_json(cfg), False, (), check_config, "ReST-EM")
     lm = lm or load_model(cfg.model)
     domain = KnowledgeDomain(lm, cfg.format, cfg.sampling, cfg.inner, reward_source=cfg.reward)
     items = domain.load_items(cfg.data, cfg.n)

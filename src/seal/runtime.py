@@ -4,15 +4,47 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import resource
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 
 class SealError(Exception):
-    """An error caused by the user's input or environment; the CLI prints it as one line."""
+    """An error the CLI prints as one line, exiting with `exit_code`: 2 for what the user's input
+    caused (the default), 1 for a failure at run time (see `RuntimeFailure`)."""
+
+    exit_code = 2
+
+
+class UsageError(SealError):
+    """Bad input: an option, a file, a folder or a document that seal refuses (exit status 2)."""
+
+
+class RuntimeFailure(SealError):
+    """Something failed while running: a damaged store, a diverged training, a remote endpoint that
+    did not answer, a busy store (exit status 1). Nothing half-done is committed."""
+
+    exit_code = 1
+
+
+def finite_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None, so that it is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, **kw) -> str:
+    """Strict JSON text (no bare NaN or Infinity, which strict parsers reject); UTF-8 kept as is."""
+    kw.setdefault("ensure_ascii", False)
+    return json.dumps(finite_json(obj), allow_nan=False, **kw)
 
 
 def quiet_libraries() -> None:
@@ -54,6 +86,8 @@ def sha256_text(text: str) -> str:
 
 def peak_memory_mb() -> dict[str, float]:
     """Peak resident memory of this process (and peak CUDA memory when a GPU was used)."""
+    import resource  # POSIX only; imported here so that the CLI loads on Windows
+
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scale = 1 / (1024 * 1024) if sys.platform == "darwin" else 1 / 1024  # bytes on macOS
     out = {"peak_rss_mb": round(rss_kb * scale, 1)}
@@ -88,9 +122,17 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON so that readers see the old file or the new one, never a torn write."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write(json_text(obj, indent=2))
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact_url(url: str | None) -> str | None:
+    """A URL without the `user:key@` part, for anything written to disk or printed."""
+    return None if url is None else _URL_CREDENTIALS.sub("***@", url)

@@ -23,7 +23,7 @@ from .data import Passage, read_text_file
 from .inner_loop import ADAPTER_CONFIG, applied_adapters
 from .models import LoadedModel
 from .remote import ChatEndpoint, RemoteError
-from .runtime import SealError, derive_seed
+from .runtime import RuntimeFailure, SealError, derive_seed
 from .self_edit import SelfEdit, SelfEditFormat, get_format, parse_self_edit, resolved_temperature, sample_self_edits
 
 GENERATOR_MANIFEST = "generator.json"  # written next to a trained generator: {"format": ...}
@@ -65,9 +65,8 @@ class RemoteWriter:
                     [{"role": "user", "content": prompt}], max_tokens=self.sampling.max_new_tokens or self.fmt.max_new_tokens,
                     temperature=resolved_temperature(self.sampling.temperature, self.fmt),
                 )
-            except RemoteError as e:
-                edits.append(SelfEdit(self.fmt.name, "", [], [f"teacher error: {e}"]))
-                continue
+            except RemoteError as e:  # never train "teacher" on the passage alone; a rerun retries
+                raise RuntimeFailure(f"teacher request failed for passage {passage.id}: {e}") from None
             edits.append(parse_self_edit(self.fmt, text, passage.title, passage.context, self.sampling.min_faithfulness))
         return edits
 
