@@ -43,6 +43,21 @@ def _warn_notes(st) -> None:
     st.notes.clear()
 
 
+def _estimate(st, n: int) -> str:
+    """A time estimate from this store's earlier versions (seconds per document), when it has any."""
+    per_doc = []
+    if st.exists:
+        for m in st.manifests():
+            t = m.get("timings", {})
+            if m.get("documents"):
+                per_doc.append((t.get("generate_seconds", 0) + t.get("train_seconds", 0)) / len(m["documents"]))
+    if not per_doc:
+        return "no estimate yet (this store has no earlier version to time; about 2-3 min per 200-word passage for the embedded model on 2 CPU cores)"
+    per_doc.sort()
+    seconds = n * per_doc[len(per_doc) // 2]
+    return f"about {seconds / 60:.0f} min at this store's median of {per_doc[len(per_doc) // 2]:.0f} s per passage"
+
+
 def _load(model: Optional[str]):
     from .models import embedded_cache_dir, load_model
 
@@ -138,7 +153,8 @@ def learn(
     if not max_new_tokens:
         cfg.sampling.max_new_tokens = fmt.max_new_tokens
     # Read every input before touching the store: bad input leaves it untouched.
-    passages = [p for f in files or [] for p in load_document(f, max_chunk_words)]
+    notes: list[str] = []
+    passages = [p for f in files or [] for p in load_document(f, max_chunk_words, notes)]
     if data:
         passages += select(load_dataset(data), _split_ids(ids))
     source = " ".join([str(f) for f in files or []] + ([f"{data}:{','.join(_split_ids(ids))}"] if data else []))
@@ -147,6 +163,10 @@ def learn(
     if st.exists:
         st.check_base(lm.name, lm.checksum)
     chain = generator_chain(generator) if generator else None
+    for note in notes:
+        err.print(Text.assemble(("warning:", "yellow"), f" {note}"), soft_wrap=True)
+    if len(passages) > 1:
+        err.print(f"{len(passages)} passages to learn into one version; {_estimate(st, len(passages))}")
     try:
         outcome = run_learn(lm, st, passages, cfg, RichReporter(err), source=source, generator=chain)
     finally:
@@ -186,13 +206,14 @@ def ask(
 ):
     """Answer a question from what the model has learned."""
     from .inner_loop import applied_adapters
-    from .knowledge import answer_questions
+    from .knowledge import answer_questions, check_question_fits
 
     if not question.strip():
         raise SealError("empty question")
     st = _store(store)
     lm = _load(model)
     v = _version_for(st, lm, version, base)
+    check_question_fits(lm, question, topic)
     with applied_adapters(lm.model, st.adapter_dirs(v) if st.exists else []):
         answer = answer_questions(lm, [(question, topic)])[0]
     _warn_notes(st)

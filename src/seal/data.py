@@ -166,8 +166,10 @@ def read_text_file(path: Path) -> str:
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
 
 
-def chunk_text(text: str, max_words: int) -> list[str]:
-    """Split on blank lines, then pack paragraphs (or sentences of long ones) up to max_words."""
+def chunk_text(text: str, max_words: int, warnings: list[str] | None = None) -> list[str]:
+    """Split on blank lines, then pack paragraphs (or sentences of long ones) up to max_words.
+    A sentence longer than max_words (text without sentence punctuation) is cut every max_words
+    words, and said so in `warnings`, rather than trained as one sequence cut short."""
     pieces: list[str] = []
     for para in re.split(r"\n\s*\n", text):
         para = " ".join(para.split())
@@ -175,8 +177,15 @@ def chunk_text(text: str, max_words: int) -> list[str]:
             continue
         if len(para.split()) <= max_words:
             pieces.append(para)
-        else:
-            pieces += re.split(r"(?<=[.!?])\s+", para)
+            continue
+        for sentence in re.split(r"(?<=[.!?])\s+", para):
+            words = sentence.split()
+            if len(words) > max_words:
+                if warnings is not None:
+                    warnings.append(f"a {len(words)}-word stretch without sentence punctuation was cut every {max_words} words")
+                pieces += [" ".join(words[i : i + max_words]) for i in range(0, len(words), max_words)]
+            else:
+                pieces.append(sentence)
     chunks, current = [], []
     for piece in pieces:
         if current and len(" ".join(current + [piece]).split()) > max_words:
@@ -188,7 +197,7 @@ def chunk_text(text: str, max_words: int) -> list[str]:
     return chunks
 
 
-def load_document(path: Path, max_words: int = 200) -> list[Passage]:
+def load_document(path: Path, max_words: int = 200, warnings: list[str] | None = None) -> list[Passage]:
     """A .txt/.md file as passages; title = first Markdown heading, else the file name."""
     if path.suffix.lower() not in (".txt", ".md", ".markdown", ".text"):
         if path.exists():
@@ -202,7 +211,10 @@ def load_document(path: Path, max_words: int = 200) -> list[Passage]:
             title, found = m.group(1), True
             continue
         body.append(m.group(1) if m else line)
-    chunks = chunk_text("\n".join(body), max_words)
+    notes: list[str] = []
+    chunks = chunk_text("\n".join(body), max_words, notes)
+    if warnings is not None:
+        warnings += [f"{path}: {note}" for note in notes]
     if not chunks:
         raise SealError(f"empty document: {path}")
     n = len(chunks)

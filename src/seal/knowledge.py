@@ -14,11 +14,25 @@ from .data import Passage
 from .generation import generate, render_prompt
 from .grading import Grader, local_grade
 from .models import LoadedModel
+from .runtime import UsageError
 
 
 def answer_prompt(lm: LoadedModel, question: str, topic: str | None) -> str:
     head = f"Topic: {topic}\n" if topic else ""
     return render_prompt(lm, f"{head}Question: {question}\nAnswer in a few words.")
+
+
+def check_question_fits(lm: LoadedModel, question: str, topic: str | None, cfg: AnswerConfig | None = None) -> None:
+    """Refuse a question whose prompt and answer do not fit the model's context (instead of a
+    generation that runs for minutes and answers from a truncated prompt)."""
+    cfg = cfg or AnswerConfig()
+    context = getattr(lm.model.config, "max_position_embeddings", None)
+    if not context:
+        return
+    n = len(lm.tokenizer(answer_prompt(lm, question, topic), add_special_tokens=False)["input_ids"])
+    if n + cfg.max_new_tokens > context:
+        raise UsageError(f"the question is too long: {n} tokens with its prompt, and {cfg.max_new_tokens} more for the answer "
+                         f"must fit this model's context of {context} tokens")
 
 
 def first_line(text: str) -> str:

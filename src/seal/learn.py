@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import LearnConfig, check_inner, check_sampling
 from .data import Passage
-from .inner_loop import applied_adapters, lora_adapter, save_adapter, train
+from .inner_loop import applied_adapters, lora_adapter, save_adapter, tokenize_example, train
 from .knowledge import EvalResult, evaluate_with_progress
 from .models import LoadedModel
 from .progress import NullReporter, Reporter
@@ -111,6 +111,11 @@ def learn(
             if not examples:
                 raise SealError("no training sequences: every self-edit was unusable and --no-passage was given")
             sequences = shown(examples)
+            too_long = sum(len(tokenize_example(lm.tokenizer, ex, 1 << 30)[0]) > cfg.inner.max_seq_len for ex in examples)
+            if too_long:
+                warnings.append(f"{too_long} training sequence(s) longer than {cfg.inner.max_seq_len} tokens are cut to that "
+                                "length (smaller --chunk-words keeps them whole)")
+                reporter.log(f"warning: {warnings[-1]}")
             seed = derive_seed(cfg.seed, "learn", parent, *(p.sha256 for p in passages))
             with lora_adapter(lm.model, cfg.inner, seed) as peft_model:
                 total = cfg.inner.epochs * -(-len(examples) // cfg.inner.batch_size)

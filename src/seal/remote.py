@@ -8,10 +8,12 @@ self-edit. Credentials inside the URL are never repeated in messages.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -33,11 +35,15 @@ class ChatEndpoint:
 
     def complete(self, messages: list[dict], max_tokens: int = 256, temperature: float = 0.0) -> str:
         body = json.dumps({"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}).encode()
-        url = self.url.rstrip("/") + "/chat/completions"
+        parts = urllib.parse.urlsplit(self.url.rstrip("/") + "/chat/completions")
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))  # urllib can't take user:key@
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        elif parts.username is not None:  # credentials in the URL: HTTP basic authentication
+            userinfo = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
         last = "no attempt"
         for attempt in range(self.retries):
             try:

@@ -252,7 +252,7 @@ class KnowledgeStore:
     def init(self, name: str, path: Path, checksum: str) -> None:
         if self.exists:
             self.check_base(name, checksum)
-            if not (self.root / "store.json").is_file():  # a store with versions but no identity left
+            if self.info().get("rebuilt"):  # a store whose store.json was lost: write the identity again
                 write_json_atomic(self.root / "store.json", {**self.info(), "base": {"name": name, "path": str(path), "sha256": checksum}})
             return
         info = {
