@@ -120,21 +120,27 @@ def bench_faults(model: Path, work: Path, kills: int, rng: random.Random, env: d
                "--epochs", "2", "--lora-r", "4", "--lora-alpha", "8", "--canary-sample", "0")
     full = timed([*cmd, "--out", str(work / "whole")], env)
     expected = {r["key"] for r in read_trials(work / "whole" / "trials.jsonl")[0]}
-    run = work / "run"
-    counts = {"kills": 0, "finished_before_kill": 0, "duplicate_keys": 0, "unknown_keys": 0}
+    counts = {"kills": 0, "finished_before_kill": 0, "duplicate_keys": 0, "unknown_keys": 0, "run_folders": 1}
+    run = work / "run1"
     for _ in range(kills):
         killed = run_killed([*cmd, "--out", str(run)], rng.uniform(0, full * 1.1), env)
         counts["kills" if killed else "finished_before_kill"] += 1
         keys = [r["key"] for r in read_trials(run / "trials.jsonl")[0]]
         counts["duplicate_keys"] += len(keys) - len(set(keys))
         counts["unknown_keys"] += len(set(keys) - expected)
+        if set(keys) == expected:  # this folder is complete: the next kills land in a new run
+            counts["run_folders"] += 1
+            run = work / f"run{counts['run_folders']}"
     timed([*cmd, "--out", str(run)], env)
-    keys = [r["key"] for r in read_trials(run / "trials.jsonl")[0]]
     whole = {r["key"]: r.get("per_question") for r in read_trials(work / "whole" / "trials.jsonl")[0]}
-    resumed = {r["key"]: r.get("per_question") for r in read_trials(run / "trials.jsonl")[0]}
-    counts.update(seconds_per_full_run=round(full, 1), trials_expected=len(expected), trials_at_end=len(keys),
-                  complete=set(keys) == expected and len(keys) == len(set(keys)),
-                  same_answers_as_uninterrupted=whole == resumed)
+    complete, same = True, True
+    for i in range(1, counts["run_folders"] + 1):
+        records = read_trials(work / f"run{i}" / "trials.jsonl")[0]
+        keys = [r["key"] for r in records]
+        complete &= set(keys) == expected and len(keys) == len(set(keys))
+        same &= {r["key"]: r.get("per_question") for r in records} == whole
+    counts.update(seconds_per_full_run=round(full, 1), trials_per_run=len(expected), complete=complete,
+                  same_answers_as_uninterrupted=same)
     return counts
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from seal.bench import BenchConfig, merge_runs, parse_condition, report_run, run_bench, select_passages
+from seal.bench import BenchConfig, merge_runs, parse_condition, report_run, run_bench
+from seal.data import select_passages
 from seal.config import InnerLoopConfig, SamplingConfig, as_json
 from seal.judge import LLMJudge, parse_verdict
 from seal.metrics import bootstrap_ci

@@ -125,6 +125,7 @@ def test_help_keeps_square_brackets():
 def test_learn_with_a_trained_generator(tiny_model_dir, tmp_path, doc):
     from seal.config import InnerLoopConfig, SamplingConfig
     from seal.models import load_model
+    from seal.domains.knowledge import knowledge_domain
     from seal.rest_em import RestEMConfig, run_rest_em
 
     data = tmp_path / "train.jsonl"
@@ -133,7 +134,7 @@ def test_learn_with_a_trained_generator(tiny_model_dir, tmp_path, doc):
     cfg = RestEMConfig(data=str(data), iterations=1, k=2, repeats=1, exclude=[], format="rewrite",
                        sampling=SamplingConfig(max_new_tokens=12), inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1),
                        sft=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1))
-    run_rest_em(cfg, tmp_path / "gen", lm=load_model(str(tiny_model_dir)))
+    run_rest_em(knowledge_domain(cfg, load_model(str(tiny_model_dir))), cfg, tmp_path / "gen")
     r = run_seal("learn", str(doc), "--model", str(tiny_model_dir), "--store", str(tmp_path / "s"), *FAST,
                  "--generator", str(tmp_path / "gen" / "iter_1"), "--json")
     assert r.returncode == 0, r.stderr

@@ -101,12 +101,13 @@ def test_rest_em_smoke_one_iteration_two_passages_k2(embedded_lm, tmp_path):
     """ReST-EM on the real model: 2 train passages, k=2, R=1, one iteration. The inner loop is cut
     to 1 epoch and self-edits to 96 tokens so this stays a smoke test (a few minutes)."""
     from seal.config import InnerLoopConfig, SamplingConfig
+    from seal.domains.knowledge import knowledge_domain
     from seal.rest_em import RestEMConfig, run_rest_em
 
     cfg = RestEMConfig(data="fresh-facts:train", n=2, iterations=1, k=2, repeats=1,
                        sampling=SamplingConfig(max_new_tokens=96), inner=InnerLoopConfig(lr=3e-3, epochs=1),
                        sft=RestEMConfig().sft)
-    (stats,) = run_rest_em(cfg, tmp_path / "run", lm=embedded_lm)
+    (stats,) = run_rest_em(knowledge_domain(cfg, embedded_lm), cfg, tmp_path / "run")
     trials = [json.loads(line) for line in (tmp_path / "run" / "work" / "iter_1" / "trials.jsonl").read_text().splitlines()]
     assert len(trials) == 2 * (1 + 1 + 2)
     assert all(t["predictions"] for t in trials if t["sample"] != "base")

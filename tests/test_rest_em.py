@@ -6,7 +6,8 @@ import pytest
 
 from seal.config import InnerLoopConfig, SamplingConfig
 from seal.data import Passage, Question
-from seal.rest_em import RestEMConfig, check_no_overlap, iteration_stats, run_rest_em, select_best
+from seal.domains.knowledge import KnowledgeDomain, check_no_overlap, knowledge_domain
+from seal.rest_em import RestEMConfig, iteration_stats, run_rest_em, select_best
 from seal.runtime import SealError
 
 
@@ -27,7 +28,7 @@ def records(path):
 
 def test_one_iteration_end_to_end(tiny_lm, tmp_path):
     cfg = cfg_for(tmp_path)
-    (stats,) = run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    (stats,) = run_rest_em(knowledge_domain(cfg, tiny_lm), cfg, tmp_path / "run")
     it = tmp_path / "run" / "iter_1"
     for name in ("adapter_model.safetensors", "adapter_config.json", "generator.json", "stats.json", "kept.jsonl"):
         assert (it / name).is_file(), name
@@ -43,7 +44,7 @@ def test_one_iteration_end_to_end(tiny_lm, tmp_path):
 
 def test_resume_at_each_stage_redoes_nothing_finished(tiny_lm, tmp_path):
     cfg = cfg_for(tmp_path)
-    run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    run_rest_em(knowledge_domain(cfg, tiny_lm), cfg, tmp_path / "run")
     work = tmp_path / "run" / "work" / "iter_1"
     samples, trials = records(work / "samples.jsonl"), records(work / "trials.jsonl")
     kept = (tmp_path / "run" / "iter_1" / "kept.jsonl").read_text()
@@ -51,7 +52,7 @@ def test_resume_at_each_stage_redoes_nothing_finished(tiny_lm, tmp_path):
     # Killed during SFT: the trials are all on disk, iter_1 never appeared.
     import shutil
     shutil.rmtree(tmp_path / "run" / "iter_1")
-    run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    run_rest_em(knowledge_domain(cfg, tiny_lm), cfg, tmp_path / "run")
     assert records(work / "trials.jsonl") == trials  # no trial was redone
     assert (tmp_path / "run" / "iter_1" / "kept.jsonl").read_text() == kept
 
@@ -60,7 +61,7 @@ def test_resume_at_each_stage_redoes_nothing_finished(tiny_lm, tmp_path):
     lines = (work / "trials.jsonl").read_text().splitlines()
     (work / "trials.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])
     (work / "samples.jsonl").write_text(json.dumps(samples[0]) + "\n")
-    run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    run_rest_em(knowledge_domain(cfg, tiny_lm), cfg, tmp_path / "run")
     again = records(work / "trials.jsonl")
     assert sorted(t["key"] for t in again) == sorted(t["key"] for t in trials)
     assert records(work / "samples.jsonl") == samples  # same seeds, same self-edits
@@ -76,21 +77,21 @@ def test_best_of_k_and_ties_go_to_the_earlier_sample():
         {"passage_id": "b", "sample": 0, "reward": 0.0}, {"passage_id": "b", "sample": 1, "reward": 0.0},
         {"passage_id": "b", "sample": 2, "reward": 0.0}, {"passage_id": "b", "sample": "passage", "reward": 0.2},
     ]
-    kept = select_best(items, samples, trials, 3, None)
+    kept = select_best(items, samples, trials, 3, None, "passage")
     assert [(k["passage_id"], k["sample"], k["completion"]) for k in kept] == [("a", 1, "s1"), ("b", 0, "s0")]
     assert kept[0]["sft_pairs"] == [("prompt a", "s1")]
-    assert [k["passage_id"] for k in select_best(items, samples, trials, 3, 0.0)] == ["a"]  # b's best loses to passage
+    assert [k["passage_id"] for k in select_best(items, samples, trials, 3, 0.0, "passage")] == ["a"]  # b's best loses to passage
 
 
 def test_stats_leave_the_spread_within_a_self_edit_unmeasured_with_one_repeat():
     items = [Passage("a", "T", "C", [Question("q", "x")])]
     one = [{"passage_id": "a", "sample": j, "reward": r} for j, r in enumerate((0.0, 0.5))]
     one += [{"passage_id": "a", "sample": "passage", "reward": 0.25}, {"passage_id": "a", "sample": "base", "reward": 0.0}]
-    stats = iteration_stats(items, one, 2)
+    stats = iteration_stats(items, one, 2, "passage")
     assert stats["std_within_self_edit"] is None  # not 0: one repeat cannot show a spread
     assert stats["std_between_self_edits"] == pytest.approx(0.25) and stats["share_best_beats_passage"] == 1.0
     two = one + [{"passage_id": "a", "sample": 0, "reward": 1.0}, {"passage_id": "a", "sample": 1, "reward": 0.5}]
-    stats = iteration_stats(items, two, 2)  # self-edit 0: 0.0 and 1.0 (std 0.5); self-edit 1: 0.5 twice (std 0)
+    stats = iteration_stats(items, two, 2, "passage")  # self-edit 0: 0.0 and 1.0 (std 0.5); self-edit 1: 0.5 twice (std 0)
     assert stats["std_within_self_edit"] == pytest.approx(0.25)
     assert stats["std_between_self_edits"] == pytest.approx(0.0)  # both average 0.5
 
@@ -103,7 +104,8 @@ def test_self_question_reward_scores_with_the_models_own_questions(tiny_lm, tmp_
         return [[f"Q: Who sold cranes to harbour {n}?\nA: Daesan {n}\nQ: When?\nA: In 2026\nLet me know if ..."]]
 
     monkeypatch.setattr(seal.domains.knowledge, "generate", quiz)
-    (stats,) = run_rest_em(cfg_for(tmp_path, reward="self-questions", repeats=1), tmp_path / "run", lm=tiny_lm)
+    cfg = cfg_for(tmp_path, reward="self-questions", repeats=1)
+    (stats,) = run_rest_em(knowledge_domain(cfg, tiny_lm), cfg, tmp_path / "run")
     work = tmp_path / "run" / "work" / "iter_1"
     for s in records(work / "samples.jsonl"):
         n = s["key"][1:]
@@ -121,10 +123,12 @@ def test_stats_correlate_the_self_question_reward_with_the_gold_one():
     items = [Passage("a", "T", "C", [Question("q", "x")])]
     trials = [{"passage_id": "a", "sample": j, "reward": s, "self_question_reward": s, "gold_reward": g}
               for j, (s, g) in enumerate(((0.0, 0.2), (0.5, 0.4), (1.0, 0.6)))]
-    assert iteration_stats(items, trials, 3)["self_question_gold_correlation"] == pytest.approx(1.0)
+    domain = KnowledgeDomain(None, reward_source="self-questions")  # its statistics need no model
+    assert domain.iteration_stats(trials)["self_question_gold_correlation"] == pytest.approx(1.0)
     flipped = [{**t, "gold_reward": 0.8 - t["gold_reward"]} for t in trials]
-    assert iteration_stats(items, flipped, 3)["self_question_gold_correlation"] == pytest.approx(-1.0)
-    assert iteration_stats(items, trials[:2], 2)["self_question_gold_correlation"] is None  # too few to say
+    assert domain.iteration_stats(flipped)["self_question_gold_correlation"] == pytest.approx(-1.0)
+    assert domain.iteration_stats(trials[:2])["self_question_gold_correlation"] is None  # too few to say
+    assert iteration_stats(items, trials, 3, "passage")["mean_reward"] == pytest.approx(0.5)
 
 
 def test_a_sentence_format_trains_the_generator_on_its_question_per_sentence(tiny_lm, tmp_path, monkeypatch):
@@ -140,9 +144,10 @@ def test_a_sentence_format_trains_the_generator_on_its_question_per_sentence(tin
     data.write_text(json.dumps({"id": "h", "title": "Harbour", "context": "In 2026 harbour 7 bought cranes. The cranes came by ship.",
                                 "questions": [{"question": "What did harbour 7 buy?", "answer": "cranes"}]}) + "\n")
     with pytest.raises(SealError, match="samples greedily"):
-        run_rest_em(cfg_for(tmp_path, data=str(data), format="sentence-recall"), tmp_path / "greedy", lm=tiny_lm)
+        greedy = cfg_for(tmp_path, data=str(data), format="sentence-recall")
+        run_rest_em(knowledge_domain(greedy, tiny_lm), greedy, tmp_path / "greedy")
     cfg = cfg_for(tmp_path, data=str(data), format="sentence-recall", repeats=1, sampling=SamplingConfig(temperature=1.0))
-    run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    run_rest_em(knowledge_domain(cfg, tiny_lm), cfg, tmp_path / "run")
     (sample,) = records(tmp_path / "run" / "work" / "iter_1" / "samples.jsonl")
     assert sample["completions"][1] == ("Q: What did 2026 do, take 1?\nA: In 2026 harbour 7 bought cranes.\n"
                                         "Q: What did cranes do, take 1?\nA: The cranes came by ship.")
@@ -165,7 +170,7 @@ def test_generator_plugs_into_the_benchmark(tiny_lm, tmp_path):
     from seal.bench import BenchConfig, run_bench
 
     cfg = cfg_for(tmp_path)
-    run_rest_em(cfg, tmp_path / "run", lm=tiny_lm)
+    run_rest_em(knowledge_domain(cfg, tiny_lm), cfg, tmp_path / "run")
     bench = BenchConfig(data=cfg.data, conditions=[f"generator:{tmp_path / 'run' / 'iter_1'}"], canary_sample=0,
                         sampling=SamplingConfig(max_new_tokens=12), inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1))
     results = run_bench(bench, tmp_path / "bench", lm=tiny_lm)
@@ -188,8 +193,8 @@ def ray_executor():
 
 def test_ray_and_local_executors_give_identical_records(tiny_lm, tmp_path, ray_executor):
     cfg = cfg_for(tmp_path, iterations=2)  # iteration 2 runs its trials on the iter_1 generator
-    run_rest_em(cfg, tmp_path / "local", lm=tiny_lm)
-    run_rest_em(cfg, tmp_path / "ray", lm=tiny_lm, executor=ray_executor)
+    run_rest_em(knowledge_domain(cfg, tiny_lm), cfg, tmp_path / "local")
+    run_rest_em(knowledge_domain(cfg, tiny_lm), cfg, tmp_path / "ray", executor=ray_executor)
     for it in ("iter_1", "iter_2"):
         local, remote = (_comparable(tmp_path / run / "work" / it / "trials.jsonl") for run in ("local", "ray"))
         assert local == remote and len(local) == 2 * (1 + 2 * 3)
@@ -221,3 +226,36 @@ def test_ray_trial_of_a_killed_worker_is_retried_not_lost_or_doubled(tiny_lm, tm
     assert ray_executor.retries > retries_before
     strip = lambda r: {k: v for k, v in r.items() if not k.endswith("seconds")}  # noqa: E731
     assert {k: strip(r) for k, r in got} == {k: strip(r) for k, r in expected.items()}
+
+
+def toy_cfg(**kw):
+    return RestEMConfig(**{"data": "toy:0", "n": 6, "iterations": 3, "k": 4, "repeats": 1, "exclude": [], **kw})
+
+
+def test_the_outer_loop_runs_any_domain_without_a_model(tmp_path):
+    """ReST-EM through the Domain contract alone: a model-free toy domain learns its targets."""
+    from seal.domains.toy import ToyDomain
+
+    stats = run_rest_em(ToyDomain(), toy_cfg(), tmp_path / "toy")
+    means = [s["mean_reward"] for s in stats]
+    assert means[-1] > means[0] + 0.05  # the generator moved towards each item's target
+    assert all(s["passage_only_reward"] == 0.5 and s["base_reward"] == 0.0 for s in stats)  # the domain's baselines
+    trials = records(tmp_path / "toy" / "work" / "iter_1" / "trials.jsonl")
+    assert {t["sample"] for t in trials} == {"base", "none", 0, 1, 2, 3}
+    samples = records(tmp_path / "toy" / "work" / "iter_2" / "samples.jsonl")
+    assert all(s["generator_links"] == 1 for s in samples)  # the domain's context is stored with the samples
+    manifest = json.loads((tmp_path / "toy" / "iter_3" / "generator.json").read_text())
+    assert manifest == {"format": "toy", "vocab": 10, "iteration": 3, "chain": ["iter_1", "iter_2", "iter_3"]}
+    again = run_rest_em(ToyDomain(), toy_cfg(), tmp_path / "toy")  # resumes: nothing left to do
+    assert again == stats
+
+
+def test_the_toy_domain_on_ray_gives_the_local_records(tmp_path, ray_executor):
+    from seal.domains.toy import ToyDomain
+
+    local = run_rest_em(ToyDomain(), toy_cfg(iterations=2), tmp_path / "local")
+    remote = run_rest_em(ToyDomain(), toy_cfg(iterations=2), tmp_path / "ray", executor=ray_executor)
+    strip = lambda s: {k: v for k, v in s.items() if not k.endswith("seconds")}  # noqa: E731
+    assert [strip(s) for s in local] == [strip(s) for s in remote]
+    for it in ("iter_1", "iter_2"):  # iteration 2 samples from the iter_1 table, shipped to the workers
+        assert _comparable(tmp_path / "local" / "work" / it / "trials.jsonl") == _comparable(tmp_path / "ray" / "work" / it / "trials.jsonl")

@@ -14,7 +14,6 @@ from the records at the end of every run.
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from pathlib import Path
 from .bench_report import public_config
 from .canary import canary_scores
 from .config import InnerLoopConfig, SamplingConfig, check_inner, check_sampling
-from .data import Passage, load_dataset
+from .data import Passage, select_passages
 from .inner_loop import lora_adapter, train
 from .judge import LLMJudge
 from .knowledge import evaluate
@@ -35,7 +34,6 @@ from .runtime import SealError, UsageError, derive_seed, json_text, peak_memory_
 from .self_edit import FORMATS, get_format, shown, training_examples
 from .writers import GoldQAWriter, ModelWriter, RemoteWriter, StoredWriter, Writer, generator_chain, generator_format, is_adapter, writer_seed
 
-PAPER_SEED = 42  # the paper shuffles squad_val.json with random.seed(42) and takes the first n
 
 
 @dataclass
@@ -72,15 +70,6 @@ PRESETS: dict[str, dict] = {
               "conditions": ["base", "passage", "self-edit:implications", "teacher"],
               "teacher_file": "../shared/data/seal/knowledge-incorporation/data/synthetic_data/eval/gpt4_1_val.json"},
 }
-
-
-def select_passages(spec: str, n: int | None, offset: int = 0) -> list[Passage]:
-    """A SEAL JSON list is shuffled exactly as the paper did (random.seed(42)); others keep file order."""
-    items = load_dataset(spec)
-    path = Path(spec)
-    if spec == "seal-squad:eval" or path.is_file() and path.read_text(encoding="utf-8").lstrip()[:1] == "[":
-        random.Random(PAPER_SEED).shuffle(items)
-    return items[offset : offset + n if n else None]
 
 
 def parse_condition(name: str) -> tuple[str, str]:

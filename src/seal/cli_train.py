@@ -46,6 +46,8 @@ def knowledge(
     as_json: bool = typer.Option(False, "--json", help="Print the per-iteration statistics as JSON."),
 ):
     """Run ReST-EM: sample k self-edits per passage, score them by the inner loop, SFT on the best."""
+    from .domains.knowledge import knowledge_domain
+    from .models import load_model
     from .progress import RichReporter
     from .rest_em import LocalExecutor, RestEMConfig, run_rest_em
     from .self_edit import get_format
@@ -65,15 +67,17 @@ def knowledge(
         cfg.inner.lr = lr
     cfg.sampling.min_faithfulness = min_faithfulness
     cfg.sampling.temperature = temperature
+    with err.status("loading model"):
+        domain = knowledge_domain(cfg, load_model(cfg.model))
     if executor == "ray":
         from .ray_executor import RayExecutor
 
         with RayExecutor(ray_address, workers, trial_cpus, trial_gpus) as ex:
-            stats = run_rest_em(cfg, out_dir, executor=ex, reporter=RichReporter(err))
+            stats = run_rest_em(domain, cfg, out_dir, executor=ex, reporter=RichReporter(err))
             if ex.retries:
                 err.print(f"{ex.retries} job(s) were retried after their Ray worker died", style="yellow")
     else:
-        stats = run_rest_em(cfg, out_dir, executor=LocalExecutor(), reporter=RichReporter(err))
+        stats = run_rest_em(domain, cfg, out_dir, executor=LocalExecutor(), reporter=RichReporter(err))
     if as_json:
         print(json_text(stats))
         return

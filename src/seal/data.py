@@ -132,6 +132,20 @@ def load_dataset(spec: str) -> list[Passage]:
     return _parse_items(raw, str(path), lines)
 
 
+PAPER_SEED = 42  # the paper shuffles squad_val.json with random.seed(42) and takes the first n
+
+
+def select_passages(spec: str, n: int | None, offset: int = 0) -> list[Passage]:
+    """A SEAL JSON list is shuffled exactly as the paper did (random.seed(42)); others keep file order."""
+    import random
+
+    items = load_dataset(spec)
+    path = Path(spec)
+    if spec == "seal-squad:eval" or path.is_file() and path.read_text(encoding="utf-8").lstrip()[:1] == "[":
+        random.Random(PAPER_SEED).shuffle(items)
+    return items[offset : offset + n if n else None]
+
+
 def select(items: list[Passage], ids: list[str] | None) -> list[Passage]:
     """Items by id (or by 0-based index for files without ids)."""
     if not ids:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 
@@ -25,3 +26,13 @@ def bootstrap_ci(values: list[float], n_resamples: int = 2000, level: float = 0.
     lo_i = int((1 - level) / 2 * n_resamples)
     hi_i = min(n_resamples - 1, int((1 + level) / 2 * n_resamples))
     return (means[lo_i], means[hi_i])
+
+
+def pearson(x: list[float], y: list[float]) -> float | None:
+    """Pearson correlation; None for fewer than three pairs or a constant series."""
+    if len(x) < 3:
+        return None
+    mx, my = mean(x), mean(y)
+    sx = math.sqrt(sum((a - mx) ** 2 for a in x))
+    sy = math.sqrt(sum((b - my) ** 2 for b in y))
+    return None if sx == 0 or sy == 0 else sum((a - mx) * (b - my) for a, b in zip(x, y)) / (sx * sy)

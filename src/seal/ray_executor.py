@@ -1,7 +1,9 @@
 """ReST-EM sampling and trials on a Ray cluster (`seal train --executor ray`, extra `seal[ray]`).
 
-Each worker is a long-lived actor that loads the base model once and runs jobs (`run_job`, the
-same function the local executor calls: sampling an item's k self-edits, or one trial) on it. The
+Each worker is a long-lived actor that builds the domain once (from the domain's worker recipe:
+for knowledge, loading the base model) and runs jobs on it (`run_job`, the same function the
+local executor calls: sampling an item's k self-edits, or one trial). Generator links are sent as
+their `adapter_*` files. The
 driver keeps selection, SFT and every record: a result is appended to `samples.jsonl` or
 `trials.jsonl` only when the driver receives it, so a job is never counted twice. A worker that
 dies mid-job (killed, out of memory, node lost) is replaced by a fresh actor and its job is put
@@ -11,7 +13,6 @@ records equal the local executor's.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import Counter, deque
 from pathlib import Path
@@ -28,26 +29,25 @@ def _import_ray():
 
 
 class _TrialWorker:
-    """One model per process; the domain's settings are rebuilt here from plain fields."""
+    """One domain (and model) per process, built here from the driver's domain's worker recipe."""
 
-    def __init__(self, domain_cls, fields: dict, model_path: str, threads: int):
+    def __init__(self, factory, kwargs: dict, threads: int):
         import torch
 
-        from .models import load_model
         from .runtime import quiet_libraries
 
         quiet_libraries()
         torch.set_num_threads(max(1, threads))
-        self.domain = domain_cls(lm=load_model(model_path), **fields)
+        self.domain = factory(**kwargs)
 
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, generator: tuple, item, job, self_questions):
+    def run(self, generator: tuple, item, job, context):
         from .rest_em import run_job
 
         self._use_generator(*generator)
-        return run_job(self.domain, item, job, self_questions)
+        return run_job(self.domain, item, job, context)
 
     def _use_generator(self, key: str, adapters: list) -> None:
         """Write the generator's adapters (sent as bytes: a worker on another node does not see
@@ -109,21 +109,20 @@ class RayExecutor:
             return n
         return max(1, int(res.get("CPU", 1) / self.trial_cpus))
 
-    def _new_worker(self, domain):
+    def _new_worker(self, recipe):
         actor = self._ray.remote(num_cpus=self.trial_cpus, num_gpus=self.trial_gpus, max_restarts=0)(_TrialWorker)
-        fields = {f.name: getattr(domain, f.name) for f in dataclasses.fields(domain) if f.name not in ("lm", "generator")}
-        return actor.remote(type(domain), fields, str(domain.lm.path), int(self.trial_cpus))
+        factory, kwargs = recipe
+        return actor.remote(factory, kwargs, int(self.trial_cpus))
 
-    def _ensure_workers(self, domain) -> list:
-        key = (type(domain), str(domain.lm.path), repr([(f.name, getattr(domain, f.name)) for f in dataclasses.fields(domain)
-                                                        if f.name not in ("lm", "generator")]))
+    def _ensure_workers(self, recipe) -> list:
+        key = repr(recipe)
         if self._domain_key != key:
             self._kill_workers()
-            self._workers = [self._new_worker(domain) for _ in range(self._worker_count())]
+            self._workers = [self._new_worker(recipe) for _ in range(self._worker_count())]
             try:  # surface a model that cannot load as one clear error, not as retries
                 self._ray.get([w.pid.remote() for w in self._workers])
             except self._ray.exceptions.RayError as e:
-                raise SealError(f"a Ray worker could not load the model: {str(e).strip().splitlines()[-1]}") from e
+                raise SealError(f"a Ray worker could not build its domain: {str(e).strip().splitlines()[-1]}") from e
             self._domain_key = key
         return self._workers
 
@@ -149,9 +148,10 @@ class RayExecutor:
         self.close()
 
     # -- the Executor contract -------------------------------------------------------------
-    def run(self, domain, items, jobs, self_questions):
+    def run(self, domain, items, jobs, contexts):
         ray = self._connect()
-        workers = self._ensure_workers(domain)
+        recipe = domain.worker_recipe()
+        workers = self._ensure_workers(recipe)
         generator = ray.put((repr([str(p) for p in domain.generator]), [
             (p.name, {f.name: f.read_bytes() for f in sorted(p.iterdir()) if f.name.startswith("adapter_")}) for p in domain.generator]))
         queue, pending, idle, attempts = deque(jobs), {}, list(range(len(workers))), Counter()
@@ -159,7 +159,7 @@ class RayExecutor:
         def fill():
             while idle and queue:
                 w, job = idle.pop(), queue.popleft()
-                ref = workers[w].run.remote(generator, items[job.passage_id], job, self_questions.get(job.passage_id))
+                ref = workers[w].run.remote(generator, items[job.item_id], job, contexts.get(job.item_id, {}))
                 pending[ref] = (job, w)
 
         lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)
@@ -174,7 +174,7 @@ class RayExecutor:
                 if attempts[job.key] > self.max_retries:
                     raise SealError(f"job {job.key} lost its Ray worker {attempts[job.key]} times; giving up") from e
                 self.retries += 1
-                workers[w] = self._new_worker(domain)
+                workers[w] = self._new_worker(recipe)
                 queue.appendleft(job)
                 idle.append(w)
                 fill()

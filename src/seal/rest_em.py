@@ -1,14 +1,15 @@
 """The outer loop: ReST-EM (rejection sampling + SFT) teaches the generator to write better
-self-edits. Written once against the `Domain` contract.
+self-edits. Written once against the `Domain` contract (seal.domains): it names no domain's types.
 
 One iteration, as in the paper:
   1. sample k self-edits per training item with the current generator;
   2. score each by the inner loop (reward, averaged over R repeats with seeds derived from
-     (iteration, item, self-edit, repeat)), plus the item's baselines (no update; passage only);
+     (iteration, item, self-edit, repeat)), plus the item's baselines (no update; the domain's
+     trial without a self-edit, e.g. the passage alone);
   3. keep the best self-edit per item (ties: the earlier sample; `min_gain` can drop items whose
-     best does not beat the passage-only baseline);
-  4. SFT the generator on (self-edit prompt -> kept self-edit), loss on the completion only,
-     and save it as OUT/iter_N (a LoRA adapter chained on the previous iterations).
+     best does not beat that baseline);
+  4. fine-tune the generator on (self-edit prompt -> kept self-edit) through the domain, and save
+     it as OUT/iter_N (a new link chained on the previous iterations).
 
 Every stage is resumable: samples and trials are JSONL records appended as they finish, and
 OUT/iter_N appears (atomic rename) only when its SFT is complete. The golden base is never written.
@@ -19,25 +20,21 @@ sample in parallel too; the driver keeps every record, selection and the SFT.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 from .config import InnerLoopConfig, SamplingConfig, as_json, check_inner
-from .data import Passage, Question, load_dataset
-from .domains.knowledge import KnowledgeDomain, trial_seed
-from .inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
+from .domains import Domain
 from .metrics import mean, std
 from .plots import figure, moving_average
 from .progress import NullReporter, Reporter
 from .run_records import TrialLog, prepare_run_dir
-from .runtime import SealError, derive_seed, fsync_tree
-from .self_edit import get_format, resolved_temperature
+from .runtime import RuntimeFailure, UsageError, derive_seed, fsync_tree, json_text
 from .writers import GENERATOR_MANIFEST
 
 
@@ -68,8 +65,8 @@ class RestEMConfig:
 @dataclass
 class TrialJob:
     key: str
-    passage_id: str
-    sample: int | str  # self-edit index, or "passage" / "base" for the baselines
+    item_id: str
+    sample: int | str  # self-edit index, or the domain's baseline label / "base" (no update)
     repeat: int
     seed: int
     self_edit: str | None
@@ -77,57 +74,39 @@ class TrialJob:
 
 @dataclass
 class SampleJob:
-    """Sample k self-edits of one item with the current generator (and, for the self-questions
-    reward, the model's own questions about it); the result is the item's samples.jsonl record."""
+    """Sample k self-edits of one item with the current generator; the result is the item's
+    samples.jsonl record (with the domain's per-item context for scoring them)."""
 
-    passage_id: str
+    item_id: str
     k: int
     seed: int
-    self_questions: bool = False
 
     @property
     def key(self) -> str:
         """Executors key every job; an item is sampled once per iteration, so its id is the key."""
-        return self.passage_id
+        return self.item_id
 
 
 class Executor(Protocol):
-    def run(self, domain: KnowledgeDomain, items: dict[str, Passage], jobs: list[TrialJob | SampleJob],
-            self_questions: dict) -> Iterator[tuple[TrialJob | SampleJob, dict]]: ...
+    def run(self, domain: Domain, items: dict[str, Any], jobs: list[TrialJob | SampleJob],
+            contexts: dict[str, dict]) -> Iterator[tuple[TrialJob | SampleJob, dict]]: ...
 
 
 class LocalExecutor:
-    """Jobs one after another in this process, on one loaded model."""
+    """Jobs one after another in this process, on the domain's loaded model."""
 
-    def run(self, domain, items, jobs, self_questions):
+    def run(self, domain, items, jobs, contexts):
         for job in jobs:
-            yield job, run_job(domain, items[job.passage_id], job, self_questions.get(job.passage_id))
+            yield job, run_job(domain, items[job.item_id], job, contexts.get(job.item_id, {}))
 
 
-def run_job(domain: KnowledgeDomain, item: Passage, job: TrialJob | SampleJob, self_questions: list[Question] | None) -> dict:
+def run_job(domain: Domain, item: Any, job: TrialJob | SampleJob, context: dict) -> dict:
     if isinstance(job, SampleJob):
         drawn = domain.sample(item, job.k, job.seed)
-        rec = {"key": job.key, "completions": drawn.texts, "sft_pairs": drawn.sft_pairs}
-        if job.self_questions:
-            rec["self_questions"] = [asdict(q) for q in domain.self_questions(item, job.seed)]
-        return rec
+        return {"key": job.key, "completions": drawn.texts, "sft_pairs": drawn.sft_pairs, **drawn.context}
     if job.sample == "base":
-        return domain.no_update(item)
-    return domain.reward(item, job.self_edit, job.seed, self_questions)
-
-
-def check_no_overlap(items: list[Passage], exclude: list[str]) -> None:
-    train_hashes = {p.sha256 for p in items}
-    for spec in exclude:
-        try:
-            held_out = load_dataset(spec)
-        except SealError:
-            if Path(spec).exists() or ":" in spec:
-                raise
-            continue
-        overlap = train_hashes & {p.sha256 for p in held_out}
-        if overlap:
-            raise SealError(f"{len(overlap)} training passage(s) also appear in the evaluation set {spec}; refusing to train on them")
+        return domain.no_update(item, context)
+    return domain.reward(item, job.self_edit, job.seed, context)
 
 
 def rewards_by_sample(trials: list[dict], key: str = "reward") -> dict[tuple[str, str], list[float]]:
@@ -138,62 +117,55 @@ def rewards_by_sample(trials: list[dict], key: str = "reward") -> dict[tuple[str
     return by
 
 
-def iteration_stats(items: list[Passage], trials: list[dict], k: int, key: str = "reward") -> dict:
-    """An iteration's reward statistics; `key` picks the reward ("gold_reward" re-reads trials
-    scored by self-questions with the gold questions)."""
+def iteration_stats(items: list, trials: list[dict], k: int, baseline: str, key: str = "reward") -> dict:
+    """An iteration's reward statistics; `key` picks the reward (e.g. "gold_reward" re-reads trials
+    scored by another reward). `baseline` labels the trials without a self-edit; their mean is
+    stored as `passage_only_reward`, the knowledge domain's name for it, so records stay comparable."""
     by = rewards_by_sample(trials, key)
-    best, beats, within, between, selfq, gold = [], 0, [], [], [], []
+    best, beats, within, between = [], 0, [], []
     for p in items:
         rewards = [by.get((p.id, str(j)), []) for j in range(k)]
         means = [mean(r) for r in rewards]
         within += [std(r) for r in rewards if len(r) > 1]  # one repeat shows no spread within a self-edit
         between.append(std(means))
         best.append(max(means))
-        passage = mean(by.get((p.id, "passage"), []))
-        beats += max(means) > passage
-    for t in trials:
-        if t.get("self_question_reward") is not None and t.get("gold_reward") is not None:
-            selfq.append(t["self_question_reward"])
-            gold.append(t["gold_reward"])
-    samples = [t for t in trials if str(t["sample"]) not in ("base", "passage")]
+        beats += max(means) > mean(by.get((p.id, baseline), []))
+    samples = [t for t in trials if str(t["sample"]) not in ("base", baseline)]
     return {
         "mean_reward": mean([t[key] for t in samples]),
         "best_of_k_reward": mean(best),
-        "passage_only_reward": mean([t[key] for t in trials if t["sample"] == "passage"]),
+        "passage_only_reward": mean([t[key] for t in trials if t["sample"] == baseline]),
         "base_reward": mean([t[key] for t in trials if t["sample"] == "base"]),
         "share_best_beats_passage": beats / len(items),
         "std_within_self_edit": mean(within) if within else None,
         "std_between_self_edits": mean(between),
         "usable_self_edits": mean([float(bool(t.get("usable"))) for t in samples]),
-        "self_question_gold_correlation": pearson(selfq, gold),
     }
 
 
-def pearson(x: list[float], y: list[float]) -> float | None:
-    if len(x) < 3:
-        return None
-    mx, my = mean(x), mean(y)
-    sx = math.sqrt(sum((a - mx) ** 2 for a in x))
-    sy = math.sqrt(sum((b - my) ** 2 for b in y))
-    return None if sx == 0 or sy == 0 else sum((a - mx) * (b - my) for a, b in zip(x, y)) / (sx * sy)
-
-
-def select_best(items: list[Passage], samples: dict, trials: list[dict], k: int, min_gain: float | None) -> list[dict]:
+def select_best(items: list, samples: dict, trials: list[dict], k: int, min_gain: float | None, baseline: str) -> list[dict]:
     """Best self-edit per item by mean reward over repeats; ties go to the earlier sample."""
     by = rewards_by_sample(trials)
     kept = []
     for p in items:
         means = [mean(by.get((p.id, str(j)), [0.0])) for j in range(k)]
         j = max(range(k), key=lambda i: (means[i], -i))
-        passage = mean(by.get((p.id, "passage"), [0.0]))
-        if min_gain is not None and means[j] - passage < min_gain:
+        base = mean(by.get((p.id, baseline), [0.0]))
+        if min_gain is not None and means[j] - base < min_gain:
             continue
-        kept.append({"passage_id": p.id, "sample": j, "reward": means[j], "passage_reward": passage,
+        kept.append({"passage_id": p.id, "sample": j, "reward": means[j], "passage_reward": base,
                      "completion": samples[p.id]["completions"][j], "sft_pairs": samples[p.id]["sft_pairs"][j]})
     return kept
 
 
 RUN_KIND = "rest-em"
+
+
+SAMPLE_KEYS = ("key", "completions", "sft_pairs")  # a samples.jsonl record; other keys are the domain's context
+
+
+def trial_seed(root: int, iteration: int, item_id: str, sample: int | str, repeat: int) -> int:
+    return derive_seed(root, "rest-em", iteration, item_id, sample, repeat)
 
 
 def check_config(d: dict) -> None:
@@ -206,23 +178,19 @@ def generator_chain(out: Path, iteration: int) -> list[Path]:
     return [out / f"iter_{i}" for i in range(1, iteration + 1)]
 
 
-def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None = None, reporter: Reporter | None = None) -> list[dict]:
-    from .models import load_model
-
+def run_rest_em(domain: Domain, cfg: RestEMConfig, out: Path, executor: Executor | None = None,
+                reporter: Reporter | None = None) -> list[dict]:
+    """ReST-EM on any domain: `cfg` gives the loop's settings (iterations, k, repeats, min_gain, seed,
+    data, n) and is written to OUT/config.json whole; the domain carries everything else."""
     reporter = reporter or NullReporter()
     executor = executor or LocalExecutor()
-    if cfg.k > 1 and resolved_temperature(cfg.sampling.temperature, get_format(cfg.format)) == 0:
-        raise SealError(f"format {cfg.format!r} samples greedily, so its k={cfg.k} self-edits would be identical; "
-                        "set a sampling temperature (e.g. --temperature 1.0)")
     check_inner(cfg.inner, "inner loop")
     check_inner(cfg.sft, "generator SFT")
-    prepare_run_dir(out, RUN_KIND, as_json(cfg), False, (), check_config, "ReST-EM")
-    lm = lm or load_model(cfg.model)
-    domain = KnowledgeDomain(lm, cfg.format, cfg.sampling, cfg.inner, reward_source=cfg.reward)
     items = domain.load_items(cfg.data, cfg.n)
-    check_no_overlap(items, cfg.exclude)
-    if cfg.reward == "gold" and not any(p.questions for p in items):
-        raise SealError(f"{cfg.data} has no questions; use --reward self-questions")
+    if not items:
+        raise UsageError(f"no training items in {cfg.data}")
+    domain.validate(items, cfg.k)
+    prepare_run_dir(out, RUN_KIND, as_json(cfg), False, (), check_config, "ReST-EM")
     by_id = {p.id: p for p in items}
     all_stats = []
     for it in range(1, cfg.iterations + 1):
@@ -235,54 +203,53 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
         work = out / "work" / f"iter_{it}"
         work.mkdir(parents=True, exist_ok=True)
         samples_log = TrialLog(work / "samples.jsonl")
-        to_sample = [SampleJob(p.id, cfg.k, derive_seed(cfg.seed, "rest-em-sample", it, p.id), cfg.reward == "self-questions")
+        to_sample = [SampleJob(p.id, cfg.k, derive_seed(cfg.seed, "rest-em-sample", it, p.id))
                      for p in items if p.id not in samples_log.done]
         with reporter.task(f"iteration {it}: sampling k={cfg.k} self-edits", len(to_sample)) as task:
             for _, rec in executor.run(domain, by_id, to_sample, {}):
                 samples_log.append(rec)
                 task.advance()
         samples = {r["key"]: r for r in samples_log.records}
-        selfq = {pid: [Question(**q) for q in r.get("self_questions", [])] for pid, r in samples.items()}
+        contexts = {pid: {k: v for k, v in r.items() if k not in SAMPLE_KEYS} for pid, r in samples.items()}
         jobs = []
         for p in items:
             jobs.append(TrialJob(f"{p.id}|base|0", p.id, "base", 0, 0, None))
             for r in range(cfg.repeats):
-                jobs.append(TrialJob(f"{p.id}|passage|{r}", p.id, "passage", r, trial_seed(cfg.seed, it, p.id, "passage", r), None))
+                jobs.append(TrialJob(f"{p.id}|{domain.baseline}|{r}", p.id, domain.baseline, r,
+                                     trial_seed(cfg.seed, it, p.id, domain.baseline, r), None))
                 for j in range(cfg.k):
                     jobs.append(TrialJob(f"{p.id}|{j}|{r}", p.id, j, r, trial_seed(cfg.seed, it, p.id, j, r), samples[p.id]["completions"][j]))
         trials_log = TrialLog(work / "trials.jsonl")
         todo = [j for j in jobs if j.key not in trials_log.done]
         with reporter.task(f"iteration {it}: inner-loop trials", len(todo)) as task:
-            for job, result in executor.run(domain, by_id, todo, selfq):
-                trials_log.append({"key": job.key, "passage_id": job.passage_id, "sample": job.sample, "repeat": job.repeat,
+            for job, result in executor.run(domain, by_id, todo, contexts):
+                # "passage_id" names the item's id in trial records (the knowledge domain came first)
+                trials_log.append({"key": job.key, "passage_id": job.item_id, "sample": job.sample, "repeat": job.repeat,
                                    "seed": job.seed, **result})
                 task.advance(info=f"reward {result['reward']:.2f}")
         trials = [t for t in trials_log.records if t["key"] in {j.key for j in jobs}]
-        stats = {"iteration": it, **iteration_stats(items, trials, cfg.k)}
-        if cfg.reward != "gold" and all(t.get("gold_reward") is not None for t in trials):
-            gold = iteration_stats(items, trials, cfg.k, key="gold_reward")  # the same trials, scored by the gold questions
-            stats["gold"] = {name: v for name, v in gold.items() if name != "self_question_gold_correlation"}
-        kept = select_best(items, samples, trials, cfg.k, cfg.min_gain)
+        stats = {"iteration": it, **iteration_stats(items, trials, cfg.k, domain.baseline), **domain.iteration_stats(trials)}
+        for name, key in domain.extra_rewards.items():  # the same trials, scored by another reward
+            if all(t.get(key) is not None for t in trials):
+                stats[name] = iteration_stats(items, trials, cfg.k, domain.baseline, key=key)
+        kept = select_best(items, samples, trials, cfg.k, cfg.min_gain, domain.baseline)
         stats["n_kept"] = len(kept)
         if not kept:
-            raise SealError(f"iteration {it}: no self-edit kept (min_gain {cfg.min_gain}); nothing to fine-tune on")
-        sft_examples = [TrainExample(c, prompt=pr) for k in kept for pr, c in k["sft_pairs"]]
-        if not sft_examples:
-            raise SealError(f"iteration {it}: the kept self-edits hold nothing to fine-tune the generator on")
-        with reporter.task(f"iteration {it}: SFT of the generator on {len(kept)} self-edits", cfg.sft.epochs * len(sft_examples)) as task:
+            raise RuntimeFailure(f"iteration {it}: no self-edit kept (min_gain {cfg.min_gain}); nothing to fine-tune on")
+        sft_pairs = [(pr, c) for k in kept for pr, c in k["sft_pairs"]]
+        if not sft_pairs:
+            raise RuntimeFailure(f"iteration {it}: the kept self-edits hold nothing to fine-tune the generator on")
+        with reporter.task(f"iteration {it}: SFT of the generator on {len(kept)} self-edits", cfg.sft.epochs * len(sft_pairs)) as task:
             tmp = Path(tempfile.mkdtemp(prefix=".iter-", dir=out))
             try:
-                with applied_adapters(lm.model, domain.generator), lora_adapter(lm.model, cfg.sft, derive_seed(cfg.seed, "sft", it)) as pm:
-                    tr = train(pm, lm.tokenizer, sft_examples, cfg.sft,
-                               derive_seed(cfg.seed, "sft", it), on_step=lambda s, n, loss: task.advance(info=f"loss {loss:.3f}"))
-                    save_adapter(pm, tmp)
-                stats.update(sft_losses=[round(x, 4) for x in tr.losses], sft_seconds=round(tr.train_seconds, 2),
+                tr = domain.fine_tune(sft_pairs, derive_seed(cfg.seed, "sft", it), tmp,
+                                      on_step=lambda s, n, loss: task.advance(info=f"loss {loss:.3f}"))
+                stats.update(sft_losses=[round(x, 4) for x in tr["losses"]], sft_seconds=round(tr["train_seconds"], 2),
                              seconds=round(time.perf_counter() - t0, 1))
-                (tmp / "kept.jsonl").write_text("".join(json.dumps(k) + "\n" for k in kept))
-                (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-                (tmp / GENERATOR_MANIFEST).write_text(json.dumps({
-                    "format": cfg.format, "iteration": it, "chain": [f"iter_{i}" for i in range(1, it + 1)],
-                    "base_sha256": lm.checksum}, indent=2) + "\n")
+                (tmp / "kept.jsonl").write_text("".join(json_text(k) + "\n" for k in kept), encoding="utf-8")
+                (tmp / "stats.json").write_text(json_text(stats, indent=2) + "\n")
+                manifest = {**domain.describe(), "iteration": it, "chain": [f"iter_{i}" for i in range(1, it + 1)]}
+                (tmp / GENERATOR_MANIFEST).write_text(json_text(manifest, indent=2) + "\n")
                 fsync_tree(tmp)
                 if final.exists():
                     shutil.rmtree(final)
@@ -290,7 +257,7 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         all_stats.append(stats)
-    (out / "stats.jsonl").write_text("".join(json.dumps(s) + "\n" for s in all_stats))
+    (out / "stats.jsonl").write_text("".join(json_text(s) + "\n" for s in all_stats))
     render_plot(all_stats, out / "plot.png")
     return all_stats
 

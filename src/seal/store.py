@@ -185,6 +185,8 @@ class KnowledgeStore:
     @contextmanager
     def lock(self, wait_seconds: float = 0.0) -> Iterator["KnowledgeStore"]:
         """Exclusive writer lock; fails with a clear message if another process holds it."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"store {self.root} is a file, not a folder; pass --store FOLDER")
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
