@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-slow clean
+.PHONY: setup demo test test-fast test-slow docs clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ test-fast: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest tests -m slow
+
+# The CLI reference (docs/cli.md) is generated from the Typer app; a test fails when it is stale.
+docs: $(STAMP)
+	$(BIN)/typer seal.cli utils docs --name seal --output docs/cli.md
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -158,3 +158,16 @@ def test_train_prints_the_iteration_table_and_resumes_with_nothing_to_do(tiny_mo
     (stats,) = json.loads(r.stdout)
     assert stats["iteration"] == 1 and stats["std_within_self_edit"] is not None  # R = 2 measures it
     assert (tmp_path / "run" / "work" / "iter_1" / "trials.jsonl").read_text() == trials  # nothing redone
+
+
+def test_the_cli_reference_is_generated_from_the_app():
+    """docs/cli.md is `make docs` output: a stale reference fails here, not in a user's hands."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    typer_cli = Path(sys.executable).with_name("typer")
+    r = subprocess.run([str(typer_cli), "seal.cli", "utils", "docs", "--name", "seal"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert r.stdout.strip() == committed.strip(), "docs/cli.md is stale: run `make docs`"
