@@ -23,7 +23,7 @@ from .bench_report import public_config
 from .canary import canary_scores
 from .config import InnerLoopConfig, SamplingConfig, check_inner, check_sampling
 from .data import Passage, select_passages
-from .inner_loop import lora_adapter, train
+from .inner_loop import run_inner_loop
 from .judge import LLMJudge
 from .knowledge import evaluate
 from .models import LoadedModel, load_model
@@ -291,12 +291,12 @@ def run_trial(lm, cfg: BenchConfig, name: str, kind: str, rep: int, group: list[
     if kind == "base":
         result = evaluate(lm, group)
     else:
-        with lora_adapter(lm.model, cfg.inner, seed) as peft_model:
-            tr = train(peft_model, lm.tokenizer, examples, cfg.inner, seed,
-                       on_step=lambda step, total, loss: note(f"training step {step}/{total}, loss {loss:.3f}"))
+        def score():
             note("answering the questions")
-            result = evaluate(lm, group)
-            canary = canary_scores(lm) if want_canary else None
+            return evaluate(lm, group), canary_scores(lm) if want_canary else None
+
+        tr, (result, canary) = run_inner_loop(lm.model, lm.tokenizer, examples, cfg.inner, seed, evaluate=score,
+                                              on_step=lambda step, total, loss: note(f"training step {step}/{total}, loss {loss:.3f}"))
         train_info = {"train_seconds": round(tr.train_seconds, 2), "steps": tr.steps, "n_tokens": tr.n_tokens,
                       "final_loss": round(tr.losses[-1], 4)}
     per_question = []

@@ -208,3 +208,25 @@ def applied_adapters(model, folders: list[Path]) -> Iterator[object]:
         with torch.no_grad():
             for name, w in originals.items():
                 model.get_submodule(name).weight.copy_(w)
+
+
+def run_inner_loop(
+    model,
+    tokenizer,
+    examples: list[TrainExample],
+    cfg: InnerLoopConfig,
+    seed: int,
+    evaluate: Callable[[], object],
+    keep: Path | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> tuple[TrainResult, object]:
+    """The paper's inner loop, once: a fresh LoRA adapter (seeded), trained on a self-edit's
+    examples, the adapted model evaluated by `evaluate()` (it sees the adapter), then the adapter
+    saved to `keep` (a version or a generator link) or discarded. Any adapters applied to `model`
+    before the call stay under the new one. Returns the training result and the evaluation's."""
+    with lora_adapter(model, cfg, seed) as peft_model:
+        result = train(peft_model, tokenizer, examples, cfg, seed, on_step=on_step)
+        evaluation = evaluate()
+        if keep is not None:
+            save_adapter(peft_model, keep)
+    return result, evaluation

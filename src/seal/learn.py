@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import LearnConfig, check_inner, check_sampling
 from .data import Passage
-from .inner_loop import applied_adapters, lora_adapter, save_adapter, tokenize_example, train
+from .inner_loop import applied_adapters, run_inner_loop, tokenize_example
 from .knowledge import EvalResult, evaluate_with_progress
 from .models import LoadedModel
 from .progress import NullReporter, Reporter
@@ -117,16 +117,14 @@ def learn(
                                 "length (smaller --chunk-words keeps them whole)")
                 reporter.log(f"warning: {warnings[-1]}")
             seed = derive_seed(cfg.seed, "learn", parent, *(p.sha256 for p in passages))
-            with lora_adapter(lm.model, cfg.inner, seed) as peft_model:
-                total = cfg.inner.epochs * -(-len(examples) // cfg.inner.batch_size)
-                with reporter.task(f"training LoRA on {len(examples)} sequences", total) as task:
-                    result = train(
-                        peft_model, lm.tokenizer, examples, cfg.inner, seed,
-                        on_step=lambda step, _total, loss: task.advance(info=f"loss {loss:.3f}"),
-                    )
-                after = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after)")
-                folder = store.new_version_dir()
-                save_adapter(peft_model, folder)
+            folder = store.new_version_dir()
+            total = cfg.inner.epochs * -(-len(examples) // cfg.inner.batch_size)
+            with reporter.task(f"training LoRA on {len(examples)} sequences", total) as task:
+                result, after = run_inner_loop(
+                    lm.model, lm.tokenizer, examples, cfg.inner, seed,
+                    evaluate=lambda: evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after)"),
+                    keep=folder, on_step=lambda step, _total, loss: task.advance(info=f"loss {loss:.3f}"),
+                )
             memory = peak_memory_mb()
             final_loss = sum(result.losses[-len(examples):]) / min(len(examples), len(result.losses))
             manifest = {

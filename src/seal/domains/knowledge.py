@@ -16,7 +16,7 @@ from typing import Callable
 from ..config import InnerLoopConfig, SamplingConfig
 from ..data import Passage, Question, load_dataset, select_passages
 from ..generation import generate, render_prompt
-from ..inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
+from ..inner_loop import TrainExample, applied_adapters, run_inner_loop
 from ..knowledge import evaluate
 from ..metrics import pearson
 from ..models import LoadedModel
@@ -93,12 +93,13 @@ class KnowledgeDomain:
         edits = ([parse_self_edit(get_format(self.format), self_edit, item.title, item.context, self.sampling.min_faithfulness)]
                  if self_edit is not None else [])
         examples = training_examples(self.lm, item.title, item.context, edits, include_passage=True)
-        with self._current(), lora_adapter(self.lm.model, self.inner, seed) as peft_model:
-            tr = train(peft_model, self.lm.tokenizer, examples, self.inner, seed)
+        def score():
             gold = evaluate(self.lm, [item]) if item.questions else None
-            selfq = None
-            if self_questions:
-                selfq = evaluate(self.lm, [Passage(item.id, item.title, item.context, self_questions)])
+            selfq = evaluate(self.lm, [Passage(item.id, item.title, item.context, self_questions)]) if self_questions else None
+            return gold, selfq
+
+        with self._current():
+            tr, (gold, selfq) = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.inner, seed, evaluate=score)
         out = {
             "n_sequences": len(examples),
             "usable": bool(edits and edits[0].usable) if self_edit is not None else None,
@@ -123,9 +124,9 @@ class KnowledgeDomain:
     def fine_tune(self, pairs: list[tuple[str, str]], seed: int, folder: Path, on_step: Callable | None = None) -> dict:
         """SFT of a new LoRA link on top of the generator chain (loss on the completion only)."""
         examples = [TrainExample(c, prompt=pr) for pr, c in pairs]
-        with self._current(), lora_adapter(self.lm.model, self.sft, seed) as pm:
-            tr = train(pm, self.lm.tokenizer, examples, self.sft, seed, on_step=on_step)
-            save_adapter(pm, folder)
+        with self._current():
+            tr, _ = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.sft, seed, evaluate=lambda: None,
+                                   keep=folder, on_step=on_step)
         return {"losses": tr.losses, "train_seconds": tr.train_seconds}
 
     def describe(self) -> dict:
