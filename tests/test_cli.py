@@ -171,3 +171,14 @@ def test_the_cli_reference_is_generated_from_the_app():
     assert r.returncode == 0, r.stderr
     committed = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     assert r.stdout.strip() == committed.strip(), "docs/cli.md is stale: run `make docs`"
+
+
+def test_export_from_the_cli(tiny_model_dir, tmp_path, doc):
+    common = ["--model", str(tiny_model_dir), "--store", str(tmp_path / "s")]
+    assert run_seal("learn", str(doc), *common, *FAST, "--k", "0").returncode == 0
+    r = run_seal("export", "--out", str(tmp_path / "m"), "--format", "adapter", *common, "--json")
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert record["chain"] == [1] and set(record["files"]) == {"adapter_config.json", "adapter_model.safetensors"}
+    r = run_seal("export", "--out", str(tmp_path / "m"), *common)  # never into a folder that holds something
+    assert r.returncode == 2 and "not empty" in r.stderr and "Traceback" not in r.stderr

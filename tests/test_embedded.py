@@ -31,6 +31,28 @@ def test_learning_an_unseen_article_raises_closed_book_accuracy(embedded_lm, tmp
     outcome = learn(embedded_lm, KnowledgeStore(tmp_path / "store"), [passage], cfg)
     before, after = outcome.before.accuracy, outcome.after.accuracy
     assert after > before, (before, after, [q.prediction for q in outcome.after.per_question])
+    _exports_equal_the_head(embedded_lm, KnowledgeStore(tmp_path / "store"), tmp_path)
+
+
+def _exports_equal_the_head(lm, store, tmp_path):
+    """seal export of the learned version, both formats: the same logits as the head in the store."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from seal.export import export_version
+    from seal.inner_loop import applied_adapters
+
+    ids = lm.tokenizer("Topic: Bergen ferry. Question: Who built the charging tower?", return_tensors="pt")["input_ids"]
+    with torch.no_grad(), applied_adapters(lm.model, store.adapter_dirs()):
+        head = lm.model(input_ids=ids).logits
+    for fmt in ("merged", "adapter"):
+        export_version(lm, store, store.head, tmp_path / fmt, fmt)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32)
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lm.path, dtype=torch.float32), tmp_path / "adapter")
+    with torch.no_grad():
+        for exported in (merged, adapted):
+            torch.testing.assert_close(exported(input_ids=ids).logits, head, atol=1e-3, rtol=1e-3)
 
 
 def _store_snapshot(store):

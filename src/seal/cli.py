@@ -1,4 +1,4 @@
-"""The `seal` command line: learn, ask, eval, history, rollback, demo.
+"""The `seal` command line: learn, ask, eval, history, rollback, export, demo.
 
 Progress goes to stderr, results to stdout (`--json` gives one JSON object), and every error a
 user can cause is one line on stderr with a non-zero exit status.
@@ -309,6 +309,36 @@ def rollback(
         st.rollback(version)
     _warn_notes(st)
     out.print(f"head: v{old} -> v{version} (active: {st.chain(version) or 'base only'})")
+
+
+@app.command()
+@cli_errors
+def export(
+    out_dir: Path = typer.Option(..., "--out", help="New folder to write."),
+    version: Optional[int] = typer.Option(None, "--version", min=0, help="Version to export [default: head; 0 = the golden copy]."),
+    format: str = typer.Option("merged", "--format", help="merged: a Hugging Face model folder (base + the version's deltas); adapter: one PEFT LoRA adapter equal to the whole chain (exact: ranks concatenated)."),
+    store: Optional[Path] = StoreOpt,
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+):
+    """Write a version out of the store for transformers, PEFT, vLLM or lm-eval, with a manifest of what went in."""
+    from .export import FORMATS, export_version
+
+    if format not in FORMATS:
+        raise SealError(f"unknown export format {format!r} (merged or adapter)")
+    st = _store(store)
+    if not st.exists:
+        raise SealError(f"no knowledge store at {st.root} (it is created by the first `seal learn`)")
+    lm = _load(model)
+    v = st.head if version is None else version
+    with err.status(f"exporting version {v} ({format})"):
+        record = export_version(lm, st, v, out_dir, format)
+    _warn_notes(st)
+    if as_json:
+        print(json_text(record))
+        return
+    docs = sorted({d["title"] for d in record["documents"]})
+    out.print(f"exported version {v} (chain {record['chain'] or 'base only'}; {len(docs)} document(s)) as {format} to {out_dir}")
 
 
 @app.command()
