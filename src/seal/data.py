@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .faithfulness import sentences
 from .runtime import SealError, sha256_text
 
 BUNDLED = {"fresh-facts"}
@@ -147,7 +148,7 @@ def chunk_text(text: str, max_words: int) -> list[str]:
         if len(para.split()) <= max_words:
             pieces.append(para)
         else:
-            pieces += re.split(r"(?<=[.!?])\s+", para)
+            pieces += sentences(para)
     chunks, current = [], []
     for piece in pieces:
         if current and len(" ".join(current + [piece]).split()) > max_words:
