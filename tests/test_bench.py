@@ -9,6 +9,7 @@ import pytest
 
 from seal.bench import BenchConfig, TrialLog, merge_runs, parse_condition, report_run, run_bench, select_passages
 from seal.config import InnerLoopConfig, SamplingConfig, as_json
+from seal.floors import random_sentence_floor
 from seal.judge import LLMJudge, parse_verdict
 from seal.metrics import bootstrap_ci
 from seal.remote import ChatEndpoint
@@ -131,6 +132,10 @@ def test_bench_end_to_end_produces_every_artefact(tiny_lm, tmp_path, judge_url):
     assert teacher["sequences"][-1].startswith("Town ")  # the passage is always trained on too
     report = (tmp_path / "run" / "report.md").read_text()
     assert "| teacher |" in report and "faithfulness %" in report
+    # The floor beside the headline: each tiny passage is one sentence holding its answer.
+    assert results["random_sentence"] == random_sentence_floor(select_passages(cfg.data, cfg.n))
+    assert results["random_sentence"]["accuracy"] == 1.0 and results["random_sentence"]["n_passages"] == 2
+    assert "| random-sentence (floor, no model) | 100.0 |" in report and "scores 100.0% under the same grader" in report
     assert conds["teacher"]["faithfulness"] == 1.0 and conds["base"]["faithfulness"] is None
     gold = [t for t in trials if t["condition"] == "gold-qa"][0]
     assert gold["sequences"][0].endswith(f"Answer in a few words.<|im_end|>\n<|im_start|>assistant\nVolthaven {gold['passage_id'][1]}")
@@ -166,6 +171,9 @@ def test_report_of_a_killed_run_covers_the_trials_it_has(tiny_lm, tmp_path):
     assert path.read_text().splitlines()[-1] == lines[-1][:20]  # reading never rewrites the log
     with pytest.raises(SealError, match="not a benchmark run folder"):
         report_run(tmp_path)
+    (tmp_path / "items.jsonl").unlink()  # the data is gone: the report still renders, the floor says why not
+    assert "error" in report_run(tmp_path / "run")["random_sentence"]
+    assert "Floor (random-sentence): n/a (" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_paired_differences_per_passage(tiny_lm, tmp_path):
