@@ -258,6 +258,27 @@ def test_changed_config_needs_fresh(tiny_lm, tmp_path):
     run_bench(tiny_cfg(tmp_path, conditions=["base"], seed=1), tmp_path / "run", lm=tiny_lm, fresh=True)
 
 
+def test_config_records_the_environment_and_a_resume_on_another_one_is_listed_not_refused(tiny_lm, tmp_path):
+    import torch
+
+    cfg = tiny_cfg(tmp_path, conditions=["base"])
+    run_bench(cfg, tmp_path / "run", lm=tiny_lm)
+    conf_path = tmp_path / "run" / "config.json"
+    (env,) = json.loads(conf_path.read_text())["environments"]
+    assert env["torch_threads"] == torch.get_num_threads() and env["device"] == "cpu"
+    assert env["torch"] == torch.__version__ and env["transformers"] and env["peft"] and env["python"]
+    run_bench(cfg, tmp_path / "run", lm=tiny_lm)  # same environment: listed once
+    assert json.loads(conf_path.read_text())["environments"] == [env]
+    older = {**env, "transformers": "4.56.0", "torch_threads": 2}
+    conf_path.write_text(json.dumps({**json.loads(conf_path.read_text()), "environments": [older]}))
+    run_bench(cfg, tmp_path / "run", lm=tiny_lm)
+    assert json.loads(conf_path.read_text())["environments"] == [older, env]
+    # Runs on other environments merge; the merged folder lists every source's environment once.
+    run_bench(tiny_cfg(tmp_path, conditions=["passage"]), tmp_path / "p", lm=tiny_lm)
+    merge_runs(tmp_path / "m", [tmp_path / "run", tmp_path / "p"])
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["environments"] == [older, env]
+
+
 def test_moving_average_means_the_last_window_values():
     from seal.plots import moving_average
 

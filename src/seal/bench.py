@@ -26,6 +26,7 @@ from pathlib import Path
 from .canary import canary_scores
 from .config import InnerLoopConfig, SamplingConfig, as_json
 from .data import Passage, load_dataset
+from .environment import ENVIRONMENTS, add_environment, config_differences, environment
 from .inner_loop import lora_adapter, train
 from .judge import LLMJudge
 from .knowledge import evaluate
@@ -231,6 +232,8 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
     if out.resolve() in {s.resolve() for s in sources}:
         raise SealError(f"{out} is one of the sources; merge into a new folder")
     confs = [_read_config(s) for s in sources]
+    envs = [e for c in confs for e in c.get(ENVIRONMENTS, [])]  # not a setting: listed, never compared
+    confs = [{k: v for k, v in c.items() if k != ENVIRONMENTS} for c in confs]
     merged, owner = {**confs[0], "conditions": []}, {}  # owner: the first source whose conditions use a setting
     for src, conf in zip(sources, confs):
         unused = [settings_unused(c) for c in conf["conditions"]] or [{"conditions"}]
@@ -252,23 +255,25 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
                 records.append(r)
     out.mkdir(parents=True, exist_ok=True)
     (out / "trials.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    merged[ENVIRONMENTS] = [e for i, e in enumerate(envs) if e not in envs[:i]]
     (out / "config.json").write_text(json.dumps(merged, indent=2) + "\n")
     return write_artifacts(out, config_from_json(merged), records)
 
 
-def prepare_out(out: Path, cfg: BenchConfig, fresh: bool) -> TrialLog:
+def prepare_out(out: Path, cfg: BenchConfig, fresh: bool, env: dict) -> TrialLog:
+    """The run folder's trial log. A folder of another config is refused; one resumed on another
+    environment (library versions, threads, device) is not, and lists that environment too."""
     if fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     conf_path = out / "config.json"
     resolved = as_json(cfg)
-    if conf_path.exists():
-        old = json.loads(conf_path.read_text())
-        if old != resolved:
-            diff = sorted(k for k in resolved if old.get(k) != resolved[k])
-            raise SealError(f"{out} holds a run with a different config ({', '.join(diff)} differ); use --fresh or another --out")
-    else:
-        conf_path.write_text(json.dumps(resolved, indent=2) + "\n")
+    old = json.loads(conf_path.read_text()) if conf_path.exists() else None
+    if old is not None and (diff := config_differences(old, resolved)):
+        raise SealError(f"{out} holds a run with a different config ({', '.join(diff)} differ); use --fresh or another --out")
+    conf = add_environment(resolved, env, old)
+    if conf != old:
+        conf_path.write_text(json.dumps(conf, indent=2) + "\n")
     return TrialLog(out / "trials.jsonl")
 
 
@@ -284,7 +289,7 @@ def run_bench(cfg: BenchConfig, out: Path, fresh: bool = False, reporter: Report
         raise SealError(f"no passages selected from {cfg.data} (n={cfg.n}, offset={cfg.offset})")
     if not any(p.questions for p in passages):
         raise SealError(f"{cfg.data}: the selected passages have no questions")
-    log = prepare_out(out, cfg, fresh)
+    log = prepare_out(out, cfg, fresh, environment(lm.model if lm else None))
     lm = lm or load_model(cfg.model)
     judge = LLMJudge(ChatEndpoint(cfg.judge_url, cfg.judge_name or "judge", cfg.api_key_env)) if cfg.judge_url else None
 

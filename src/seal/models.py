@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .environment import default_device
 from .runtime import SealError, fsync_dir, fsync_tree, sha256_file
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -163,7 +164,7 @@ def load_model(spec: str | None = None, device: str | None = None) -> LoadedMode
     except (ValueError, OSError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SealError(f"cannot load model from {path}: {first}") from e
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     if device != "cpu":
         model.to(device)
     model.eval()

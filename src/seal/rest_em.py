@@ -32,6 +32,7 @@ from .bench import TrialLog
 from .config import InnerLoopConfig, SamplingConfig, as_json
 from .data import Passage, Question, load_dataset
 from .domains.knowledge import KnowledgeDomain, trial_seed
+from .environment import add_environment, config_differences, environment
 from .inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
 from .metrics import mean, std
 from .plots import figure, moving_average
@@ -206,10 +207,13 @@ def run_rest_em(cfg: RestEMConfig, out: Path, lm=None, executor: Executor | None
         raise SealError(f"format {cfg.format!r} samples greedily, so its k={cfg.k} self-edits would be identical; "
                         "set a sampling temperature (e.g. --temperature 1.0)")
     out.mkdir(parents=True, exist_ok=True)
-    conf = as_json(cfg)
-    if (out / "config.json").exists() and json.loads((out / "config.json").read_text()) != conf:
-        raise SealError(f"{out} holds a ReST-EM run with a different config; use another --out")
-    (out / "config.json").write_text(json.dumps(conf, indent=2) + "\n")
+    conf_path = out / "config.json"
+    old = json.loads(conf_path.read_text()) if conf_path.exists() else None
+    if old is not None and (diff := config_differences(old, as_json(cfg))):
+        raise SealError(f"{out} holds a ReST-EM run with a different config ({', '.join(diff)} differ); use another --out")
+    # The driver's environment; Ray workers run trials with --trial-cpus torch threads each.
+    env = {**environment(lm.model if lm else None), "executor": type(executor).__name__}
+    conf_path.write_text(json.dumps(add_environment(as_json(cfg), env, old), indent=2) + "\n")
     lm = lm or load_model(cfg.model)
     domain = KnowledgeDomain(lm, cfg.format, cfg.sampling, cfg.inner, reward_source=cfg.reward)
     items = domain.load_items(cfg.data, cfg.n)
