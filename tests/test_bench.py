@@ -285,3 +285,14 @@ def test_moving_average_means_the_last_window_values():
     assert moving_average([4.0, 2.0, 0.0, 2.0], 2) == [4.0, 3.0, 1.0, 1.0]
     assert moving_average([1.0, 3.0], 5) == [1.0, 2.0]
     assert moving_average([], 3) == []
+
+
+def test_report_of_a_run_killed_before_its_first_trial(tmp_path):
+    cfg = tiny_cfg(tmp_path, conditions=["passage"])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(as_json(cfg)))
+    canary = {"reasoning_accuracy": 0.5, "perplexity": 20.0}
+    (tmp_path / "run" / "trials.jsonl").write_text(json.dumps({"key": "base-canary", "condition": "base", "canary": canary}) + "\n")
+    results = report_run(tmp_path / "run")
+    assert results["conditions"] == {} and results["random_sentence"] is None
+    assert "Floor (random-sentence): n/a (no question asked yet)." in (tmp_path / "run" / "report.md").read_text()

@@ -219,7 +219,7 @@ def render_plot(results: dict, path: Path) -> None:
         ax1.set_ylabel("closed-book accuracy %")
         ax1.set_title("new-fact retention (95% CI)")
         reasoning = [100 * (c["reasoning_accuracy"] or 0) for c in conds]
-        base = conds[0]["reasoning_accuracy_base"]
+        base = conds[0]["reasoning_accuracy_base"] if conds else None  # a run with only its base canary so far
         ax2.bar(names, reasoning, color="tab:green")
         if base is not None:
             ax2.axhline(100 * base, color="black", linestyle="--", label="golden copy")
