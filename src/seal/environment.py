@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
-ENVIRONMENTS = "environments"  # config.json key: the environments that ran trials in the folder
+ENVIRONMENTS = "environments"  # config.json key: the environments the folder was run or resumed on
 LIBRARIES = ("seal", "torch", "transformers", "peft", "pysbd")
 
 
