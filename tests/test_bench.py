@@ -296,3 +296,24 @@ def test_report_of_a_run_killed_before_its_first_trial(tmp_path):
     results = report_run(tmp_path / "run")
     assert results["conditions"] == {} and results["random_sentence"] is None
     assert "Floor (random-sentence): n/a (no question asked yet)." in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_bench_report_prints_the_floor_beside_the_conditions(tmp_path):
+    from conftest import run_seal
+
+    data = tmp_path / "items.jsonl"
+    data.write_text(json.dumps({"id": "p0", "title": "Town", "context": "The ferry is named Maria. It runs on batteries.",
+                                "questions": [{"question": "What is the ferry called?", "answer": "Maria"}]}) + "\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(as_json(BenchConfig(data=str(data), conditions=["base"]))))
+    q = {"passage_id": "p0", "question": "What is the ferry called?", "gold": "Maria", "prediction": "I do not know",
+         "correct": False, "exact_match": False, "f1": 0.0}
+    trial = {"key": "p0|base|0", "passage_id": "p0", "condition": "base", "repeat": 0, "per_question": [q],
+             "sequences": [], "trial_seconds": 1.0, "canary": None}
+    (run / "trials.jsonl").write_text(json.dumps(trial) + "\n")
+    r = run_seal("bench", "report", str(run), env={"COLUMNS": "200"}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if "random-sentence (floor, no model)" in line)
+    assert "50.0" in row  # one of the passage's two sentences holds the answer
+    assert "scores 50.0% under the same grader (1 questions, 1 passages)" in r.stdout
