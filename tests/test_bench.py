@@ -10,6 +10,7 @@ import pytest
 from seal.bench import BenchConfig, merge_runs, parse_condition, report_run, run_bench
 from seal.data import select_passages
 from seal.config import InnerLoopConfig, SamplingConfig, as_json
+from seal.floors import random_sentence_floor
 from seal.judge import LLMJudge, parse_verdict
 from seal.metrics import bootstrap_ci
 from seal.remote import ChatEndpoint
@@ -133,6 +134,10 @@ def test_bench_end_to_end_produces_every_artefact(tiny_lm, tmp_path, judge_url):
     assert teacher["sequences"][-1].startswith("Town ")  # the passage is always trained on too
     report = (tmp_path / "run" / "report.md").read_text()
     assert "| teacher |" in report and "faithfulness %" in report
+    # The floor beside the headline: each tiny passage is one sentence holding its answer.
+    assert results["random_sentence"] == random_sentence_floor(select_passages(cfg.data, cfg.n))
+    assert results["random_sentence"]["accuracy"] == 1.0 and results["random_sentence"]["n_passages"] == 2
+    assert "| random-sentence (floor, no model) | 100.0 |" in report and "scores 100.0% under the same grader" in report
     assert conds["teacher"]["faithfulness"] == 1.0 and conds["base"]["faithfulness"] is None
     gold = [t for t in trials if t["condition"] == "gold-qa"][0]
     assert gold["sequences"][0].endswith(f"Answer in a few words.<|im_end|>\n<|im_start|>assistant\nVolthaven {gold['passage_id'][1]}")
@@ -168,6 +173,9 @@ def test_report_of_a_killed_run_covers_the_trials_it_has(tiny_lm, tmp_path):
     assert path.read_text().splitlines()[-1] == lines[-1][:20]  # reading never rewrites the log
     with pytest.raises(SealError, match="not a knowledge benchmark run folder"):
         report_run(tmp_path)
+    (tmp_path / "items.jsonl").unlink()  # the data is gone: the report still renders, the floor says why not
+    assert "error" in report_run(tmp_path / "run")["random_sentence"]
+    assert "Floor (random-sentence): n/a (" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_paired_differences_per_passage(tiny_lm, tmp_path):
@@ -252,9 +260,62 @@ def test_changed_config_needs_fresh(tiny_lm, tmp_path):
     run_bench(tiny_cfg(tmp_path, conditions=["base"], seed=1), tmp_path / "run", lm=tiny_lm, fresh=True)
 
 
+def test_config_records_the_environment_and_a_resume_on_another_one_is_listed_not_refused(tiny_lm, tmp_path):
+    import torch
+
+    cfg = tiny_cfg(tmp_path, conditions=["base"])
+    run_bench(cfg, tmp_path / "run", lm=tiny_lm)
+    conf_path = tmp_path / "run" / "config.json"
+    (env,) = json.loads(conf_path.read_text())["environments"]
+    assert env["torch_threads"] == torch.get_num_threads() and env["device"] == "cpu"
+    assert env["torch"] == torch.__version__ and env["transformers"] and env["peft"] and env["python"]
+    run_bench(cfg, tmp_path / "run", lm=tiny_lm)  # same environment: listed once
+    assert json.loads(conf_path.read_text())["environments"] == [env]
+    older = {**env, "transformers": "4.56.0", "torch_threads": 2}
+    conf_path.write_text(json.dumps({**json.loads(conf_path.read_text()), "environments": [older]}))
+    run_bench(cfg, tmp_path / "run", lm=tiny_lm)
+    assert json.loads(conf_path.read_text())["environments"] == [older, env]
+    # Runs on other environments merge; the merged folder lists every source's environment once.
+    run_bench(tiny_cfg(tmp_path, conditions=["passage"]), tmp_path / "p", lm=tiny_lm)
+    merge_runs(tmp_path / "m", [tmp_path / "run", tmp_path / "p"])
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["environments"] == [older, env]
+
+
 def test_moving_average_means_the_last_window_values():
     from seal.plots import moving_average
 
     assert moving_average([4.0, 2.0, 0.0, 2.0], 2) == [4.0, 3.0, 1.0, 1.0]
     assert moving_average([1.0, 3.0], 5) == [1.0, 2.0]
     assert moving_average([], 3) == []
+
+
+def test_report_of_a_run_killed_before_its_first_trial(tmp_path):
+    cfg = tiny_cfg(tmp_path, conditions=["passage"])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(as_json(cfg)))
+    canary = {"reasoning_accuracy": 0.5, "perplexity": 20.0}
+    (tmp_path / "run" / "trials.jsonl").write_text(json.dumps({"key": "base-canary", "condition": "base", "canary": canary}) + "\n")
+    results = report_run(tmp_path / "run")
+    assert results["conditions"] == {} and results["random_sentence"] is None
+    assert "Floor (random-sentence): n/a (no question asked yet)." in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_bench_report_prints_the_floor_beside_the_conditions(tmp_path):
+    from conftest import run_seal
+
+    data = tmp_path / "items.jsonl"
+    data.write_text(json.dumps({"id": "p0", "title": "Town", "context": "The ferry is named Maria. It runs on batteries.",
+                                "questions": [{"question": "What is the ferry called?", "answer": "Maria"}]}) + "\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(as_json(BenchConfig(data=str(data), conditions=["base"]))))
+    q = {"passage_id": "p0", "question": "What is the ferry called?", "gold": "Maria", "prediction": "I do not know",
+         "correct": False, "exact_match": False, "f1": 0.0}
+    trial = {"key": "p0|base|0", "passage_id": "p0", "condition": "base", "repeat": 0, "per_question": [q],
+             "sequences": [], "trial_seconds": 1.0, "canary": None}
+    (run / "trials.jsonl").write_text(json.dumps(trial) + "\n")
+    r = run_seal("bench", "report", str(run), env={"COLUMNS": "200"}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if "random-sentence (floor, no model)" in line)
+    assert "50.0" in row  # one of the passage's two sentences holds the answer
+    assert "scores 50.0% under the same grader (1 questions, 1 passages)" in r.stdout

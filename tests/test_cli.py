@@ -48,6 +48,7 @@ def test_learn_ask_eval_history_rollback(tiny_model_dir, tmp_path, doc, dataset)
     assert hist["head"] == 2 and [v["version"] for v in hist["versions"]] == [1, 2]
     manifest = json.loads((tmp_path / "s" / "versions" / "v0002" / "manifest.json").read_text())
     assert manifest["documents"][0]["id"] == "p1" and manifest["config"]["inner"]["epochs"] == 1
+    assert manifest["environment"]["device"] == "cpu" and manifest["environment"]["peft"]  # library versions, threads
     assert manifest["training_sequences"][-1] == "Porto tram\n" + json.loads(dataset.read_text())["context"]
 
     for extra, version in ([], 2), (["--version", "1"], 1), (["--base"], 0):

@@ -45,3 +45,37 @@ def test_parse_self_edit_records_scores_and_unfaithful_reasons():
     assert edit.filter_rate == 0.5 and edit.faithfulness is not None and edit.coverage == round(1 / 3, 4)
     qa = parse_self_edit(FORMATS["self-qa"], "Q: Who built the tower?\nA: Volthaven", TITLE, PASSAGE)
     assert qa.faithfulness == 1.0  # the "Q"/"A" labels are not names
+
+
+def test_sentences_do_not_break_after_titles_abbreviations_or_initials():
+    # Each case is taken from a bundled passage or the SQuAD slice where the old regex split wrongly.
+    for text in ["Chief executive Dr. Adaeze Okonkwo-Bello said the drones fly at night.",
+                 "It kept 212 homes warm in Winnipeg's St. Boniface district.",
+                 "Corporation water engineer S. Kalaiselvi Raman said the aim is recharge.",
+                 "It took the name from George B. Storer in 1944.",
+                 "Exhibits went to the John F. Kennedy Space Center on Merritt Island."]:
+        assert sentences(text) == [text]
+
+
+def test_sentences_break_after_closing_quotes_and_parentheses():
+    text = ('Its pilot said: "Passengers can see a human is still in charge." The operator plans to extend it. '
+            '(The route opened in 2026.) It runs daily.')
+    assert sentences(text) == ['Its pilot said: "Passengers can see a human is still in charge."',
+                               "The operator plans to extend it.", "(The route opened in 2026.)", "It runs daily."]
+
+
+def test_sentences_are_verbatim_substrings_in_order():
+    text = "  The firm was renamed American Broadcasting Companies, Inc. Woods stayed on.  It said don't.\n"
+    parts = sentences(text)
+    assert parts == ["The firm was renamed American Broadcasting Companies, Inc.", "Woods stayed on.", "It said don't."]
+    assert sentences("") == [] and sentences("   ") == []
+    assert sentences("No final stop") == ["No final stop"]
+
+
+def test_bundled_passages_split_where_the_old_regex_did_not():
+    from seal.data import load_dataset
+
+    by_id = {p.id: p for p in load_dataset("fresh-facts")}
+    assert [s for s in sentences(by_id["ff-eval-002"].context) if s.endswith("Dr.")] == []
+    quoted = sentences(by_id["ff-train-001"].context)
+    assert any(s.endswith('in charge."') for s in quoted)  # the regex ran this into the next sentence

@@ -23,6 +23,7 @@ from .bench_report import public_config
 from .canary import canary_scores
 from .config import InnerLoopConfig, SamplingConfig, check_inner, check_sampling
 from .data import Passage, select_passages
+from .environment import ENVIRONMENTS, environment
 from .inner_loop import run_inner_loop
 from .judge import LLMJudge
 from .knowledge import evaluate
@@ -187,6 +188,8 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
     if out.resolve() in {s.resolve() for s in sources}:
         raise SealError(f"{out} is one of the sources; merge into a new folder")
     confs = [_read_config(s) for s in sources]
+    envs = [e for c in confs for e in c.get(ENVIRONMENTS, [])]  # not a setting: listed, never compared
+    confs = [{k: v for k, v in c.items() if k != ENVIRONMENTS} for c in confs]
     merged, owner = {**confs[0], "conditions": []}, {}  # owner: the first source whose conditions use a setting
     for src, conf in zip(sources, confs):
         unused = [settings_unused(c) for c in conf["conditions"]] or [{"conditions"}]
@@ -208,12 +211,15 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
                 records.append(r)
     out.mkdir(parents=True, exist_ok=True)
     (out / "trials.jsonl").write_text("".join(json_text(r) + "\n" for r in records), encoding="utf-8")
+    merged[ENVIRONMENTS] = [e for i, e in enumerate(envs) if e not in envs[:i]]
     (out / "config.json").write_text(json_text({MARKER: RUN_KIND, **merged}, indent=2) + "\n", encoding="utf-8")
     return write_artifacts(out, config_from_json(merged), records)
 
 
-def prepare_out(out: Path, cfg: BenchConfig, fresh: bool) -> TrialLog:
-    prepare_run_dir(out, RUN_KIND, public_config(cfg), fresh, RUN_FILES, check_config, "knowledge benchmark")
+def prepare_out(out: Path, cfg: BenchConfig, fresh: bool, env: dict) -> TrialLog:
+    """The run folder's trial log. A folder of another config is refused; one resumed on another
+    environment (library versions, threads, device) is not, and lists that environment too."""
+    prepare_run_dir(out, RUN_KIND, public_config(cfg), fresh, RUN_FILES, check_config, "knowledge benchmark", env)
     return TrialLog(out / "trials.jsonl")
 
 
@@ -231,7 +237,7 @@ def run_bench(cfg: BenchConfig, out: Path, fresh: bool = False, reporter: Report
         raise SealError(f"no passages selected from {cfg.data} (n={cfg.n}, offset={cfg.offset})")
     if not any(p.questions for p in passages):
         raise SealError(f"{cfg.data}: the selected passages have no questions")
-    log = prepare_out(out, cfg, fresh)
+    log = prepare_out(out, cfg, fresh, environment(lm.model if lm else None))
     lm = lm or load_model(cfg.model)
     judge = LLMJudge(ChatEndpoint(cfg.judge_url, cfg.judge_name or "judge", cfg.api_key_env)) if cfg.judge_url else None
 

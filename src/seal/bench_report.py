@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import as_json
+from .floors import random_sentence_floor
 from .metrics import bootstrap_ci, mean, std
 from .plots import figure
 from .runtime import SealError, json_text, redact_url
@@ -113,7 +114,31 @@ def aggregate(cfg, records: list[dict]) -> dict:
             c["reasoning_accuracy"], c["perplexity"] = base_canary["reasoning_accuracy"], base_canary["perplexity"]
         c["paper_accuracy"] = paper_number(cfg.mode, name)
         conditions[name] = c
-    return {"config": public_config(cfg), "conditions": conditions}
+    return {"config": public_config(cfg), "conditions": conditions, "random_sentence": _floor(cfg, records)}
+
+
+def _floor(cfg, records: list[dict]) -> dict | None:
+    """The random-sentence floor over the passages the trials asked about (None before any question
+    was asked; {"error": ...} when the run's data can no longer be read)."""
+    from .data import select_passages
+
+    asked = {q["passage_id"] for r in records for q in r.get("per_question", [])}
+    if not asked:
+        return None
+    try:
+        passages = select_passages(cfg.data, cfg.n, cfg.offset)
+    except SealError as e:
+        return {"error": str(e)}
+    return random_sentence_floor([p for p in passages if p.id in asked])
+
+
+def floor_line(results: dict) -> str:
+    """One sentence that puts the floor next to the headline accuracy."""
+    f = results.get("random_sentence")
+    if f is None or "error" in f:
+        return f"Floor (random-sentence): n/a ({f['error'] if f else 'no question asked yet'})."
+    return (f"Floor (random-sentence, no model): answering each question with a random sentence of its own passage "
+            f"scores {_pct(f['accuracy'])}% under the same grader ({f['n_questions']} questions, {f['n_passages']} passages).")
 
 
 def _pct(x) -> str:
@@ -152,6 +177,11 @@ def render_report(results: dict) -> str:
             f"{_pct(c['exact_match'])} | {c['f1']:.3f} | {_pct(c['std_over_passages'])} | {_pct(c['std_over_repeats'])} | "
             f"{reasoning} | {ppl} | {c['seconds_per_trial']:.1f} | {c['peak_rss_mb']:.0f} | {paper} |"
         )
+    if "accuracy" in (f := results.get("random_sentence") or {}):
+        lo, hi = f["accuracy_ci95"]
+        lines.append(f"| random-sentence (floor, no model) | {_pct(f['accuracy'])} | {_pct(lo)}-{_pct(hi)} | "
+                     f"{_pct(f['accuracy_micro'])} | {_pct(f['exact_match'])} | {f['f1']:.3f} | | | | | | | |")
+    lines += ["", floor_line(results)]
     edited = {name: c for name, c in results["conditions"].items() if c.get("faithfulness") is not None}
     if edited:
         lines += ["", "Self-edits: faithfulness = share of their names, numbers and long words found in the passage; "
@@ -182,10 +212,13 @@ def render_plot(results: dict, path: Path) -> None:
     err = [[100 * (c["accuracy"] - c["accuracy_ci95"][0]) for c in conds], [100 * (c["accuracy_ci95"][1] - c["accuracy"]) for c in conds]]
     with figure(path, 2, (11, 4)) as (ax1, ax2):
         ax1.bar(names, acc, yerr=err, capsize=4, color="tab:blue")
+        if "accuracy" in (results.get("random_sentence") or {}):
+            ax1.axhline(100 * results["random_sentence"]["accuracy"], color="gray", linestyle=":", label="random sentence (floor)")
+            ax1.legend()
         ax1.set_ylabel("closed-book accuracy %")
         ax1.set_title("new-fact retention (95% CI)")
         reasoning = [100 * (c["reasoning_accuracy"] or 0) for c in conds]
-        base = conds[0]["reasoning_accuracy_base"]
+        base = conds[0]["reasoning_accuracy_base"] if conds else None  # a run with only its base canary so far
         ax2.bar(names, reasoning, color="tab:green")
         if base is not None:
             ax2.axhline(100 * base, color="black", linestyle="--", label="golden copy")

@@ -30,6 +30,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"seal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Let library warnings (transformers, peft, torch) through to stderr."),
+):
+    # Runs before every command (the app's help text stays the one given to typer.Typer above).
+    quiet_libraries(verbose)
+
+
 def _store(path: Optional[Path]):
     from .store import KnowledgeStore, default_store_dir
 
@@ -394,7 +411,6 @@ app.add_typer(train_app, name="train")
 
 
 def main() -> None:
-    quiet_libraries()
     app()
 
 

@@ -101,6 +101,8 @@ def merge(
 
 
 def _show(results: dict, out_dir: Path, as_json: bool) -> None:
+    from .bench_report import floor_line
+
     if as_json:
         print(json_text(results))
         return
@@ -117,7 +119,12 @@ def _show(results: dict, out_dir: Path, as_json: bool) -> None:
             ("n/a" if r is None else f"{100 * r:.1f}") + ("" if rb is None else f" ({100 * rb:.1f})"),
             f"{c['seconds_per_trial']:.1f}", "" if c["paper_accuracy"] is None else f"{c['paper_accuracy']:.1f}",
         )
+    if "accuracy" in (f := results.get("random_sentence") or {}):
+        lo, hi = f["accuracy_ci95"]
+        table.add_row("random-sentence (floor, no model)", str(f["n_passages"]), f"{100 * f['accuracy']:.1f}",
+                      f"{100 * lo:.1f}-{100 * hi:.1f}", f"{100 * f['exact_match']:.1f}", f"{f['f1']:.3f}", "", "", "")
     out.print(table)
+    out.print(floor_line(results))
     for d in results.get("paired", []):
         lo, hi = d["ci95"]
         out.print(f"{d['a']} - {d['b']}: {100 * d['difference']:+.1f} points (95% CI {100 * lo:+.1f} to {100 * hi:+.1f}) "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .faithfulness import sentences
 from .runtime import SealError, UsageError, sha256_text
 
 BUNDLED = {"fresh-facts"}
@@ -192,7 +193,7 @@ def chunk_text(text: str, max_words: int, warnings: list[str] | None = None) -> 
         if len(para.split()) <= max_words:
             pieces.append(para)
             continue
-        for sentence in re.split(r"(?<=[.!?])\s+", para):
+        for sentence in sentences(para):
             words = sentence.split()
             if len(words) > max_words:
                 if warnings is not None:

@@ -13,14 +13,21 @@ and run on every self-edit line:
 - **coverage** of a self-edit: the share of the passage's sentences (those with key terms) that
   some kept line is about: the line shares at least two of the sentence's key terms (one, if the
   sentence has only one).
+
+Sentences come from pysbd, a rule-based splitter that knows abbreviations ("Dr.", "St.", "Inc."),
+initials and closing quotes; a regex split at every ". " cut 9 of the 48 bundled passages after
+"Dr." or "St." and missed a break after a closing quote (issue 18). The sentence self-edit formats
+prompt once per sentence, so the split decides what they train on.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+
+import pysbd
 
 _TOKEN = re.compile(r"\d[\d,.]*\d|\d|[A-Za-z][A-Za-z'\u2019-]*")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'\u201c])")
 LONG_WORD = 9
 # Capitalised at a sentence start without being a name.
 _COMMON = frozenset("""
@@ -68,8 +75,20 @@ def _vocabulary(text: str) -> set[str]:
     return {_norm(t) for t in _TOKEN.findall(text)}
 
 
+@lru_cache(maxsize=1)
+def _segmenter() -> pysbd.Segmenter:
+    return pysbd.Segmenter(language="en", clean=False)  # clean=False: sentences are verbatim substrings
+
+
+@lru_cache(maxsize=1024)  # coverage splits the same passage once per self-edit
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in _segmenter().segment(text) if s.strip())
+
+
 def sentences(passage: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(passage.strip()) if s.strip()]
+    """The passage's sentences, verbatim and in order."""
+    passage = passage.strip()
+    return list(_split(passage)) if passage else []
 
 
 def coverage(lines: list[str], passage: str) -> float | None:

@@ -55,7 +55,8 @@ def generate(
         kwargs.update(temperature=None, top_p=None, top_k=None)
     torch.manual_seed(seed)
     with torch.no_grad():
-        out = model.generate(**enc, **kwargs)
+        # Only ids and mask: a tokenizer may add token_type_ids, which transformers < 5 refuses in generate.
+        out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
     texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     if not sample:
         return [[t] * num_return_sequences for t in texts]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .config import LearnConfig, check_inner, check_sampling
 from .data import Passage
+from .environment import environment
 from .inner_loop import applied_adapters, run_inner_loop, tokenize_example
 from .knowledge import EvalResult, evaluate_with_progress
 from .models import LoadedModel
@@ -149,6 +150,7 @@ def learn(
                 },
                 "timings": {"generate_seconds": round(generate_seconds, 2), "train_seconds": round(result.train_seconds, 2)},
                 "memory": memory,
+                "environment": environment(lm.model),
             }
             version = store.commit(folder, manifest)
     return LearnOutcome(

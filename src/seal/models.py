@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .environment import default_device
 from .runtime import SealError, UsageError, fsync_dir, fsync_tree, sha256_file
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -186,7 +187,7 @@ def load_model(spec: str | None = None, device: str | None = None) -> LoadedMode
     except Exception as e:  # a folder seal cannot read: damaged, pickled (.bin) weights, another format
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UsageError(f"cannot load model from {path}: {type(e).__name__}{': ' + first if first else ''}") from None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     if device != "cpu":
         model.to(device)
     model.eval()

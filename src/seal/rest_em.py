@@ -30,6 +30,7 @@ from typing import Any, Iterator, Protocol
 
 from .config import InnerLoopConfig, SamplingConfig, as_json, check_inner
 from .domains import Domain
+from .environment import environment
 from .metrics import mean, std
 from .plots import figure, moving_average
 from .progress import NullReporter, Reporter
@@ -190,7 +191,9 @@ def run_rest_em(domain: Domain, cfg: RestEMConfig, out: Path, executor: Executor
     if not items:
         raise UsageError(f"no training items in {cfg.data}")
     domain.validate(items, cfg.k)
-    prepare_run_dir(out, RUN_KIND, as_json(cfg), False, (), check_config, "ReST-EM")
+    # The driver's environment; Ray workers run jobs with --trial-cpus torch threads each.
+    env = {**environment(), "executor": type(executor).__name__}
+    prepare_run_dir(out, RUN_KIND, as_json(cfg), False, (), check_config, "ReST-EM", env)
     by_id = {p.id: p for p in items}
     all_stats = []
     for it in range(1, cfg.iterations + 1):

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from .environment import add_environment, config_differences
 from .runtime import UsageError, json_text
 
 MARKER = "seal_run"
@@ -76,14 +77,16 @@ def read_config(out: Path, kind: str, check: Callable[[dict], object], what: str
 
 
 def prepare_run_dir(out: Path, kind: str, conf: dict, fresh: bool, written: tuple[str, ...],
-                    check: Callable[[dict], object], what: str) -> None:
+                    check: Callable[[dict], object], what: str, env: dict | None = None) -> None:
     """Make `out` ready for a run of `kind` with config `conf`: create it, resume it (same config),
     or with `fresh` clear what an earlier run of this kind wrote (`written`: the names it creates).
+    `env` (library versions, threads, device) is appended to the folder's list of environments: a
+    resume on another environment is not a config mismatch.
 
     Refused with one line, before anything is written: a folder that exists, is not empty and is not
     a run of this kind (seal never deletes nor overwrites files it did not write), or a run of this
     kind with another config (without `fresh`)."""
-    marked = {MARKER: kind, **conf}
+    previous = None
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
@@ -99,9 +102,11 @@ def prepare_run_dir(out: Path, kind: str, conf: dict, fresh: bool, written: tupl
                     shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
         else:
             old.pop(MARKER, None)
-            if old != conf:
-                diff = sorted(k for k in set(conf) | set(old) if old.get(k) != conf.get(k))
+            diff = config_differences(old, conf)
+            if diff:
                 raise UsageError(f"{out} holds a {what} run with a different config ({', '.join(diff)} differ); "
                                  "use --fresh to start it over or another --out")
+            previous = old
+    marked = {MARKER: kind, **(add_environment(conf, env, previous) if env is not None else conf)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json_text(marked, indent=2) + "\n", encoding="utf-8")

@@ -47,12 +47,15 @@ def json_text(obj: Any, **kw) -> str:
     return json.dumps(finite_json(obj), allow_nan=False, **kw)
 
 
-def quiet_libraries() -> None:
-    """Offline, and no library chatter (advisories, FutureWarnings, weight-loading bars) on stderr:
-    called by the CLI and by every Ray worker, whose stderr is streamed into the driver's log."""
+def quiet_libraries(verbose: bool = False) -> None:
+    """Offline, and no library chatter (advisories, FutureWarnings, weight-loading bars) on stderr
+    unless `verbose` (seal --verbose): called by the CLI and by every Ray worker, whose stderr is
+    streamed into the driver's log."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if verbose:
+        return
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
