@@ -108,11 +108,8 @@ def vote(answers: list[Grid | None], attempts: int) -> list[Grid]:
     return sorted(counts, key=lambda a: (-counts[a], order[a]))[:attempts]
 
 
-def answer(lm, task: ArcTask, cfg: TTTConfig) -> dict:
-    """Greedy answers under `cfg.views` views of the task, mapped back and voted."""
-    views = VIEWS[: max(1, min(cfg.views, len(VIEWS)))]
-    prompts = [task_prompt(augment_pairs(v, task.train), forward(v, task.test[0].input)) for v in views]
-    texts = [c[0] for c in generate(lm, prompts, max_new_tokens=answer_budget(task), temperature=0.0)]
+def score_views(task: ArcTask, views: tuple[str, ...], texts: list[str], attempts: int) -> dict:
+    """Each view's answer text parsed and mapped back to the task's frame, voted, checked exactly."""
     answers, errors = [], []
     for v, t in zip(views, texts):
         try:
@@ -121,14 +118,35 @@ def answer(lm, task: ArcTask, cfg: TTTConfig) -> dict:
         except ValueError as e:
             answers.append(None)
             errors.append(str(e))
-    attempts = vote(answers, cfg.attempts)
+    kept = vote(answers, attempts)
     expected = task.test[0].output
     return {
-        "solved": expected in attempts,
-        "attempts": [grid_text(a) for a in attempts],
+        "solved": expected in kept,
+        "attempts": [grid_text(a) for a in kept],
         "views": [{"view": v, "answer": t[:400], "error": e} for v, t, e in zip(views, texts, errors)],
         "votes_for_truth": sum(a == expected for a in answers),
     }
+
+
+def truth_logprob(lm, task: ArcTask) -> float:
+    """Log-probability of the right answer (identity view, without the end token): a graded signal
+    of how close the model is, where `solved` is all or nothing."""
+    import torch
+
+    prompt = lm.tokenizer(task_prompt(task.train, task.test[0].input), add_special_tokens=False)["input_ids"]
+    target = lm.tokenizer(answer_text(task.test[0].output), add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + target], device=lm.model.device)
+    with torch.no_grad():
+        logp = lm.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float().log_softmax(-1)
+    return float(logp.gather(1, torch.tensor(target, device=logp.device)[:, None]).sum())
+
+
+def answer(lm, task: ArcTask, cfg: TTTConfig) -> dict:
+    """Greedy answers under `cfg.views` views of the task, mapped back and voted."""
+    views = VIEWS[: max(1, min(cfg.views, len(VIEWS)))]
+    prompts = [task_prompt(augment_pairs(v, task.train), forward(v, task.test[0].input)) for v in views]
+    texts = [c[0] for c in generate(lm, prompts, max_new_tokens=answer_budget(task), temperature=0.0)]
+    return {**score_views(task, views, texts, cfg.attempts), "truth_logprob": round(truth_logprob(lm, task), 4)}
 
 
 def inner_config(edit: ArcSelfEdit, cfg: TTTConfig) -> InnerLoopConfig:
