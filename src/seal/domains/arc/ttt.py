@@ -145,7 +145,8 @@ def answer(lm, task: ArcTask, cfg: TTTConfig) -> dict:
     """Greedy answers under `cfg.views` views of the task, mapped back and voted."""
     views = VIEWS[: max(1, min(cfg.views, len(VIEWS)))]
     prompts = [task_prompt(augment_pairs(v, task.train), forward(v, task.test[0].input)) for v in views]
-    texts = [c[0] for c in generate(lm, prompts, max_new_tokens=answer_budget(task), temperature=0.0)]
+    # An answer ends at its blank line (the next `input:` would follow): stop there, not at the budget.
+    texts = [c[0] for c in generate(lm, prompts, max_new_tokens=answer_budget(task), temperature=0.0, stop_strings=["\n\n"])]
     return {**score_views(task, views, texts, cfg.attempts), "truth_logprob": round(truth_logprob(lm, task), 4)}
 
 
