@@ -12,6 +12,7 @@ run resumes; results.json is recomputed from the records at the end of every run
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -73,7 +74,9 @@ def run_arc_eval(cfg: ArcEvalConfig, out: Path, lm: LoadedModel, fresh: bool = F
     reporter = reporter or NullReporter()
     check_methods(cfg.methods)
     domain = ArcDomain(lm, ttt=cfg.ttt, sampling=cfg.sampling, exclude=[])
-    tasks = domain.load_items(cfg.data, cfg.n)
+    with warnings.catch_warnings():  # skipped tasks go to results.json (and the CLI prints them)
+        warnings.simplefilter("ignore", UserWarning)
+        tasks = domain.load_items(cfg.data, cfg.n)
     if not tasks:
         raise UsageError(f"no ARC task of {cfg.data} fits the context budget ({len(domain.skipped)} skipped)")
     prepare_run_dir(out, RUN_KIND, as_json(cfg), fresh, WRITTEN, check_config, "seal arc eval")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...runtime import sha256_text
+
 Grid = tuple[tuple[int, ...], ...]
 MAX_SIDE = 30  # ARC's largest grid
 
@@ -74,8 +76,6 @@ class ArcTask:
     @property
     def fingerprint(self) -> str:
         """Content identity (ignores the id): refuses the same task in a train and an eval split."""
-        from ...runtime import sha256_text
-
         return sha256_text(task_prompt(self.train, self.test[0].input) + grid_text(self.test[0].output))
 
 
