@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from seal.domains.arc.evaluate import ArcEvalConfig, run_arc_eval
+from seal.domains.arc.evaluate import ArcEvalConfig, report_arc_eval, run_arc_eval
 from seal.domains.arc.ttt import TTTConfig
 from seal.runtime import UsageError
 
@@ -35,6 +35,8 @@ def test_eval_writes_records_and_results_and_resumes(tiny_lm, tmp_path):
     assert m["icl"]["n_tasks"] == 2 and m["icl"]["rate"] == m["icl"]["solved"] / 2
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(res))
     assert json.loads((out / "config.json").read_text())["seal_run"] == "arc-eval"
+    (out / "results.json").unlink()
+    assert report_arc_eval(out) == json.loads(json.dumps(res))  # recomputed from the records alone
     before = (out / "trials.jsonl").read_text()
     run_arc_eval(small_cfg(), out, tiny_lm)  # resumes: nothing left to run
     assert (out / "trials.jsonl").read_text() == before

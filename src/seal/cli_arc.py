@@ -44,11 +44,26 @@ def evaluate(
                         sampling=SamplingConfig(temperature=temperature, max_new_tokens=80))
     with err.status("loading model"):
         lm = load_model(model)
-    results = run_arc_eval(cfg, out_dir, lm, fresh=fresh, reporter=RichReporter(err))
+    _show(run_arc_eval(cfg, out_dir, lm, fresh=fresh, reporter=RichReporter(err)), out_dir, as_json)
+
+
+@arc_app.command("report")
+@cli_errors
+def report(
+    out_dir: Path = typer.Argument(..., help="A run folder of `seal arc eval` (finished, running or killed)."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
+):
+    """Rewrite results.json from the trials a run has so far (no model is loaded)."""
+    from .domains.arc.evaluate import report_arc_eval
+
+    _show(report_arc_eval(out_dir), out_dir, as_json)
+
+
+def _show(results: dict, out_dir: Path, as_json: bool) -> None:
     if as_json:
         print(json_text(results))
         return
-    table = Table(title=f"ARC {data} ({out_dir})")
+    table = Table(title=f"ARC {results['config']['data']} ({out_dir})")
     for col in ("method", "solved", "rate %", "95% CI", "s/task", "peak RSS MB", "by family", "paper %"):
         table.add_column(col)
     for name, m in results["methods"].items():

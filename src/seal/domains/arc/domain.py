@@ -27,6 +27,9 @@ from .tasks import Skipped, check_no_overlap, held_out_of, select_tasks, within_
 from .ttt import DEFAULT_EDIT, TTTConfig, answer, run_ttt
 
 
+PREFILL = '{"augmentations": ['  # the start of every self-edit: the model continues the JSON object
+
+
 def _arc_sft() -> InnerLoopConfig:
     return InnerLoopConfig(lora_r=64, lora_alpha=128, lr=3e-4, epochs=2, max_seq_len=2048)
 
@@ -66,13 +69,16 @@ class ArcDomain:
         return render_prompt(self.lm, self_edit_instruction(demos))
 
     def sample(self, item: ArcTask, k: int, seed: int) -> Samples:
-        """k self-edits in one batch with a bounded length; malformed ones are kept as they are (they score 0)."""
-        prompt = self.prompt(item)
+        """k self-edits in one batch with a bounded length; malformed ones are kept as they are (they
+        score 0). The answer is started with PREFILL, so the model continues a JSON object (the 135M
+        model, asked for JSON without it, wrote prose or code in 12 of 12 samples); the self-edit is
+        PREFILL + its continuation, and the generator is fine-tuned on (prompt + PREFILL -> continuation)."""
+        prompt = self.prompt(item) + PREFILL
         with self._current():
             texts = generate(self.lm, [prompt], max_new_tokens=self.sampling.max_new_tokens or 80,
                              temperature=self.sampling.temperature or 0.0, top_p=self.sampling.top_p,
-                             num_return_sequences=k, seed=derive_seed(seed, "arc-self-edit", item.id))[0]
-        return Samples(texts, [[(prompt, t)] for t in texts])
+                             num_return_sequences=k, seed=derive_seed(seed, "arc-self-edit", item.id), stop_strings=["}"])[0]
+        return Samples([PREFILL + t for t in texts], [[(prompt, t)] for t in texts])
 
     def no_update(self, item: ArcTask, context: dict | None = None) -> dict:
         """In-context only: the current model answers from the demonstrations, no training."""

@@ -11,6 +11,7 @@ run resumes; results.json is recomputed from the records at the end of every run
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import dataclass, field, fields
@@ -81,6 +82,9 @@ def run_arc_eval(cfg: ArcEvalConfig, out: Path, lm: LoadedModel, fresh: bool = F
         raise UsageError(f"no ARC task of {cfg.data} fits the context budget ({len(domain.skipped)} skipped)")
     prepare_run_dir(out, RUN_KIND, as_json(cfg), fresh, WRITTEN, check_config, "seal arc eval")
     log = TrialLog(out / "trials.jsonl")
+    skipped = [s.__dict__ for s in domain.skipped]
+    # written now too, so that `seal arc report` of a killed run still lists the skipped tasks
+    (out / "results.json").write_text(json_text(summarize(cfg, log.records, skipped), indent=2) + "\n", encoding="utf-8")
     todo = [(t, m) for m in cfg.methods for t in tasks if f"{t.id}|{m}" not in log.done]
     with reporter.task(f"ARC: {len(tasks)} tasks x {len(cfg.methods)} methods", len(todo)) as bar:
         for task, method in todo:
@@ -88,7 +92,19 @@ def run_arc_eval(cfg: ArcEvalConfig, out: Path, lm: LoadedModel, fresh: bool = F
             rec = run_trial(domain, task, method, seed)
             log.append({"key": f"{task.id}|{method}", "task_id": task.id, "method": method, "seed": seed, **rec})
             bar.advance(info=f"{task.id} {method}: {'solved' if rec['reward'] else 'not solved'}")
-    results = summarize(cfg, read_trials(out / "trials.jsonl")[0], [s.__dict__ for s in domain.skipped])
+    results = summarize(cfg, read_trials(out / "trials.jsonl")[0], skipped)
+    (out / "results.json").write_text(json_text(results, indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+def report_arc_eval(out: Path) -> dict:
+    """Rewrite results.json from the trials a run has so far (finished, running or killed); no model."""
+    from ...run_records import read_config
+
+    conf = read_config(out, RUN_KIND, check_config, "seal arc eval")
+    conf.pop("seal_run", None)
+    old = json.loads((out / "results.json").read_text(encoding="utf-8")) if (out / "results.json").is_file() else {}
+    results = summarize(check_config(conf), read_trials(out / "trials.jsonl")[0], old.get("skipped", []))
     (out / "results.json").write_text(json_text(results, indent=2) + "\n", encoding="utf-8")
     return results
 
