@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from .cli_arc import arc_app
 from .cli_bench import bench_app
 from .cli_train import train_app
 from .cli_common import HELP_MARKUP, JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, finite, out
@@ -408,6 +409,7 @@ def demo(
 
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")
+app.add_typer(arc_app, name="arc")
 
 
 def main() -> None:

@@ -29,11 +29,14 @@ def generate(
     num_return_sequences: int = 1,
     seed: int = 0,
     repetition_penalty: float = 1.0,
+    stop_strings: list[str] | None = None,
 ) -> list[list[str]]:
     """Complete every prompt; returns, per prompt, `num_return_sequences` completions.
 
     All prompts (times their samples) run as one left-padded batch. temperature 0 is greedy, and
-    its samples are all the same completion (computed once).
+    its samples are all the same completion (computed once). `stop_strings` end a sequence early
+    once it contains one of them (the text up to and including it is returned; greedy output is
+    otherwise unchanged): the batch stops when every sequence has.
     """
     import torch
 
@@ -49,6 +52,8 @@ def generate(
         eos_token_id=tok.eos_token_id,
         repetition_penalty=repetition_penalty,
     )
+    if stop_strings:
+        kwargs.update(stop_strings=stop_strings, tokenizer=tok)
     if sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     else:

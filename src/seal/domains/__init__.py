@@ -3,8 +3,9 @@
 A domain loads items, samples self-edits from its current generator, scores a self-edit by the
 inner loop (the reward), and fine-tunes its generator on the self-edits the outer loop keeps. The
 outer loop (`seal.rest_em`) is written once against this contract and names no domain's types:
-`seal.domains.knowledge` (passages and closed-book questions) and `seal.domains.toy` (no model:
-a contract test) implement it.
+`seal.domains.knowledge` (passages and closed-book questions), `seal.domains.arc` (few-shot ARC:
+self-edits that configure test-time training) and `seal.domains.toy` (no model: a contract test)
+implement it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,133 @@
+"""The few-shot ARC domain for the outer loop: a task, a self-edit configuring test-time training
+for it, and whether the adapted model then solves the task (the reward, 0 or 1).
+
+`run_rest_em(ArcDomain(lm), cfg, out)` runs the paper's ARC experiment: sample k JSON self-edits
+per training task, score each by TTT (ttt.py), keep the best per task (one that solved it, when
+any did), and fine-tune the generator on (self-edit prompt -> kept self-edit). The trial without a
+self-edit ("default-ttt") runs TTT with the fixed default configuration; "base" answers in context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+from ...config import InnerLoopConfig, SamplingConfig
+from ...generation import generate, render_prompt
+from ...inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
+from ...models import LoadedModel
+from ...runtime import UsageError, derive_seed
+from .. import Samples
+from .grids import ArcTask, pair_text
+from .self_edit import parse_arc_self_edit, self_edit_instruction
+from .tasks import Skipped, check_no_overlap, held_out_of, select_tasks, within_budget
+from .ttt import DEFAULT_EDIT, TTTConfig, answer, run_ttt
+
+
+PREFILL = '{"augmentations": ['  # the start of every self-edit: the model continues the JSON object
+
+
+def _arc_sft() -> InnerLoopConfig:
+    return InnerLoopConfig(lora_r=64, lora_alpha=128, lr=3e-4, epochs=2, max_seq_len=2048)
+
+
+@dataclass
+class ArcDomain:
+    lm: LoadedModel
+    ttt: TTTConfig = field(default_factory=TTTConfig)
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=80))
+    sft: InnerLoopConfig = field(default_factory=_arc_sft)  # the generator's fine-tuning
+    exclude: list[str] | None = None  # evaluation sets training tasks must not overlap (None: the spec's own)
+    generator: list[Path] = field(default_factory=list)
+    name: str = "arc"
+    baseline: str = "default-ttt"
+    extra_rewards: dict = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)  # tasks over the context budget, reported in stats
+
+    def _current(self):
+        return applied_adapters(self.lm.model, self.generator) if self.generator else contextlib.nullcontext()
+
+    def load_items(self, spec: str, n: int | None) -> list[ArcTask]:
+        """The first n tasks that fit the context; those that do not are listed in `skipped` (and warned)."""
+        tasks, self.skipped = within_budget(self.lm.tokenizer, select_tasks(spec, n), self.ttt.max_seq_len)
+        if self.exclude is None:
+            self.exclude = [s for s in [held_out_of(spec)] if s]
+        for s in self.skipped:
+            warnings.warn(f"ARC task {s.id} skipped: {s.reason}", stacklevel=2)
+        return tasks
+
+    def validate(self, items: list[ArcTask], k: int) -> None:
+        if k > 1 and not self.sampling.temperature:
+            raise UsageError(f"k={k} self-edits sampled greedily would be identical; set a sampling temperature")
+        check_no_overlap(items, self.exclude or [])
+
+    def prompt(self, task: ArcTask) -> str:
+        demos = "".join(pair_text(p) + "\n" for p in task.train)
+        return render_prompt(self.lm, self_edit_instruction(demos))
+
+    def sample(self, item: ArcTask, k: int, seed: int) -> Samples:
+        """k self-edits in one batch with a bounded length; malformed ones are kept as they are (they
+        score 0). The answer is started with PREFILL, so the model continues a JSON object (the 135M
+        model, asked for JSON without it, wrote prose or code in 12 of 12 samples); the self-edit is
+        PREFILL + its continuation, and the generator is fine-tuned on (prompt + PREFILL -> continuation)."""
+        prompt = self.prompt(item) + PREFILL
+        with self._current():
+            texts = generate(self.lm, [prompt], max_new_tokens=self.sampling.max_new_tokens or 80,
+                             temperature=self.sampling.temperature or 0.0, top_p=self.sampling.top_p,
+                             num_return_sequences=k, seed=derive_seed(seed, "arc-self-edit", item.id), stop_strings=["}"])[0]
+        return Samples([PREFILL + t for t in texts], [[(prompt, t)] for t in texts])
+
+    def no_update(self, item: ArcTask, context: dict | None = None) -> dict:
+        """In-context only: the current model answers from the demonstrations, no training."""
+        with self._current():
+            result = answer(self.lm, item, self.ttt)
+        return {"reward": float(result["solved"]), **result}
+
+    def reward(self, item: ArcTask, self_edit: str | None, seed: int, context: dict | None = None) -> dict:
+        if self_edit is None:
+            edit, parsed = DEFAULT_EDIT, None
+        else:
+            parsed = parse_arc_self_edit(self_edit)
+            if parsed.edit is None:
+                return {"reward": 0.0, "usable": False, "malformed": parsed.reason, "self_edit": None}
+            edit = parsed.edit
+        with self._current():
+            result = run_ttt(self.lm, item, edit, self.ttt, seed)
+        return {"reward": float(result["solved"]), "usable": None if self_edit is None else True,
+                "self_edit": {**asdict(edit), "augmentations": list(edit.augmentations)}, "family": item.family, **result}
+
+    def iteration_stats(self, trials: list[dict]) -> dict:
+        edits = [t for t in trials if t.get("usable") is not None]
+        solved_by_family: dict[str, list[int]] = {}
+        for t in edits:
+            if t.get("family"):
+                solved_by_family.setdefault(t["family"], []).append(int(t["reward"]))
+        return {
+            "malformed_self_edits": sum(not t["usable"] for t in edits),
+            "malformed_reasons": sorted({t["malformed"] for t in edits if t.get("malformed")}),
+            "solved_by_family": {f: f"{sum(v)}/{len(v)}" for f, v in sorted(solved_by_family.items())},
+            "skipped_tasks": [asdict(s) for s in self.skipped],
+        }
+
+    def fine_tune(self, pairs: list[tuple[str, str]], seed: int, folder: Path, on_step: Callable | None = None) -> dict:
+        examples = [TrainExample(c, prompt=p) for p, c in pairs]
+        with self._current(), lora_adapter(self.lm.model, self.sft, seed) as pm:
+            tr = train(pm, self.lm.tokenizer, examples, self.sft, seed, on_step=on_step)
+            save_adapter(pm, folder)
+        return {"losses": tr.losses, "train_seconds": tr.train_seconds}
+
+    def describe(self) -> dict:
+        return {"format": "arc-self-edit", "base_sha256": self.lm.checksum}
+
+    def worker_recipe(self) -> tuple[Callable, dict]:
+        keep = ("ttt", "sampling", "sft", "exclude")
+        return build_arc_domain, {"model_path": str(self.lm.path), **{f.name: getattr(self, f.name) for f in fields(self) if f.name in keep}}
+
+
+def build_arc_domain(model_path: str, **settings) -> ArcDomain:
+    from ...models import load_model
+
+    return ArcDomain(lm=load_model(model_path), **settings)

@@ -1,0 +1,132 @@
+"""`seal arc eval`: the paper's ARC table on your machine, one method per column.
+
+Methods (each task answered once per method, a fresh adapter per task, discarded after):
+  icl        in-context only: the demonstrations in the prompt, no training;
+  ttt        test-time training with one fixed configuration (ttt.DEFAULT_EDIT);
+  self-edit  test-time training configured by a self-edit the model writes (sampled once per task;
+             a malformed one scores 0 with its reason).
+Every trial is one JSONL record in OUT/trials.jsonl, appended as soon as it is done, so a killed
+run resumes; results.json is recomputed from the records at the end of every run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ...config import SamplingConfig, as_json
+from ...metrics import bootstrap_ci, mean
+from ...models import LoadedModel
+from ...progress import NullReporter, Reporter
+from ...run_records import TrialLog, prepare_run_dir, read_trials
+from ...runtime import UsageError, derive_seed, json_text, peak_memory_mb
+from .domain import ArcDomain
+from .ttt import TTTConfig
+
+METHODS = ("icl", "ttt", "self-edit")
+# The paper's table (Llama-3.2-1B, % solved): in-context 0, TTT + untrained self-edits 20, SEAL 72.5, oracle TTT 100.
+# It has no fixed-configuration TTT row.
+PAPER = {"icl": 0.0, "ttt": None, "self-edit": 20.0}
+RUN_KIND = "arc-eval"
+WRITTEN = ("trials.jsonl", "results.json")
+
+
+@dataclass
+class ArcEvalConfig:
+    """Everything an ARC evaluation depends on; written to OUT/config.json."""
+
+    data: str = "generated:eval"  # generated:eval|train, arc-1b:eval|train, arc-1:eval|train, or a challenges JSON
+    n: int | None = 20  # first n tasks (None: all)
+    methods: list[str] = field(default_factory=lambda: ["icl", "ttt", "self-edit"])
+    seed: int = 0  # root of every derived seed
+    model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
+    ttt: TTTConfig = field(default_factory=TTTConfig)
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=80))
+
+
+def check_config(d: dict) -> ArcEvalConfig:
+    cfg = ArcEvalConfig(**{k: v for k, v in d.items() if k not in ("ttt", "sampling")})
+    cfg.ttt, cfg.sampling = TTTConfig(**d["ttt"]), SamplingConfig(**d["sampling"])
+    return cfg
+
+
+def check_methods(methods: list[str]) -> None:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"unknown method(s) {', '.join(unknown) or '(none given)'} (known: {', '.join(METHODS)})")
+
+
+def run_trial(domain: ArcDomain, task, method: str, seed: int) -> dict:
+    t0 = time.perf_counter()
+    if method == "icl":
+        rec = domain.no_update(task)
+    elif method == "ttt":
+        rec = domain.reward(task, None, seed)
+    else:
+        text = domain.sample(task, 1, seed).texts[0]
+        rec = {"self_edit_text": text, **domain.reward(task, text, seed)}
+    return {**rec, "family": task.family, "seconds": round(time.perf_counter() - t0, 2), **peak_memory_mb()}
+
+
+def run_arc_eval(cfg: ArcEvalConfig, out: Path, lm: LoadedModel, fresh: bool = False, reporter: Reporter | None = None) -> dict:
+    reporter = reporter or NullReporter()
+    check_methods(cfg.methods)
+    domain = ArcDomain(lm, ttt=cfg.ttt, sampling=cfg.sampling, exclude=[])
+    with warnings.catch_warnings():  # skipped tasks go to results.json (and the CLI prints them)
+        warnings.simplefilter("ignore", UserWarning)
+        tasks = domain.load_items(cfg.data, cfg.n)
+    if not tasks:
+        raise UsageError(f"no ARC task of {cfg.data} fits the context budget ({len(domain.skipped)} skipped)")
+    prepare_run_dir(out, RUN_KIND, as_json(cfg), fresh, WRITTEN, check_config, "seal arc eval")
+    log = TrialLog(out / "trials.jsonl")
+    skipped = [s.__dict__ for s in domain.skipped]
+    # written now too, so that `seal arc report` of a killed run still lists the skipped tasks
+    (out / "results.json").write_text(json_text(summarize(cfg, log.records, skipped), indent=2) + "\n", encoding="utf-8")
+    todo = [(t, m) for m in cfg.methods for t in tasks if f"{t.id}|{m}" not in log.done]
+    with reporter.task(f"ARC: {len(tasks)} tasks x {len(cfg.methods)} methods", len(todo)) as bar:
+        for task, method in todo:
+            seed = derive_seed(cfg.seed, "arc-eval", task.id, method)
+            rec = run_trial(domain, task, method, seed)
+            log.append({"key": f"{task.id}|{method}", "task_id": task.id, "method": method, "seed": seed, **rec})
+            bar.advance(info=f"{task.id} {method}: {'solved' if rec['reward'] else 'not solved'}")
+    results = summarize(cfg, read_trials(out / "trials.jsonl")[0], skipped)
+    (out / "results.json").write_text(json_text(results, indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+def report_arc_eval(out: Path) -> dict:
+    """Rewrite results.json from the trials a run has so far (finished, running or killed); no model."""
+    from ...run_records import read_config
+
+    conf = read_config(out, RUN_KIND, check_config, "seal arc eval")
+    conf.pop("seal_run", None)
+    old = json.loads((out / "results.json").read_text(encoding="utf-8")) if (out / "results.json").is_file() else {}
+    results = summarize(check_config(conf), read_trials(out / "trials.jsonl")[0], old.get("skipped", []))
+    (out / "results.json").write_text(json_text(results, indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+def summarize(cfg: ArcEvalConfig, trials: list[dict], skipped: list[dict]) -> dict:
+    """Per method: solved, n_tasks, rate with a bootstrap 95% CI over tasks, time and memory, by family."""
+    methods = {}
+    for m in cfg.methods:
+        ts = [t for t in trials if t["method"] == m]
+        if not ts:
+            continue
+        solved = [float(t["reward"]) for t in ts]
+        families: dict[str, list[float]] = {}
+        for t in ts:
+            families.setdefault(t.get("family") or "arc", []).append(float(t["reward"]))
+        methods[m] = {
+            "solved": int(sum(solved)), "n_tasks": len(ts), "rate": mean(solved), "rate_ci95": list(bootstrap_ci(solved)),
+            "seconds_per_task": round(mean([t["seconds"] for t in ts]), 2),
+            "peak_rss_mb": max(t.get("peak_rss_mb", 0.0) for t in ts),
+            "mean_truth_logprob": round(mean(lps), 3) if (lps := [t["truth_logprob"] for t in ts if t.get("truth_logprob") is not None]) else None,
+            "malformed_self_edits": sum(t.get("usable") is False for t in ts),
+            "by_family": {f: f"{int(sum(v))}/{len(v)}" for f, v in sorted(families.items())},
+            "paper_rate_percent": PAPER.get(m),
+        }
+    return {"config": {f.name: as_json(cfg)[f.name] for f in fields(cfg)}, "skipped": skipped, "methods": methods}

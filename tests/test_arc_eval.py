@@ -1,0 +1,51 @@
+"""`seal arc eval` on the tiny model: records, results, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from seal.domains.arc.evaluate import ArcEvalConfig, report_arc_eval, run_arc_eval
+from seal.domains.arc.ttt import TTTConfig
+from seal.runtime import UsageError
+
+from conftest import run_seal
+
+
+def small_cfg(**kw) -> ArcEvalConfig:
+    return ArcEvalConfig(**{"data": "generated:eval", "n": 2, "methods": ["icl", "ttt", "self-edit"],
+                            "ttt": TTTConfig(lora_r=8, lora_alpha=16, max_sequences=3, views=2), **kw})
+
+
+def test_eval_writes_records_and_results_and_resumes(tiny_lm, tmp_path):
+    out = tmp_path / "run"
+    res = run_arc_eval(small_cfg(), out, tiny_lm)
+    trials = [json.loads(x) for x in (out / "trials.jsonl").read_text().splitlines()]
+    assert len(trials) == 6 and {t["method"] for t in trials} == {"icl", "ttt", "self-edit"}
+    for t in trials:
+        assert t["reward"] in (0.0, 1.0) and t["seconds"] >= 0 and t["peak_rss_mb"] > 0
+        assert ("truth_logprob" in t) == (t.get("usable") is not False)  # a malformed self-edit is never trained nor asked
+    edit = [t for t in trials if t["method"] == "self-edit"]
+    assert all("self_edit_text" in t and t["usable"] is False and t["malformed"] for t in edit)  # a random model
+    ttt = [t for t in trials if t["method"] == "ttt"]
+    assert all(t["n_sequences"] == 3 and t["self_edit"]["augmentations"] == ["basic", "chain"] for t in ttt)
+    m = res["methods"]
+    assert set(m) == {"icl", "ttt", "self-edit"} and m["self-edit"]["malformed_self_edits"] == 2
+    assert m["icl"]["n_tasks"] == 2 and m["icl"]["rate"] == m["icl"]["solved"] / 2
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(res))
+    assert json.loads((out / "config.json").read_text())["seal_run"] == "arc-eval"
+    (out / "results.json").unlink()
+    assert report_arc_eval(out) == json.loads(json.dumps(res))  # recomputed from the records alone
+    before = (out / "trials.jsonl").read_text()
+    run_arc_eval(small_cfg(), out, tiny_lm)  # resumes: nothing left to run
+    assert (out / "trials.jsonl").read_text() == before
+    with pytest.raises(UsageError, match="different config"):
+        run_arc_eval(small_cfg(n=3), out, tiny_lm)
+
+
+def test_cli_refuses_unknown_methods_and_data_in_one_line(tiny_model_dir, tmp_path):
+    r = run_seal("arc", "eval", "--methods", "icl,magic", "--out", str(tmp_path / "a"), "--model", str(tiny_model_dir))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown method(s) magic" in r.stderr
+    r = run_seal("arc", "eval", "--data", "arc-9:eval", "--out", str(tmp_path / "b"), "--model", str(tiny_model_dir))
+    assert r.returncode == 2 and "unknown ARC data" in r.stderr and not (tmp_path / "b").exists()
