@@ -183,7 +183,8 @@ def _read_config(out: Path) -> dict:
         raise SealError(f"{out} is not a benchmark run folder (no config.json)")
     try:
         conf = json.loads(conf_path.read_text())
-        config_from_json(conf)
+        if conf.get("benchmark") != "continual":
+            config_from_json(conf)
     except (json.JSONDecodeError, TypeError) as e:
         raise SealError(f"{conf_path}: not a config this version can read ({e})") from None
     return conf
@@ -194,7 +195,14 @@ def report_run(out: Path, paired: list[tuple[str, str]] = ()) -> dict:
     with the paired differences (a - b per passage) asked for."""
     from .bench_report import write_artifacts
 
-    cfg = config_from_json(_read_config(out))
+    conf = _read_config(out)
+    if conf.get("benchmark") == "continual":
+        from . import continual, continual_report
+
+        if paired:
+            raise SealError("--paired applies to `seal bench knowledge` runs, not continual ones")
+        return continual_report.write_artifacts(out, continual.config_from_json(conf), read_trials(out / "trials.jsonl")[0])
+    cfg = config_from_json(conf)
     return write_artifacts(out, cfg, read_trials(out / "trials.jsonl")[0], paired)
 
 
@@ -231,6 +239,8 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
     if out.resolve() in {s.resolve() for s in sources}:
         raise SealError(f"{out} is one of the sources; merge into a new folder")
     confs = [_read_config(s) for s in sources]
+    if any(c.get("benchmark") == "continual" for c in confs):
+        raise SealError("seal bench merge joins `seal bench knowledge` runs; continual runs do not merge")
     merged, owner = {**confs[0], "conditions": []}, {}  # owner: the first source whose conditions use a setting
     for src, conf in zip(sources, confs):
         unused = [settings_unused(c) for c in conf["conditions"]] or [{"conditions"}]
