@@ -160,11 +160,18 @@ def test_continual_bench_writes_every_artefact_and_resumes_after_a_kill(tiny_lm,
     assert again["strategies"]["stack"] == results["strategies"]["stack"]
 
 
-def test_continual_config_change_needs_fresh_and_bad_input_is_refused(tiny_lm, tmp_path):
-    cfg = tiny_continual(tmp_path, n=1, sequences=1, strategies=["stack"])
-    run_continual(cfg, tmp_path / "run", lm=tiny_lm)
+def test_a_run_grows_by_strategy_or_ordering_but_other_changes_need_fresh(tiny_lm, tmp_path):
+    out = tmp_path / "run"
+    run_continual(tiny_continual(tmp_path, n=2, sequences=1, strategies=["stack"]), out, lm=tiny_lm)
+    base = (out / "trials.jsonl").read_text().splitlines()[0]
+    results = run_continual(tiny_continual(tmp_path, n=2, sequences=2, strategies=["replay"]), out, lm=tiny_lm)
+    records = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert records[0] == json.loads(base) and sum(r["key"] == "base" for r in records) == 1  # measured once
+    assert [r["key"] for r in records[1:]] == ["stack|0|0", "stack|0|1", "replay|0|0", "replay|0|1", "replay|1|0", "replay|1|1"]
+    assert list(results["strategies"]) == ["stack", "replay"] and results["config"]["sequences"] == 2
+    assert json.loads((out / "config.json").read_text())["strategies"] == ["stack", "replay"]
     with pytest.raises(SealError, match="different config"):
-        run_continual(tiny_continual(tmp_path, n=1, sequences=1, strategies=["replay"]), tmp_path / "run", lm=tiny_lm)
+        run_continual(tiny_continual(tmp_path, n=1, sequences=1, strategies=["stack"]), out, lm=tiny_lm)
     with pytest.raises(SealError, match="fewer than --n"):
         run_continual(tiny_continual(tmp_path, n=5), tmp_path / "run2", lm=tiny_lm)
     with pytest.raises(SealError, match="listed twice"):

@@ -8,12 +8,14 @@ the canary (multiple-choice accuracy and margin, held-out perplexity).
 
 Every edit is one fsynced record in OUT/trials.jsonl (the knowledge benchmark's TrialLog); the
 stores live in OUT/stores/STRATEGY/seqS. A killed run resumes: finished edits are skipped, and an
-edit whose version was committed but whose record was lost is measured without relearning.
+edit whose version was committed but whose record was lost is measured without relearning. A
+run grows: more strategies or orderings asked later on the same folder join it (`grown_config`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import re
 import time
@@ -22,14 +24,14 @@ from pathlib import Path
 
 from .bench import prepare_out, select_passages
 from .canary import canary_scores
-from .config import InnerLoopConfig, LearnConfig, SamplingConfig
+from .config import InnerLoopConfig, LearnConfig, SamplingConfig, as_json
 from .general import ask_general, general_summary, load_general
 from .inner_loop import applied_adapters
 from .knowledge import evaluate
 from .learn import STRATEGIES, WRITERS, check_config, learn
 from .models import LoadedModel, load_model
 from .progress import NullReporter, Reporter
-from .runtime import SealError, derive_seed
+from .runtime import SealError, derive_seed, write_json_atomic
 from .self_edit import get_format
 from .store import KnowledgeStore
 
@@ -130,6 +132,28 @@ def measure(lm: LoadedModel, passages, base_general: list[dict] | None, document
     }
 
 
+def grown_config(out: Path, cfg: ContinualConfig) -> ContinualConfig:
+    """A run folder may grow: strategies or orderings asked later join it when every other setting
+    agrees. The folder's config.json then lists the union, and its report covers all of them."""
+    path = out / "config.json"
+    if not path.is_file():
+        return cfg
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return cfg  # prepare_out says what is wrong with it
+    grows = ("strategies", "sequences")
+    new = as_json(cfg)
+    if old.get("benchmark") != BENCHMARK or {k: v for k, v in old.items() if k not in grows} != {
+            k: v for k, v in new.items() if k not in grows}:
+        return cfg  # prepare_out refuses it with the list of differences
+    union = dataclasses.replace(cfg, strategies=old["strategies"] + [x for x in cfg.strategies if x not in old["strategies"]],
+                                sequences=max(old["sequences"], cfg.sequences))
+    if as_json(union) != old:
+        write_json_atomic(path, as_json(union))
+    return union
+
+
 def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter: Reporter | None = None,
                   lm: LoadedModel | None = None) -> dict:
     from .continual_report import write_artifacts
@@ -149,7 +173,8 @@ def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter
     if not all(p.questions for p in passages):
         raise SealError(f"{cfg.data}: every passage needs questions to measure what is kept")
     by_id = {p.id: p for p in passages}
-    log = prepare_out(out, cfg, fresh)
+    whole = cfg if fresh else grown_config(out, cfg)  # what the folder holds; cfg is what this command runs
+    log = prepare_out(out, whole, fresh)
     lm = lm or load_model(cfg.model)
     general_qs = load_general()
 
@@ -170,7 +195,7 @@ def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter
             log.append({"key": edit_key(strategy, seq, step), "strategy": strategy, "sequence": seq, "step": step,
                         "order": order, **record})
             task.advance(info=f"{strategy} seq {seq} step {step}: {record['row'][order[step]]:.0%} just learned")
-    return write_artifacts(out, cfg, log.records)
+    return write_artifacts(out, whole, log.records)
 
 
 def run_edit(lm: LoadedModel, store: KnowledgeStore, recipe: LearnConfig, order, step: int,
