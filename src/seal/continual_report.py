@@ -205,6 +205,7 @@ def render_plots(results: dict, out: Path) -> list[Path]:
                           (ax3, "canary accuracy")):
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("edit")
+            ax.set_xticks(range(1, len(next(iter(results["strategies"].values()))["matrix"]) + 1))
             ax.set_ylim(0, 1.02)
         ax1.legend(fontsize=7)
     paths.append(path)
