@@ -177,3 +177,16 @@ def test_a_run_grows_by_strategy_or_ordering_but_other_changes_need_fresh(tiny_l
     with pytest.raises(SealError, match="listed twice"):
         run_continual(tiny_continual(tmp_path, strategies=["stack", "stack"]), tmp_path / "run3", lm=tiny_lm)
     assert edit_key("stack", 0, 2) == "stack|0|2"
+
+
+def test_the_golden_copy_writes_the_same_self_edits_whatever_the_head_has_learned(tiny_lm, tmp_path):
+    cfg = tiny_learn(writer="base", sampling=SamplingConfig(k=1, max_new_tokens=8),
+                     inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=2, lr=5e-2))
+    ps = passages(2)
+    chained = KnowledgeStore(tmp_path / "chained")
+    learn(tiny_lm, chained, [ps[0]], cfg)
+    learn(tiny_lm, chained, [ps[1]], cfg)
+    alone = KnowledgeStore(tmp_path / "alone")
+    learn(tiny_lm, alone, [ps[1]], cfg)
+    written = [e["text"] for e in chained.manifest(2)["self_edits"]]
+    assert written and written == [e["text"] for e in alone.manifest(1)["self_edits"]]
