@@ -96,6 +96,10 @@ def bad_inputs(tmp_path):
         # square brackets in the input are printed as they are (Rich markup once dropped or choked on them)
         "brackets in a path": (["eval", str(tmp_path / "no[/such].json")], "no[/such].json"),
         "brackets in a condition": (["bench", "knowledge", "--conditions", "self-edit:x[/b]", "--out", str(tmp_path / "b")], "'x[/b]'"),
+        "learn unknown strategy": (["learn", str(tmp_path / "ok.txt"), "--strategy", "merge"], "unknown strategy 'merge'"),
+        "learn unknown writer": (["learn", str(tmp_path / "ok.txt"), "--writer", "teacher"], "unknown self-edit writer"),
+        "continual unknown strategy": (["bench", "continual", "--out", str(tmp_path / "c"), "--strategy", "stack,stak"], "unknown strategy 'stak'"),
+        "continual bad lr": (["bench", "continual", "--out", str(tmp_path / "c"), "--lr", "-1"], "positive finite"),
     }
 
 
@@ -103,6 +107,7 @@ BAD_CASES = [
     "missing file", "empty file", "binary file", "non-UTF-8", "unknown format", "nothing", "unknown dataset",
     "unknown id", "missing model", "not a model", "unknown model type", "eval unknown data", "history of no store",
     "train unknown reward", "train unknown preset", "brackets in a path", "brackets in a condition",
+    "learn unknown strategy", "learn unknown writer", "continual unknown strategy", "continual bad lr",
 ]
 
 

@@ -30,7 +30,7 @@ from .knowledge import evaluate
 from .models import LoadedModel, load_model
 from .progress import NullReporter, Reporter
 from .remote import ChatEndpoint
-from .run_records import MARKER, TrialLog, prepare_run_dir, read_config, read_trials
+from .run_records import MARKER, TrialLog, prepare_run_dir, read_config, read_trials, run_kind
 from .runtime import SealError, UsageError, derive_seed, json_text, peak_memory_mb
 from .self_edit import FORMATS, get_format, shown, training_examples
 from .writers import GoldQAWriter, ModelWriter, RemoteWriter, StoredWriter, Writer, generator_chain, generator_format, is_adapter, writer_seed
@@ -151,6 +151,13 @@ def report_run(out: Path, paired: list[tuple[str, str]] = ()) -> dict:
     with the paired differences (a - b per passage) asked for."""
     from .bench_report import write_artifacts
 
+    if run_kind(out) == "bench-continual":
+        from . import continual, continual_report
+
+        if paired:
+            raise SealError("--paired applies to `seal bench knowledge` runs, not continual ones")
+        conf = continual.read_run_config(out)
+        return continual_report.write_artifacts(out, continual.config_from_json(conf), read_trials(out / "trials.jsonl")[0])
     cfg = config_from_json(_read_config(out))
     return write_artifacts(out, cfg, read_trials(out / "trials.jsonl")[0], paired)
 

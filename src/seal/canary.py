@@ -73,14 +73,18 @@ def reasoning_accuracy(lm: LoadedModel, items: list[CanaryItem] | None = None) -
     pairs = [(f"Question: {it.question}\nAnswer:", f" {ch}") for it in items for ch in it.choices]
     scores = sequence_logprobs(lm, pairs)
     per_cat: dict[str, list[bool]] = {}
+    margins: list[float] = []
     i = 0
     for it in items:
         s = scores[i : i + len(it.choices)]
         i += len(it.choices)
         per_cat.setdefault(it.category, []).append(max(range(len(s)), key=s.__getitem__) == it.answer)
+        margins.append(s[it.answer] - max(x for j, x in enumerate(s) if j != it.answer))
     correct = [c for v in per_cat.values() for c in v]
     return {
         "accuracy": sum(correct) / len(correct),
+        # continuous: mean log-prob of the right choice minus the best wrong one; moves before accuracy does
+        "margin": sum(margins) / len(margins),
         "n_items": len(correct),
         "per_category": {k: sum(v) / len(v) for k, v in sorted(per_cat.items())},
     }
@@ -106,4 +110,4 @@ def perplexity(lm: LoadedModel, text: str | None = None, window: int = 512) -> f
 
 def canary_scores(lm: LoadedModel) -> dict:
     r = reasoning_accuracy(lm)
-    return {"reasoning_accuracy": round(r["accuracy"], 4), "per_category": r["per_category"], "perplexity": round(perplexity(lm), 3)}
+    return {"reasoning_accuracy": round(r["accuracy"], 4), "margin": round(r["margin"], 4), "per_category": r["per_category"], "perplexity": round(perplexity(lm), 3)}

@@ -134,6 +134,10 @@ def learn(
     max_chunk_words: int = typer.Option(LearnConfig.max_chunk_words, "--chunk-words", min=20, help="Long documents are split into chunks of about this many words."),
     seed: int = typer.Option(LearnConfig.seed, "--seed", help="Root seed; trial seeds derive from it and the document."),
     generator: Optional[Path] = typer.Option(None, "--generator", help="A ReST-EM generator (seal train ... OUT/iter_N) that writes the self-edits."),
+    strategy: str = typer.Option(LearnConfig.strategy, "--strategy", help="stack (train on top of the head), replay (also on a sample of the head chain's stored examples) or consolidate (retrain one adapter from the golden base on all of them)."),
+    replay: int = typer.Option(LearnConfig.replay, "--replay", min=0, help="replay: stored examples of earlier versions trained with the new ones."),
+    writer: str = typer.Option(LearnConfig.writer, "--writer", help="Who writes the self-edits: head (the current head) or base (the golden copy)."),
+    stop_loss: Optional[float] = typer.Option(None, "--stop-loss", min=0.0, help="Stop training after the first epoch whose mean loss is below this [default: all epochs]."),
     store: Optional[Path] = StoreOpt,
     model: Optional[str] = ModelOpt,
     as_json: bool = JsonOpt,
@@ -152,10 +156,13 @@ def learn(
         include_passage=not no_passage,
         seed=seed,
         max_chunk_words=max_chunk_words,
+        strategy=strategy,
+        replay=replay,
+        writer=writer,
         sampling=replace(SamplingConfig(), k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens or 0,
                          min_faithfulness=min_faithfulness),
         inner=replace(
-            InnerLoopConfig(), lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size,
+            InnerLoopConfig(), lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size, stop_loss=stop_loss,
             target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
         ),
     )
@@ -168,6 +175,9 @@ def learn(
         format = generator_format(generator, format)
         cfg.format = format
     fmt = get_format(format)  # validate before any heavy work
+    from .learn import check_config
+
+    check_config(cfg)
     if not max_new_tokens:
         cfg.sampling.max_new_tokens = fmt.max_new_tokens
     # Read every input before touching the store: bad input leaves it untouched.
@@ -298,17 +308,19 @@ def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
             "version": m["version"], "parent": m["parent"], "created": m["created"],
             "titles": sorted({d["title"] for d in m["documents"]}), "n_sequences": len(m["training_sequences"]),
             "train_seconds": m["timings"]["train_seconds"], "active": m["version"] in active, "head": m["version"] == head,
+            "strategy": m.get("strategy", "stack"),
         })
     _warn_notes(st)
     if as_json:
         print(json_text({"store": str(st.root), "base": st.info()["base"], "head": head, "versions": rows}))
         return
     table = Table(title=f"{st.root}  (base {st.info()['base']['name']}, head v{head})")
-    for col in ("version", "parent", "created", "documents", "sequences", "train s", "state"):
+    for col in ("version", "parent", "created", "documents", "sequences", "strategy", "train s", "state"):
         table.add_column(col, overflow="fold")
     for r in rows:
         state = "head" if r["head"] else ("active" if r["active"] else "inactive")
-        table.add_row(str(r["version"]), str(r["parent"]), r["created"], "; ".join(r["titles"]), str(r["n_sequences"]), f"{r['train_seconds']:.1f}", state)
+        table.add_row(str(r["version"]), str(r["parent"]), r["created"], "; ".join(r["titles"]), str(r["n_sequences"]),
+                      r["strategy"], f"{r['train_seconds']:.1f}", state)
     out.print(table)
 
 

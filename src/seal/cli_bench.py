@@ -71,10 +71,69 @@ def knowledge(
     _show(results, out_dir, as_json)
 
 
+@bench_app.command("continual")
+@cli_errors
+def continual(
+    out_dir: Path = typer.Option(..., "--out", help="Run folder: config.json, trials.jsonl (one record per edit), results.json, report.md, plot.png, heatmap_STRATEGY.png, stores/."),
+    data: str = typer.Option("fresh-facts:eval", "--data", help="fresh-facts[:eval] or a SEAL-format JSON/JSONL whose passages have questions."),
+    n: int = typer.Option(8, "--n", min=1, help="Passages learned one after another."),
+    offset: int = typer.Option(0, "--offset", min=0, help="First passage of the slice."),
+    sequences: int = typer.Option(1, "--sequences", min=1, help="Orderings of the passages (0: data order, others seeded shuffles); the same for every strategy."),
+    strategy: str = typer.Option("stack,replay,consolidate", "--strategy", help="Comma list of NAME[:OPTION=V...]: NAME stack (each version on top of the head), replay (plus a sample of the chain's stored examples), consolidate (one adapter retrained from the base on everything); options lr=, epochs=, stop-loss=, replay=, writer=head|base. E.g. stack,stack:lr=1e-3,replay:stop-loss=0.1."),
+    format: Optional[str] = typer.Option(None, "--format", help="Self-edit format [default: seal learn's]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of every strategy unless it says lr= [default: seal learn's]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs of every strategy unless it says epochs= [default: seal learn's]."),
+    seed: int = typer.Option(0, "--seed", help="Root seed of the orderings and of every learn."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model folder [default: embedded]."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete OUT and start over (default: resume finished edits)."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
+):
+    """Continual learning: N passages learned one after another per strategy; what is kept after every edit."""
+    import math
+
+    from .config import LearnConfig
+    from .continual import ContinualConfig, run_continual
+    from .progress import RichReporter
+
+    learn_cfg = LearnConfig()
+    if format is not None:
+        learn_cfg.format = format
+    if lr is not None:
+        if not (math.isfinite(lr) and lr > 0):
+            raise SealError(f"--lr must be a positive finite number, not {lr}")
+        learn_cfg.inner.lr = lr
+    if epochs is not None:
+        learn_cfg.inner.epochs = epochs
+    cfg = ContinualConfig(data=data, n=n, offset=offset, sequences=sequences, seed=seed, model=model, learn=learn_cfg,
+                          strategies=[s.strip() for s in strategy.split(",") if s.strip()])
+    results = run_continual(cfg, out_dir, fresh=fresh, reporter=RichReporter(err))
+    _show_continual(results, out_dir, as_json)
+
+
+def _show_continual(results: dict, out_dir: Path, as_json: bool) -> None:
+    if as_json:
+        print(json_text(results))
+        return
+    cfg = results["config"]
+    table = Table(title=f"continual learning, {cfg['n']} passages x {cfg['sequences']} ordering(s) ({out_dir})")
+    for col in ("strategy", "edits", "just-learned %", "final %", "retention", "BWT", "general kept %", "canary %", "perplexity", "s/edit"):
+        table.add_column(col)
+
+    def f(x, pct=False):
+        return "n/a" if x is None else f"{100 * x:.1f}" if pct else f"{x:.2f}"
+
+    for name, s in results["strategies"].items():
+        table.add_row(name, str(s["n_edits"]), f(s["just_learned"], True), f(s["final"], True), f(s["retention"]), f(s["bwt"]),
+                      f(s["general_kept_final"], True), f(s["canary_final"], True), f(s["perplexity_final"]),
+                      "n/a" if s["seconds_per_edit"] is None else f"{s['seconds_per_edit']:.0f}")
+    out.print(table)
+    out.print(f"report: {out_dir / 'report.md'}  plot: {out_dir / 'plot.png'}")
+
+
 @bench_app.command("report")
 @cli_errors
 def report(
-    out_dir: Path = typer.Argument(..., help="A run folder of `seal bench knowledge` (finished, running or killed)."),
+    out_dir: Path = typer.Argument(..., help="A run folder of `seal bench knowledge` or `seal bench continual` (finished, running or killed)."),
     paired: list[str] = typer.Option([], "--paired", help="A,B: condition A minus B per passage, mean and bootstrap CI (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
 ):
@@ -84,7 +143,8 @@ def report(
     pairs = [tuple(c.strip() for c in p.split(",")) for p in paired]
     if any(len(p) != 2 or not all(p) for p in pairs):
         raise SealError("--paired takes two conditions: A,B")
-    _show(report_run(out_dir, pairs), out_dir, as_json)
+    results = report_run(out_dir, pairs)
+    (_show_continual if "strategies" in results else _show)(results, out_dir, as_json)
 
 
 @bench_app.command("merge")

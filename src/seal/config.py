@@ -30,6 +30,7 @@ class InnerLoopConfig:
     batch_size: int = 1  # sequences per optimiser step
     weight_decay: float = 0.0  # AdamW weight decay
     max_seq_len: int = 512  # longer sequences are truncated (tokens)
+    stop_loss: float | None = None  # stop after the first epoch whose mean loss is below this (None: all epochs)
 
 
 @dataclass
@@ -65,6 +66,12 @@ class LearnConfig:
     include_passage: bool = True  # also train on the raw passage, as the paper does
     seed: int = 0  # root seed; each trial's seed is derived from it and the trial identity
     max_chunk_words: int = 200  # long documents are split into chunks of about this size
+    # How a new version relates to the versions already learned (seal.learn.STRATEGIES): "stack"
+    # trains on top of the head; "replay" also trains on a sample of the chain's stored training
+    # examples; "consolidate" retrains one adapter from the golden base on all of them.
+    strategy: str = "stack"
+    replay: int = 16  # replay: stored examples of earlier versions sampled into the new version's training
+    writer: str = "head"  # who writes the self-edits: "head" (the current head) or "base" (the golden copy)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     inner: InnerLoopConfig = field(default_factory=lambda: InnerLoopConfig(lr=LEARN_LR))
 

@@ -42,6 +42,7 @@ class TrainResult:
     n_tokens: int  # completion tokens that carried loss, summed over epochs
     train_seconds: float
     losses: list[float] = field(default_factory=list)  # one per optimiser step
+    epochs: int = 0  # epochs run (fewer than configured when cfg.stop_loss stopped it)
 
 
 def tokenize_example(tokenizer, ex: TrainExample, max_len: int) -> tuple[list[int], list[int]]:
@@ -79,7 +80,10 @@ def train(
     seed: int,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
-    """AdamW with linear decay to zero over `cfg.epochs` passes; trains whatever requires grad."""
+    """AdamW with linear decay to zero over `cfg.epochs` passes; trains whatever requires grad.
+
+    With `cfg.stop_loss`, training ends after the first epoch whose mean loss is below it: going on
+    until the loss is ~0.001 buys no recall and costs general ability (SEAL.md section 7)."""
     import torch
 
     if not examples:
@@ -119,6 +123,10 @@ def train(
                 result.losses.append(loss)
                 if on_step:
                     on_step(result.steps, total, result.losses[-1])
+            result.epochs += 1
+            epoch_losses = result.losses[-per_epoch:]
+            if cfg.stop_loss is not None and sum(epoch_losses) / len(epoch_losses) < cfg.stop_loss:
+                break
     finally:
         model.eval()
         result.train_seconds = time.perf_counter() - start

@@ -1,4 +1,9 @@
-"""`seal learn`: read passages, write self-edits, train one LoRA version on top of the head.
+"""`seal learn`: read passages, write self-edits, train one LoRA version and make it the head.
+
+The strategy (LearnConfig.strategy) decides what a new version learns with: `stack` trains it
+on top of the head; `replay` also on a sample of the stored training examples of the head's
+chain; `consolidate` retrains one adapter from the golden base on all of them plus the new ones,
+so the head is always a single adapter.
 
 The whole run holds the store's writer lock; the new version is committed only at the very
 end, so a crash or a kill at any point leaves the previous head in place.
@@ -7,6 +12,7 @@ end, so a crash or a kill at any point leaves the previous head in place.
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +20,7 @@ from pathlib import Path
 from .config import LearnConfig, check_inner, check_sampling
 from .data import Passage
 from .environment import environment
-from .inner_loop import applied_adapters, run_inner_loop, tokenize_example
+from .inner_loop import TrainExample, applied_adapters, run_inner_loop, tokenize_example
 from .knowledge import EvalResult, evaluate_with_progress
 from .models import LoadedModel
 from .progress import NullReporter, Reporter
@@ -59,6 +65,37 @@ class LearnOutcome:
         return out
 
 
+STRATEGIES = ("stack", "replay", "consolidate")
+WRITERS = ("head", "base")
+
+
+def check_config(cfg: LearnConfig) -> None:
+    if cfg.strategy not in STRATEGIES:
+        raise SealError(f"unknown strategy {cfg.strategy!r} (known: {', '.join(STRATEGIES)})")
+    if cfg.writer not in WRITERS:
+        raise SealError(f"unknown self-edit writer {cfg.writer!r} (known: {', '.join(WRITERS)})")
+    if cfg.replay < 0:
+        raise SealError(f"replay must be >= 0, not {cfg.replay}")
+
+
+def stored_examples(manifest: dict) -> list[TrainExample]:
+    """A version's own training examples; manifests older than `training_examples` only hold the
+    shown strings, which are then replayed as plain text."""
+    if "training_examples" in manifest:
+        return [TrainExample(**e) for e in manifest["training_examples"]]
+    return [TrainExample(s) for s in manifest.get("training_sequences", [])]
+
+
+def chain_examples(store: KnowledgeStore, v: int | None = None) -> list[TrainExample]:
+    """Everything version v's chain was taught, oldest first: each version's own examples and
+    those a consolidated version inherited (replayed samples are not counted twice)."""
+    out: list[TrainExample] = []
+    for x in store.chain(v):
+        m = store.manifest(x)
+        out += [TrainExample(**e) for e in m.get("inherited_examples", [])] + stored_examples(m)
+    return out
+
+
 def learn(
     lm: LoadedModel,
     store: KnowledgeStore,
@@ -70,6 +107,7 @@ def learn(
 ) -> LearnOutcome:
     reporter = reporter or NullReporter()
     fmt = get_format(cfg.format)
+    check_config(cfg)
     if not passages:
         raise SealError("nothing to learn: no passages")
     check_inner(cfg.inner)
@@ -77,84 +115,101 @@ def learn(
     with store.lock():
         store.init(lm.name, lm.path, lm.checksum)
         parent = store.head
-        with applied_adapters(lm.model, store.adapter_dirs(parent)):
-            quizzed = [p for p in passages if p.questions]
+        head = store.adapter_dirs(parent)
+        quizzed = [p for p in passages if p.questions]
+        with applied_adapters(lm.model, head):
             before = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (before)")
 
-            t0 = time.perf_counter()
-            edits: dict[str, list[SelfEdit]] = {}
-            warnings: list[str] = []
-            with reporter.task(f"writing self-edits ({fmt.name}, k={cfg.sampling.k})", len(passages)) as task:
-                for p in passages:
-                    if cfg.sampling.k == 0:  # passage only: the paper's "train on passage" baseline
-                        edits[p.id] = []
-                        task.advance()
-                        continue
-                    # A trained generator (ReST-EM) writes on top of the head; its deltas leave after.
-                    with applied_adapters(lm.model, generator or []):
-                        edits[p.id] = sample_self_edits(
-                            lm, fmt, p.title, p.context,
-                            k=cfg.sampling.k, temperature=cfg.sampling.temperature,
-                            top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.seed,
-                            min_faithfulness=cfg.sampling.min_faithfulness,
-                        )
-                    for i, e in enumerate(edits[p.id]):
-                        if not e.usable:
-                            warnings.append(f"{p.id}: self-edit {i} unusable ({e.rejected[-1]})")
-                    task.advance(info=f"{sum(len(e.sequences) for e in edits[p.id])} sequences")
-            generate_seconds = time.perf_counter() - t0
-            for w in warnings:
-                reporter.log(f"warning: {w}")
+        t0 = time.perf_counter()
+        edits: dict[str, list[SelfEdit]] = {}
+        warnings: list[str] = []
+        # The writer: the head (today's behaviour) or the golden copy, whose self-edits do not drift.
+        with applied_adapters(lm.model, head if cfg.writer == "head" else []), \
+                reporter.task(f"writing self-edits ({fmt.name}, k={cfg.sampling.k})", len(passages)) as task:
+            for p in passages:
+                if cfg.sampling.k == 0:  # passage only: the paper's "train on passage" baseline
+                    edits[p.id] = []
+                    task.advance()
+                    continue
+                # A trained generator (ReST-EM) writes on top of the writer; its deltas leave after.
+                with applied_adapters(lm.model, generator or []):
+                    edits[p.id] = sample_self_edits(
+                        lm, fmt, p.title, p.context,
+                        k=cfg.sampling.k, temperature=cfg.sampling.temperature,
+                        top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.seed,
+                        min_faithfulness=cfg.sampling.min_faithfulness,
+                    )
+                for i, e in enumerate(edits[p.id]):
+                    if not e.usable:
+                        warnings.append(f"{p.id}: self-edit {i} unusable ({e.rejected[-1]})")
+                task.advance(info=f"{sum(len(e.sequences) for e in edits[p.id])} sequences")
+        generate_seconds = time.perf_counter() - t0
+        for w in warnings:
+            reporter.log(f"warning: {w}")
 
-            examples = [
-                ex for p in passages for ex in training_examples(lm, p.title, p.context, edits[p.id], cfg.include_passage)
-            ]
-            if not examples:
-                raise SealError("no training sequences: every self-edit was unusable and --no-passage was given")
-            sequences = shown(examples)
-            too_long = sum(len(tokenize_example(lm.tokenizer, ex, 1 << 30)[0]) > cfg.inner.max_seq_len for ex in examples)
-            if too_long:
-                warnings.append(f"{too_long} training sequence(s) longer than {cfg.inner.max_seq_len} tokens are cut to that "
-                                "length (smaller --chunk-words keeps them whole)")
-                reporter.log(f"warning: {warnings[-1]}")
-            seed = derive_seed(cfg.seed, "learn", parent, *(p.sha256 for p in passages))
-            folder = store.new_version_dir()
-            total = cfg.inner.epochs * -(-len(examples) // cfg.inner.batch_size)
-            with reporter.task(f"training LoRA on {len(examples)} sequences", total) as task:
-                result, after = run_inner_loop(
-                    lm.model, lm.tokenizer, examples, cfg.inner, seed,
-                    evaluate=lambda: evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after)"),
-                    keep=folder, on_step=lambda step, _total, loss: task.advance(info=f"loss {loss:.3f}"),
-                )
-            memory = peak_memory_mb()
-            final_loss = sum(result.losses[-len(examples):]) / min(len(examples), len(result.losses))
-            manifest = {
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "source": source,
-                "base_sha256": lm.checksum,
-                "documents": [
-                    {"id": p.id, "title": p.title, "sha256": p.sha256, "words": len(p.context.split())}
-                    for p in passages
-                ],
-                "self_edits": [
-                    {"passage_id": pid, **dataclasses.asdict(e)} for pid, es in edits.items() for e in es
-                ],
-                "training_sequences": sequences,
-                "config": dataclasses.asdict(cfg),
-                "seed": seed,
-                "metrics": {
-                    "final_loss": round(final_loss, 4),
-                    "losses": [round(x, 4) for x in result.losses],
-                    **({"accuracy_before": before.accuracy, "accuracy_after": after.accuracy,
-                        "n_questions": after.n_questions} if before else {}),
-                },
-                "timings": {"generate_seconds": round(generate_seconds, 2), "train_seconds": round(result.train_seconds, 2)},
-                "memory": memory,
-                "environment": environment(lm.model),
-            }
-            version = store.commit(folder, manifest)
+        examples = [
+            ex for p in passages for ex in training_examples(lm, p.title, p.context, edits[p.id], cfg.include_passage)
+        ]
+        if not examples:
+            raise SealError("no training sequences: every self-edit was unusable and --no-passage was given")
+        sequences = shown(examples)
+        too_long = sum(len(tokenize_example(lm.tokenizer, ex, 1 << 30)[0]) > cfg.inner.max_seq_len for ex in examples)
+        if too_long:
+            warnings.append(f"{too_long} training sequence(s) longer than {cfg.inner.max_seq_len} tokens are cut to that "
+                            "length (smaller --chunk-words keeps them whole)")
+            reporter.log(f"warning: {warnings[-1]}")
+        seed = derive_seed(cfg.seed, "learn", parent, *(p.sha256 for p in passages))
+        # The strategy: what the new adapter trains on, on top of which weights, and its parent.
+        earlier = chain_examples(store, parent) if cfg.strategy != "stack" else []
+        if cfg.strategy == "replay":
+            earlier = random.Random(seed).sample(earlier, min(cfg.replay, len(earlier)))
+        train_on, new_parent = (head, None) if cfg.strategy != "consolidate" else ([], 0)
+        trained = examples + earlier
+        total = cfg.inner.epochs * -(-len(trained) // cfg.inner.batch_size)
+        label = f"training LoRA on {len(examples)} sequences" + (f" + {len(earlier)} earlier ({cfg.strategy})" if earlier else "")
+        folder = store.new_version_dir()
+        with applied_adapters(lm.model, train_on), reporter.task(label, total) as task:
+            result, after = run_inner_loop(
+                lm.model, lm.tokenizer, trained, cfg.inner, seed,
+                evaluate=lambda: evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after)"),
+                keep=folder, on_step=lambda step, _total, loss: task.advance(info=f"loss {loss:.3f}"),
+            )
+        memory = peak_memory_mb()
+        final_loss = sum(result.losses[-len(trained):]) / min(len(trained), len(result.losses))
+        manifest = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "source": source,
+            "base_sha256": lm.checksum,
+            "documents": [
+                {"id": p.id, "title": p.title, "sha256": p.sha256, "words": len(p.context.split())}
+                for p in passages
+            ],
+            "self_edits": [
+                {"passage_id": pid, **dataclasses.asdict(e)} for pid, es in edits.items() for e in es
+            ],
+            "training_sequences": sequences,
+            "training_examples": [dataclasses.asdict(ex) for ex in examples],
+            "strategy": cfg.strategy,
+            # consolidate: the new version replaces its parent's chain, so it keeps what that chain was taught
+            **({"consolidates": store.chain(parent), "inherited_examples": [dataclasses.asdict(ex) for ex in earlier]}
+               if cfg.strategy == "consolidate" else {}),
+            **({"n_replayed": len(earlier)} if cfg.strategy == "replay" else {}),
+            "config": dataclasses.asdict(cfg),
+            "seed": seed,
+            "metrics": {
+                "final_loss": round(final_loss, 4),
+                "epochs_run": result.epochs,
+                "losses": [round(x, 4) for x in result.losses],
+                **({"accuracy_before": before.accuracy, "accuracy_after": after.accuracy,
+                    "n_questions": after.n_questions} if before else {}),
+            },
+            "timings": {"generate_seconds": round(generate_seconds, 2), "train_seconds": round(result.train_seconds, 2)},
+            "memory": memory,
+            "environment": environment(lm.model),
+        }
+        version = store.commit(folder, manifest, parent=new_parent)
     return LearnOutcome(
-        version=version, parent=parent, passages=passages, self_edits=edits, sequences=sequences,
-        train_seconds=result.train_seconds, generate_seconds=generate_seconds, final_loss=final_loss,
-        memory=memory, before=before, after=after, warnings=warnings,
+        version=version, parent=parent if new_parent is None else new_parent, passages=passages, self_edits=edits,
+        sequences=sequences, train_seconds=result.train_seconds, generate_seconds=generate_seconds,
+        final_loss=final_loss, memory=memory, before=before, after=after, warnings=warnings,
     )

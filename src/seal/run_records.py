@@ -9,6 +9,7 @@ config), and `--fresh` removes only the entries the run kind writes, never other
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -59,6 +60,18 @@ class TrialLog:
         self.done.add(record["key"])
 
 
+def run_kind(out: Path) -> str | None:
+    """The kind of run a folder holds, from its config.json marker (None: none readable). Runs
+    written before the marker say it in a kind-specific key (continual runs: "benchmark")."""
+    try:
+        conf = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(conf, dict):
+        return None
+    return conf.get(MARKER) or ("bench-continual" if conf.get("benchmark") == "continual" else None)
+
+
 def read_config(out: Path, kind: str, check: Callable[[dict], object], what: str) -> dict:
     """config.json of a run folder of this kind, or a one-line error naming what is wrong."""
     path = out / "config.json"
@@ -79,7 +92,8 @@ def read_config(out: Path, kind: str, check: Callable[[dict], object], what: str
 def prepare_run_dir(out: Path, kind: str, conf: dict, fresh: bool, written: tuple[str, ...],
                     check: Callable[[dict], object], what: str, env: dict | None = None) -> None:
     """Make `out` ready for a run of `kind` with config `conf`: create it, resume it (same config),
-    or with `fresh` clear what an earlier run of this kind wrote (`written`: the names it creates).
+    or with `fresh` clear what an earlier run of this kind wrote (`written`: the names or glob
+    patterns of what it creates).
     `env` (library versions, threads, device) is appended to the folder's list of environments: a
     resume on another environment is not a config mismatch.
 
@@ -97,7 +111,7 @@ def prepare_run_dir(out: Path, kind: str, conf: dict, fresh: bool, written: tupl
         old = read_config(out, kind, check, what)
         if fresh:
             for name in entries:
-                if name in written:
+                if any(fnmatch.fnmatchcase(name, pattern) for pattern in written):
                     target = out / name
                     shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
         else:

@@ -271,12 +271,15 @@ class KnowledgeStore:
         tmp.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix="version-", dir=tmp))
 
-    def commit(self, folder: Path, manifest: dict) -> int:
-        """Move a fully written version folder into place and make it the head, atomically."""
+    def commit(self, folder: Path, manifest: dict, parent: int | None = None) -> int:
+        """Move a fully written version folder into place and make it the head, atomically.
+
+        The new version's parent is the head unless `parent` says otherwise (0: a version trained
+        from the golden base alone, e.g. a consolidation of the head's chain)."""
         state = self.state()
         v = max([*state["versions"], *self._version_dirs()], default=0) + 1
         files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"}
-        manifest = {**manifest, "version": v, "parent": state["head"], "files": files}
+        manifest = {**manifest, "version": v, "parent": state["head"] if parent is None else parent, "files": files}
         (folder / "manifest.json").write_text(json_text(manifest, indent=2) + "\n", encoding="utf-8")
         fsync_tree(folder)
         dest = self.root / "versions" / version_name(v)
