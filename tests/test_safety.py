@@ -261,3 +261,14 @@ def test_input_bounds(tiny_model_dir, tmp_path):
     r = run_seal("learn", str(doc), "--model", str(tiny_model_dir), "--store", str(tmp_path / "s2"), *FAST, "--k", "0", "--json")
     assert r.returncode == 0, r.stderr
     assert "cut every 200 words" in r.stderr and "3 passages to learn into one version" in r.stderr
+
+
+def test_a_run_written_before_a_new_setting_still_resumes(tiny_lm, tmp_path):
+    run = tmp_path / "run"
+    run_bench(bench_cfg(tmp_path), run, lm=tiny_lm)
+    conf = json.loads((run / "config.json").read_text())
+    del conf["inner"]["stop_loss"]  # what a folder written before stop_loss existed holds
+    (run / "config.json").write_text(json.dumps(conf))
+    run_bench(bench_cfg(tmp_path), run, lm=tiny_lm)  # resumes: the missing field has its default
+    with pytest.raises(UsageError, match="different config .*inner"):
+        run_bench(bench_cfg(tmp_path, inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=2)), run, lm=tiny_lm)

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
@@ -169,10 +169,14 @@ def trial_seed(root: int, iteration: int, item_id: str, sample: int | str, repea
     return derive_seed(root, "rest-em", iteration, item_id, sample, repeat)
 
 
-def check_config(d: dict) -> None:
-    """KeyError/TypeError unless `d` is the config.json of a ReST-EM run (the resume check is exact)."""
+def check_config(d: dict) -> RestEMConfig:
+    """The RestEMConfig of a ReST-EM run's config.json (fields added since take their defaults);
+    KeyError/TypeError if it is not one."""
     if not {"iterations", "k", "sft", "inner"} <= set(d):
         raise KeyError("no iterations, k, sft or inner")
+    d = {**d, "sampling": SamplingConfig(**d.get("sampling", {})), "inner": InnerLoopConfig(**d["inner"]),
+         "sft": InnerLoopConfig(**d["sft"])}
+    return RestEMConfig(**{f.name: d[f.name] for f in fields(RestEMConfig) if f.name in d})
 
 
 def generator_chain(out: Path, iteration: int) -> list[Path]:

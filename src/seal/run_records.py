@@ -9,6 +9,7 @@ config), and `--fresh` removes only the entries the run kind writes, never other
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import os
@@ -16,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .environment import add_environment, config_differences
+from .environment import ENVIRONMENTS, add_environment, config_differences
 from .runtime import UsageError, json_text
 
 MARKER = "seal_run"
@@ -116,6 +117,9 @@ def prepare_run_dir(out: Path, kind: str, conf: dict, fresh: bool, written: tupl
                     shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
         else:
             old.pop(MARKER, None)
+            parsed = check({k: v for k, v in old.items() if k != ENVIRONMENTS})
+            if dataclasses.is_dataclass(parsed):  # a field added since (with its default) is no mismatch
+                old = {**json.loads(json.dumps(dataclasses.asdict(parsed))), **{k: old[k] for k in (ENVIRONMENTS,) if k in old}}
             diff = config_differences(old, conf)
             if diff:
                 raise UsageError(f"{out} holds a {what} run with a different config ({', '.join(diff)} differ); "
