@@ -110,14 +110,20 @@ def continual(
     _show_continual(results, out_dir, as_json)
 
 
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    return table
+
+
 def _show_continual(results: dict, out_dir: Path, as_json: bool) -> None:
     if as_json:
         print(json_text(results))
         return
     cfg = results["config"]
-    table = Table(title=f"continual learning, {cfg['n']} passages x {cfg['sequences']} ordering(s) ({out_dir})")
-    for col in ("strategy", "edits", "just-learned %", "final %", "retention", "BWT", "general kept %", "canary %", "perplexity", "s/edit"):
-        table.add_column(col)
+    table = _table(f"continual learning, {cfg['n']} passages x {cfg['sequences']} ordering(s) ({out_dir})",
+                   ("strategy", "edits", "just-learned %", "final %", "retention", "BWT", "general kept %", "canary %", "perplexity", "s/edit"))
 
     def f(x, pct=False):
         return "n/a" if x is None else f"{100 * x:.1f}" if pct else f"{x:.2f}"
@@ -167,9 +173,8 @@ def _show(results: dict, out_dir: Path, as_json: bool) -> None:
         print(json_text(results))
         return
     cfg = results["config"]
-    table = Table(title=f"knowledge incorporation, {cfg['mode']} mode ({out_dir})")
-    for col in ("condition", "passages", "accuracy %", "95% CI", "EM %", "F1", "reasoning % (base)", "s/trial", "paper %"):
-        table.add_column(col)
+    table = _table(f"knowledge incorporation, {cfg['mode']} mode ({out_dir})",
+                   ("condition", "passages", "accuracy %", "95% CI", "EM %", "F1", "reasoning % (base)", "s/trial", "paper %"))
     for name, c in results["conditions"].items():
         lo, hi = c["accuracy_ci95"]
         r, rb = c["reasoning_accuracy"], c["reasoning_accuracy_base"]
