@@ -76,6 +76,15 @@ def _estimate(st, n: int) -> str:
     return f"about {seconds / 60:.0f} min at this store's median of {per_doc[len(per_doc) // 2]:.0f} s per passage"
 
 
+def _weights_note(base: dict) -> str:
+    """What the base weights are: the embedded model is a 4-bit GGUF dequantized to float32."""
+    from .models import EMBEDDED_GGUF, EMBEDDED_NAME
+
+    if base.get("name") == EMBEDDED_NAME:
+        return f"{EMBEDDED_GGUF} (Q4_1), dequantized to float32"
+    return "loaded as float32"
+
+
 def _load(model: Optional[str]):
     from .models import embedded_cache_dir, load_model
 
@@ -312,9 +321,10 @@ def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
         })
     _warn_notes(st)
     if as_json:
-        print(json_text({"store": str(st.root), "base": st.info()["base"], "head": head, "versions": rows}))
+        print(json_text({"store": str(st.root), "base": {**st.info()["base"], "weights": _weights_note(st.info()["base"])},
+                          "head": head, "versions": rows}))
         return
-    table = Table(title=f"{st.root}  (base {st.info()['base']['name']}, head v{head})")
+    table = Table(title=f"{st.root}  (base {st.info()['base']['name']}, {_weights_note(st.info()['base'])}; head v{head})")
     for col in ("version", "parent", "created", "documents", "sequences", "strategy", "train s", "state"):
         table.add_column(col, overflow="fold")
     for r in rows:
