@@ -54,10 +54,14 @@ def _store(path: Optional[Path]):
     return KnowledgeStore(path or default_store_dir())
 
 
+def _warn(notes: list[str]) -> None:
+    for note in dict.fromkeys(notes):  # each once, in order
+        err.print(Text.assemble(("warning:", "yellow"), f" {note}"), soft_wrap=True)
+
+
 def _warn_notes(st) -> None:
     """What the store repaired or found on the way (printed once, as warnings)."""
-    for note in dict.fromkeys(st.notes):
-        err.print(Text.assemble(("warning:", "yellow"), f" {note}"), soft_wrap=True)
+    _warn(st.notes)
     st.notes.clear()
 
 
@@ -71,9 +75,8 @@ def _estimate(st, n: int) -> str:
                 per_doc.append((t.get("generate_seconds", 0) + t.get("train_seconds", 0)) / len(m["documents"]))
     if not per_doc:
         return "no estimate yet (this store has no earlier version to time; about 2-3 min per 200-word passage for the embedded model on 2 CPU cores)"
-    per_doc.sort()
-    seconds = n * per_doc[len(per_doc) // 2]
-    return f"about {seconds / 60:.0f} min at this store's median of {per_doc[len(per_doc) // 2]:.0f} s per passage"
+    median = sorted(per_doc)[len(per_doc) // 2]
+    return f"about {n * median / 60:.0f} min at this store's median of {median:.0f} s per passage"
 
 
 def _weights_note(base: dict) -> str:
@@ -200,8 +203,7 @@ def learn(
     if st.exists:
         st.check_base(lm.name, lm.checksum)
     chain = generator_chain(generator) if generator else None
-    for note in notes:
-        err.print(Text.assemble(("warning:", "yellow"), f" {note}"), soft_wrap=True)
+    _warn(notes)
     if len(passages) > 1:
         err.print(f"{len(passages)} passages to learn into one version; {_estimate(st, len(passages))}")
     try:
@@ -319,12 +321,12 @@ def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
             "train_seconds": m["timings"]["train_seconds"], "active": m["version"] in active, "head": m["version"] == head,
             "strategy": m.get("strategy", "stack"),
         })
+    base = st.info()["base"]
     _warn_notes(st)
     if as_json:
-        print(json_text({"store": str(st.root), "base": {**st.info()["base"], "weights": _weights_note(st.info()["base"])},
-                          "head": head, "versions": rows}))
+        print(json_text({"store": str(st.root), "base": {**base, "weights": _weights_note(base)}, "head": head, "versions": rows}))
         return
-    table = Table(title=f"{st.root}  (base {st.info()['base']['name']}, {_weights_note(st.info()['base'])}; head v{head})")
+    table = Table(title=f"{st.root}  (base {base['name']}, {_weights_note(base)}; head v{head})")
     for col in ("version", "parent", "created", "documents", "sequences", "strategy", "train s", "state"):
         table.add_column(col, overflow="fold")
     for r in rows:

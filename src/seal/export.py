@@ -19,14 +19,13 @@ place, so a killed export leaves nothing half-written.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from .inner_loop import ADAPTER_CONFIG, ADAPTER_WEIGHTS, applied_adapters
+from .inner_loop import ADAPTER_CONFIG, ADAPTER_WEIGHTS, applied_adapters, lora_factors
 from .models import LoadedModel
 from .runtime import UsageError, fsync_dir, fsync_tree, json_text, sha256_file
 from .store import KnowledgeStore
@@ -39,22 +38,13 @@ PREFIX = "base_model.model."
 def _combined_adapter(folders: list[Path]) -> tuple[dict, dict]:
     """(adapter_config, tensors) of one LoRA adapter whose delta is the sum of the folders' deltas."""
     import torch
-    from safetensors.torch import load_file
 
     links = []
     for folder in folders:
-        config = json.loads((folder / ADAPTER_CONFIG).read_text())
+        config, scale, factors = lora_factors(folder)
         if config.get("rank_pattern") or config.get("alpha_pattern"):
             raise UsageError(f"{folder}: adapters with per-module ranks are not supported by --format adapter")
-        r, alpha = config["r"], config["lora_alpha"]
-        scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
-        tensors = load_file(folder / ADAPTER_WEIGHTS)
-        pairs = {}
-        for key, a in tensors.items():
-            if ".lora_A." in key:
-                module = key.split(".lora_A.")[0].removeprefix(PREFIX)
-                pairs[module] = (a.float(), tensors[key.replace(".lora_A.", ".lora_B.")].float() * scale)
-        links.append((config, r, pairs))
+        links.append((config, config["r"], {m: (a, b * scale) for m, (a, b) in factors.items()}))
     modules = sorted({m for _, _, pairs in links for m in pairs})
     shapes = {}  # module -> (in_features, out_features)
     for _, _, pairs in links:

@@ -178,20 +178,27 @@ def save_adapter(peft_model, folder: Path) -> None:
     (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
 
 
-def _iter_deltas(folder: Path):
-    """Yield (module name, delta weight) of a stored LoRA adapter, one module at a time."""
+def lora_factors(folder: Path) -> tuple[dict, float, dict]:
+    """A stored LoRA adapter as (its config, its scale, {module name: (A, B)}) in float32; the
+    module's delta weight is B @ A * scale."""
     from safetensors.torch import load_file
 
     config = json.loads((folder / ADAPTER_CONFIG).read_text())
     r, alpha = config["r"], config["lora_alpha"]
     scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
     tensors = load_file(folder / ADAPTER_WEIGHTS)
-    for key, a in tensors.items():
-        if ".lora_A." not in key:
-            continue
-        module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
-        b = tensors[key.replace(".lora_A.", ".lora_B.")]
-        yield module, (b.float() @ a.float()) * scale
+    factors = {
+        key.split(".lora_A.")[0].removeprefix("base_model.model."): (a.float(), tensors[key.replace(".lora_A.", ".lora_B.")].float())
+        for key, a in tensors.items() if ".lora_A." in key
+    }
+    return config, scale, factors
+
+
+def _iter_deltas(folder: Path):
+    """Yield (module name, delta weight) of a stored LoRA adapter, one module at a time."""
+    _, scale, factors = lora_factors(folder)
+    for module, (a, b) in factors.items():
+        yield module, (b @ a) * scale
 
 
 @contextmanager

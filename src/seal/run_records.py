@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from .config import as_json
 from .environment import ENVIRONMENTS, add_environment, config_differences
 from .runtime import UsageError, json_text
 
@@ -119,7 +120,7 @@ def prepare_run_dir(out: Path, kind: str, conf: dict, fresh: bool, written: tupl
             old.pop(MARKER, None)
             parsed = check({k: v for k, v in old.items() if k != ENVIRONMENTS})
             if dataclasses.is_dataclass(parsed):  # a field added since (with its default) is no mismatch
-                old = {**json.loads(json.dumps(dataclasses.asdict(parsed))), **{k: old[k] for k in (ENVIRONMENTS,) if k in old}}
+                old = {**as_json(parsed), **({ENVIRONMENTS: old[ENVIRONMENTS]} if ENVIRONMENTS in old else {})}
             diff = config_differences(old, conf)
             if diff:
                 raise UsageError(f"{out} holds a {what} run with a different config ({', '.join(diff)} differ); "

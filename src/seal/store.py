@@ -164,11 +164,8 @@ class KnowledgeStore:
         """Manifests of the version folders that hold a complete version, checksums verified."""
         out = {}
         for v, folder in self._version_dirs().items():
-            try:
-                m = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(m, dict) and m.get("version") == v and isinstance(m.get("parent"), int) and not _check_files(folder, m):
+            m = _complete_manifest(v, folder)
+            if m is not None:
                 out[v] = m
         return out
 
@@ -232,12 +229,11 @@ class KnowledgeStore:
         if not _valid_state(state):
             return
         listed = set(state["versions"])
-        complete = self._complete_manifests()
         adopted = []
         for v, folder in self._version_dirs().items():
-            if v in listed:
+            if v in listed:  # listed versions are verified when loaded, not hashed on every lock
                 continue
-            m = complete.get(v)
+            m = _complete_manifest(v, folder)
             if m is not None and (m["parent"] == 0 or m["parent"] in listed):
                 listed.add(v)
                 adopted.append(v)
@@ -301,6 +297,16 @@ class KnowledgeStore:
 def _valid_state(state) -> bool:
     return (isinstance(state, dict) and isinstance(state.get("head"), int) and isinstance(state.get("versions"), list)
             and all(isinstance(v, int) for v in state["versions"]) and (state["head"] == 0 or state["head"] in state["versions"]))
+
+
+def _complete_manifest(v: int, folder: Path) -> dict | None:
+    """The manifest of version folder v if it holds a complete version (checksums verified), else None."""
+    try:
+        m = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    ok = isinstance(m, dict) and m.get("version") == v and isinstance(m.get("parent"), int) and not _check_files(folder, m)
+    return m if ok else None
 
 
 def _check_files(folder: Path, manifest: dict) -> str:
