@@ -141,9 +141,7 @@ def check_config(d: dict) -> BenchConfig:
 
 
 def _read_config(out: Path) -> dict:
-    conf = read_config(out, RUN_KIND, check_config, "knowledge benchmark")
-    conf.pop(MARKER, None)
-    return conf
+    return read_config(out, RUN_KIND, check_config, "knowledge benchmark")
 
 
 def report_run(out: Path, paired: list[tuple[str, str]] = ()) -> dict:

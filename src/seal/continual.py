@@ -168,9 +168,7 @@ def grown_config(out: Path, cfg: ContinualConfig) -> ContinualConfig:
 
 def read_run_config(out: Path) -> dict:
     """config.json of a continual run folder (without its marker), or a one-line error."""
-    conf = read_config(out, RUN_KIND, check_run_config, "continual benchmark")
-    conf.pop(MARKER, None)
-    return conf
+    return read_config(out, RUN_KIND, check_run_config, "continual benchmark")
 
 
 def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter: Reporter | None = None,

@@ -75,7 +75,7 @@ def run_kind(out: Path) -> str | None:
 
 
 def read_config(out: Path, kind: str, check: Callable[[dict], object], what: str) -> dict:
-    """config.json of a run folder of this kind, or a one-line error naming what is wrong."""
+    """config.json of a run folder of this kind without its marker, or a one-line error naming what is wrong."""
     path = out / "config.json"
     if not path.is_file():
         raise UsageError(f"{out} is not a {what} run folder (no config.json)")
@@ -85,7 +85,8 @@ def read_config(out: Path, kind: str, check: Callable[[dict], object], what: str
             raise TypeError("not a JSON object")
         if conf.get(MARKER, kind) != kind:
             raise TypeError(f"it is a {conf[MARKER]} run")
-        check({k: v for k, v in conf.items() if k != MARKER})
+        conf.pop(MARKER, None)
+        check(conf)
     except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
         raise UsageError(f"{path}: not a {what} config this version can read ({e})") from None
     return conf
@@ -117,7 +118,6 @@ def prepare_run_dir(out: Path, kind: str, conf: dict, fresh: bool, written: tupl
                     target = out / name
                     shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
         else:
-            old.pop(MARKER, None)
             parsed = check({k: v for k, v in old.items() if k != ENVIRONMENTS})
             if dataclasses.is_dataclass(parsed):  # a field added since (with its default) is no mismatch
                 old = {**as_json(parsed), **({ENVIRONMENTS: old[ENVIRONMENTS]} if ENVIRONMENTS in old else {})}
