@@ -79,7 +79,7 @@ def test_each_strategy_learns_a_chain(tiny_lm, tmp_path, strategy):
     m = store.manifest(3)
     assert m["strategy"] == strategy and m["training_examples"] == [{"completion": f"Town 2\n{ps[2].context}", "prompt": ""}]
     if strategy == "replay":
-        assert m["n_replayed"] == 1
+        assert m["rehearsal"] == {"replay": {"pool": 2, "per_epoch": 1}}
     if strategy == "consolidate":
         assert len(m["inherited_examples"]) == 2
 
@@ -92,10 +92,11 @@ def test_bad_strategy_and_writer_are_one_line_errors(tiny_lm, tmp_path):
 
 
 def test_strategy_specs_parse_into_learn_configs():
-    cfg = parse_strategy("replay:lr=1e-3:stop-loss=0.1:writer=base:replay=8", LearnConfig())
+    cfg = parse_strategy("replay:lr=1e-3:stop-loss=0.1:writer=base:replay=8:anchors=4:guard=off", LearnConfig())
     assert (cfg.strategy, cfg.inner.lr, cfg.inner.stop_loss, cfg.writer, cfg.replay) == ("replay", 1e-3, 0.1, "base", 8)
+    assert cfg.anchors == 4 and not cfg.guard.enabled and LearnConfig().guard.enabled
     assert LearnConfig().inner.lr == 3e-3  # the base recipe is not changed in place
-    for bad, msg in (("stak", "unknown strategy"), ("stack:lr=x", "needs a float"), ("stack:foo=1", "bad option"),
+    for bad, msg in (("stak", "unknown strategy"), ("stack:lr=x", "lr cannot be"), ("stack:guard=maybe", "guard cannot be"), ("stack:foo=1", "bad option"),
                      ("stack:lr=-1", "positive finite"), ("stack:writer=me", "unknown self-edit writer")):
         with pytest.raises(SealError, match=msg):
             parse_strategy(bad, LearnConfig())

@@ -19,7 +19,7 @@ from .cli_arc import arc_app
 from .cli_bench import bench_app
 from .cli_train import train_app
 from .cli_common import HELP_MARKUP, JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, finite, out
-from .config import DEFAULT_TARGET_MODULES, LEARN_LR, InnerLoopConfig, LearnConfig, SamplingConfig
+from .config import GuardConfig, DEFAULT_TARGET_MODULES, LEARN_LR, InnerLoopConfig, LearnConfig, SamplingConfig
 from .runtime import SealError, json_text, quiet_libraries
 
 app = typer.Typer(
@@ -149,12 +149,21 @@ def learn(
     strategy: str = typer.Option(LearnConfig.strategy, "--strategy", help="stack (train on top of the head), replay (also on a sample of the head chain's stored examples) or consolidate (retrain one adapter from the golden base on all of them)."),
     replay: int = typer.Option(LearnConfig.replay, "--replay", min=0, help="replay: stored examples of earlier versions trained with the new ones."),
     writer: str = typer.Option(LearnConfig.writer, "--writer", help="Who writes the self-edits: head (the current head) or base (the golden copy)."),
+    anchors: int = typer.Option(LearnConfig.anchors, "--anchors", min=0, help="Golden-copy answers to ordinary prompts mixed into training, so other questions keep their answers (0: none)."),
     stop_loss: Optional[float] = typer.Option(None, "--stop-loss", min=0.0, help="Stop training after the first epoch whose mean loss is below this [default: all epochs]."),
+    no_guard: bool = typer.Option(False, "--no-guard", help="Commit without the forgetting guard's checks."),
+    force: bool = typer.Option(False, "--force", help="Make the new version head even when the guard finds it over budget (recorded as forced)."),
+    guard_general: float = typer.Option(GuardConfig.general_kept, "--guard-general", min=0.0, max=1.0, callback=finite, help="Guard: share of the general questions the golden copy answers that must still be answered."),
+    guard_retention: float = typer.Option(GuardConfig.retention, "--guard-retention", min=0.0, max=1.0, callback=finite, help="Guard: share of the earlier documents' probes the head answers that must still be answered."),
+    guard_canary: float = typer.Option(GuardConfig.canary_drop, "--guard-canary-drop", min=0.0, max=1.0, callback=finite, help="Guard: how far canary accuracy may fall below the golden copy's."),
+    guard_perplexity: float = typer.Option(GuardConfig.perplexity_ratio, "--guard-perplexity", min=1.0, callback=finite, help="Guard: held-out perplexity may reach this multiple of the golden copy's."),
     store: Optional[Path] = StoreOpt,
     model: Optional[str] = ModelOpt,
     as_json: bool = JsonOpt,
 ):
-    """Learn documents: write self-edits, train a LoRA version on top of the head, commit it."""
+    """Learn documents: write self-edits, train a LoRA version on top of the head, and commit it
+    as the new head if the forgetting guard finds it kept what the model knew (else it is scaled
+    down, or stored as rejected while the head stays)."""
     from .data import load_dataset, load_document, select
     from .learn import learn as run_learn
     from .progress import RichReporter
@@ -171,6 +180,9 @@ def learn(
         strategy=strategy,
         replay=replay,
         writer=writer,
+        anchors=anchors,
+        guard=GuardConfig(enabled=not no_guard, force=force, general_kept=guard_general, retention=guard_retention,
+                          canary_drop=guard_canary, perplexity_ratio=guard_perplexity),
         sampling=replace(SamplingConfig(), k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens or 0,
                          min_faithfulness=min_faithfulness),
         inner=replace(
@@ -229,7 +241,28 @@ def learn(
     table.add_row("peak memory", f"{summary['peak_rss_mb']:.0f} MB RSS" + (f", {summary['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in summary else ""))
     if "accuracy_before" in summary:
         table.add_row("closed-book accuracy", f"{summary['accuracy_before']:.0%} -> {summary['accuracy_after']:.0%} ({summary['n_questions']} questions)")
+    if outcome.guard:
+        table.add_row("guard", _guard_line(outcome.guard, outcome.parent))
     out.print(table)
+
+
+def _guard_line(g: dict, parent: int) -> str:
+    last = g["checks"][-1]
+    shown = (f"general kept {_share(last['general_kept'])}, earlier documents kept {_share(last['retention'])}, "
+             f"canary {last['canary_accuracy']:.1%} (golden {g['golden']['canary_accuracy']:.1%}), "
+             f"perplexity {last['perplexity']:.1f} (golden {g['golden']['perplexity']:.1f}); {g['seconds']:.0f} s")
+    if g["decision"] == "accepted":
+        return f"accepted: {shown}"
+    if g["decision"] == "scaled":
+        return f"scaled to {g['scale']:g} of the trained delta to fit the budget: {shown}"
+    over = ", ".join(g["checks"][-1]["over"])
+    if g["decision"] == "forced":
+        return f"FORCED over budget ({over}) by --force: {shown}"
+    return f"REJECTED, over budget ({over}) at every scale; head stays v{parent} (seal rollback N makes it head anyway): {shown}"
+
+
+def _share(x) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
 
 
 @app.command()

@@ -52,6 +52,19 @@ class AnswerConfig:
     batch_size: int = 8  # questions answered per generate() call
 
 
+@dataclass
+class GuardConfig:
+    """The forgetting guard of `seal learn` (seal.guard): the budget a candidate version must keep."""
+
+    enabled: bool = True  # measure every candidate before it becomes head
+    general_kept: float = 0.9  # of the guard's general questions the golden copy answers, the share still answered
+    retention: float = 0.8  # of the earlier versions' probes the head answers, the share still answered
+    canary_drop: float = 0.02  # canary accuracy may fall this much below the golden copy's (absolute)
+    perplexity_ratio: float = 1.5  # held-out perplexity may reach this multiple of the golden copy's
+    scales: tuple[float, ...] = (0.5, 0.25)  # over budget: the delta is scaled by each in turn and measured again
+    force: bool = False  # commit as head even when over budget at every scale (recorded as "forced")
+
+
 LEARN_LR = 3e-3  # `seal learn`'s default: the paper's 1e-3 taught the 135M model almost nothing
 
 
@@ -70,10 +83,12 @@ class LearnConfig:
     # trains on top of the head; "replay" also trains on a sample of the chain's stored training
     # examples; "consolidate" retrains one adapter from the golden base on all of them.
     strategy: str = "stack"
-    replay: int = 16  # replay: stored examples of earlier versions sampled into the new version's training
+    replay: int = 16  # replay: stored examples of earlier versions rehearsed per epoch (a fresh sample each epoch)
     writer: str = "head"  # who writes the self-edits: "head" (the current head) or "base" (the golden copy)
+    anchors: int = 0  # golden-copy answers to ordinary prompts rehearsed per epoch (seal.anchors); 0: none
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     inner: InnerLoopConfig = field(default_factory=lambda: InnerLoopConfig(lr=LEARN_LR))
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 def as_json(cfg) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .data import select_passages
 from .canary import canary_scores
-from .config import InnerLoopConfig, LearnConfig, SamplingConfig, as_json
+from .config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig, as_json
 from .general import ask_general, general_summary, load_general
 from .inner_loop import applied_adapters
 from .knowledge import evaluate
@@ -63,6 +63,8 @@ _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
     "stop-loss": ("inner.stop_loss", float),
     "replay": ("replay", int),
     "writer": ("writer", str),
+    "anchors": ("anchors", int),
+    "guard": ("guard.enabled", lambda v: {"on": True, "off": False}[v]),
 }
 
 
@@ -70,7 +72,7 @@ def parse_strategy(spec: str, base: LearnConfig) -> LearnConfig:
     """'replay:lr=1e-3:writer=base' -> the LearnConfig of that recipe (base with these changes)."""
     name, *opts = spec.split(":")
     cfg = dataclasses.replace(base, inner=dataclasses.replace(base.inner), sampling=dataclasses.replace(base.sampling),
-                              strategy=name)
+                              guard=dataclasses.replace(base.guard), strategy=name)
     for opt in opts:
         key, sep, value = opt.partition("=")
         if not sep or key not in _OPTIONS:
@@ -78,12 +80,12 @@ def parse_strategy(spec: str, base: LearnConfig) -> LearnConfig:
         path, cast = _OPTIONS[key]
         try:
             v = cast(value)
-        except ValueError:
-            raise SealError(f"strategy {spec!r}: {key} needs a {cast.__name__}, not {value!r}") from None
+        except (ValueError, KeyError):
+            raise SealError(f"strategy {spec!r}: {key} cannot be {value!r}") from None
         if cast is float and not (v > 0 and v < float("inf")):
             raise SealError(f"strategy {spec!r}: {key} must be a positive finite number")
-        obj, attr = (cfg.inner, path[6:]) if path.startswith("inner.") else (cfg, path)
-        setattr(obj, attr, v)
+        section, _, attr = path.rpartition(".")
+        setattr(getattr(cfg, section) if section else cfg, attr, v)
     try:
         check_config(cfg)
     except SealError as e:
@@ -102,6 +104,11 @@ def config_from_json(d: dict) -> ContinualConfig:
     if "target_modules" in inner:
         inner["target_modules"] = tuple(inner["target_modules"])
     learn_d["inner"] = InnerLoopConfig(**inner)
+    # runs written before the guard existed learned without it, and resume that way
+    guard = dict(learn_d.get("guard", {"enabled": False}))
+    if "scales" in guard:
+        guard["scales"] = tuple(guard["scales"])
+    learn_d["guard"] = GuardConfig(**guard)
     d["learn"] = LearnConfig(**learn_d)
     return ContinualConfig(**{f.name: d[f.name] for f in dataclasses.fields(ContinualConfig) if f.name in d})
 
@@ -237,6 +244,6 @@ def run_edit(lm: LoadedModel, store: KnowledgeStore, recipe: LearnConfig, order,
         "passage_id": order[step].id, "version": manifest["version"], "resumed": resumed, **m,
         "edit_seconds": round(timings["generate_seconds"] + timings["train_seconds"] if resumed else edit_seconds, 2),
         **timings, "epochs_run": manifest["metrics"].get("epochs_run"), "final_loss": manifest["metrics"]["final_loss"],
-        "n_examples": len(manifest.get("training_examples", [])), "n_replayed": manifest.get("n_replayed", 0),
+        "n_examples": len(manifest.get("training_examples", [])), "rehearsal": manifest.get("rehearsal", {}),
         "n_inherited": len(manifest.get("inherited_examples", [])), **manifest["memory"],
     }

@@ -36,6 +36,22 @@ class TrainExample:
 
 
 @dataclass
+class Rehearsal:
+    """A pool of examples rehearsed beside the new ones: each epoch trains on a fresh seeded
+    sample of `per_epoch` of them (all of them when the pool is smaller), so over the epochs the
+    adapter sees much of the pool at the cost of a few examples per epoch."""
+
+    pool: list[TrainExample]
+    per_epoch: int
+
+    def sample(self, seed: int, epoch: int, index: int) -> list[TrainExample]:
+        import random
+
+        k = min(self.per_epoch, len(self.pool))
+        return random.Random(f"{seed}/{epoch}/{index}").sample(self.pool, k) if k else []
+
+
+@dataclass
 class TrainResult:
     steps: int
     n_examples: int
@@ -79,8 +95,10 @@ def train(
     cfg: InnerLoopConfig,
     seed: int,
     on_step: Callable[[int, int, float], None] | None = None,
+    rehearsal: tuple[Rehearsal, ...] = (),
 ) -> TrainResult:
     """AdamW with linear decay to zero over `cfg.epochs` passes; trains whatever requires grad.
+    Each epoch also trains on a fresh sample of every rehearsal pool (`Rehearsal`).
 
     With `cfg.stop_loss`, training ends after the first epoch whose mean loss is below it: going on
     until the loss is ~0.001 buys no recall and costs general ability (SEAL.md section 7)."""
@@ -89,11 +107,12 @@ def train(
     if not examples:
         raise ValueError("no training examples")
     data = [tokenize_example(tokenizer, ex, cfg.max_seq_len) for ex in examples]
+    extra = sum(min(r.per_epoch, len(r.pool)) for r in rehearsal)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters (no adapter attached?)")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    per_epoch = math.ceil((len(data) + extra) / cfg.batch_size)
     total = per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))
     order_rng = torch.Generator().manual_seed(seed)
@@ -103,10 +122,12 @@ def train(
     start = time.perf_counter()
     model.train()
     try:
-        for _ in range(cfg.epochs):
-            order = torch.randperm(len(data), generator=order_rng).tolist()
+        for epoch in range(cfg.epochs):
+            epoch_data = data + [tokenize_example(tokenizer, ex, cfg.max_seq_len)
+                                 for i, r in enumerate(rehearsal) for ex in r.sample(seed, epoch, i)]
+            order = torch.randperm(len(epoch_data), generator=order_rng).tolist()
             for b in range(0, len(order), cfg.batch_size):
-                ids, attn, labels = collate([data[i] for i in order[b : b + cfg.batch_size]], pad)
+                ids, attn, labels = collate([epoch_data[i] for i in order[b : b + cfg.batch_size]], pad)
                 out = model(input_ids=ids.to(device), attention_mask=attn.to(device), labels=labels.to(device))
                 loss = float(out.loss.detach())
                 if not math.isfinite(loss):  # diverged: stop before the step spreads it into the weights
@@ -234,13 +255,14 @@ def run_inner_loop(
     evaluate: Callable[[], object],
     keep: Path | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    rehearsal: tuple[Rehearsal, ...] = (),
 ) -> tuple[TrainResult, object]:
     """The paper's inner loop, once: a fresh LoRA adapter (seeded), trained on a self-edit's
     examples, the adapted model evaluated by `evaluate()` (it sees the adapter), then the adapter
     saved to `keep` (a version or a generator link) or discarded. Any adapters applied to `model`
     before the call stay under the new one. Returns the training result and the evaluation's."""
     with lora_adapter(model, cfg, seed) as peft_model:
-        result = train(peft_model, tokenizer, examples, cfg, seed, on_step=on_step)
+        result = train(peft_model, tokenizer, examples, cfg, seed, on_step=on_step, rehearsal=rehearsal)
         evaluation = evaluate()
         if keep is not None:
             save_adapter(peft_model, keep)

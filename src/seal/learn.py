@@ -12,15 +12,16 @@ end, so a crash or a kill at any point leaves the previous head in place.
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .anchors import golden_anchors
 from .config import LearnConfig, check_inner, check_sampling
 from .data import Passage
 from .environment import environment
-from .inner_loop import TrainExample, applied_adapters, run_inner_loop, tokenize_example
+from .guard import chain_probes, check_guard, document_probes, run_guard
+from .inner_loop import Rehearsal, TrainExample, applied_adapters, run_inner_loop, tokenize_example
 from .knowledge import EvalResult, evaluate_with_progress
 from .models import LoadedModel
 from .progress import NullReporter, Reporter
@@ -43,6 +44,11 @@ class LearnOutcome:
     before: EvalResult | None = None
     after: EvalResult | None = None
     warnings: list[str] = field(default_factory=list)
+    guard: dict | None = None  # the guard's decision and measurements (seal.guard.run_guard)
+
+    @property
+    def head_moved(self) -> bool:
+        return self.guard is None or self.guard["decision"] != "rejected"
 
     def to_json(self) -> dict:
         out = {
@@ -57,6 +63,7 @@ class LearnOutcome:
             "final_loss": round(self.final_loss, 4),
             **self.memory,
             "warnings": self.warnings,
+            "guard": self.guard,
         }
         if self.before is not None and self.after is not None:
             out["accuracy_before"] = round(self.before.accuracy, 4)
@@ -76,6 +83,8 @@ def check_config(cfg: LearnConfig) -> None:
         raise SealError(f"unknown self-edit writer {cfg.writer!r} (known: {', '.join(WRITERS)})")
     if cfg.replay < 0:
         raise SealError(f"replay must be >= 0, not {cfg.replay}")
+    if cfg.anchors < 0:
+        raise SealError(f"anchors must be >= 0, not {cfg.anchors}")
 
 
 def stored_examples(manifest: dict) -> list[TrainExample]:
@@ -112,6 +121,7 @@ def learn(
         raise SealError("nothing to learn: no passages")
     check_inner(cfg.inner)
     check_sampling(cfg.sampling)
+    check_guard(cfg.guard)
     with store.lock():
         store.init(lm.name, lm.path, lm.checksum)
         parent = store.head
@@ -161,21 +171,39 @@ def learn(
         seed = derive_seed(cfg.seed, "learn", parent, *(p.sha256 for p in passages))
         # The strategy: what the new adapter trains on, on top of which weights, and its parent.
         earlier = chain_examples(store, parent) if cfg.strategy != "stack" else []
-        if cfg.strategy == "replay":
-            earlier = random.Random(seed).sample(earlier, min(cfg.replay, len(earlier)))
         train_on, new_parent = (head, None) if cfg.strategy != "consolidate" else ([], 0)
-        trained = examples + earlier
-        total = cfg.inner.epochs * -(-len(trained) // cfg.inner.batch_size)
-        label = f"training LoRA on {len(examples)} sequences" + (f" + {len(earlier)} earlier ({cfg.strategy})" if earlier else "")
+        trained = examples + (earlier if cfg.strategy == "consolidate" else [])
+        # Rehearsed each epoch, a fresh sample each time: earlier versions' examples (replay) and
+        # the golden copy's answers to ordinary prompts (anchors; no adapters are applied here).
+        rehearsal = {}
+        if cfg.strategy == "replay" and earlier and cfg.replay:
+            rehearsal["replay"] = Rehearsal(earlier, cfg.replay)
+        if cfg.anchors:
+            rehearsal["anchors"] = Rehearsal(golden_anchors(lm), cfg.anchors)
+        per_epoch = len(trained) + sum(min(r.per_epoch, len(r.pool)) for r in rehearsal.values())
+        total = cfg.inner.epochs * -(-per_epoch // cfg.inner.batch_size)
+        label = (f"training LoRA on {len(examples)} sequences" + (f" + {len(earlier)} earlier ({cfg.strategy})" if earlier else "")
+                 + "".join(f" + {r.per_epoch} {name}/epoch" for name, r in rehearsal.items()))
         folder = store.new_version_dir()
         with applied_adapters(lm.model, train_on), reporter.task(label, total) as task:
             result, after = run_inner_loop(
                 lm.model, lm.tokenizer, trained, cfg.inner, seed,
                 evaluate=lambda: evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after)"),
                 keep=folder, on_step=lambda step, _total, loss: task.advance(info=f"loss {loss:.3f}"),
+                rehearsal=tuple(rehearsal.values()),
             )
+        # What to ask later to see whether these documents are still known, and the earlier ones'.
+        probes = [pr for p in passages for pr in document_probes(p, [s for e in edits[p.id] for s in e.sequences], seed)]
+        earlier_probes = chain_probes([store.manifest(v) for v in store.chain(parent)])
+        decision = None
+        if cfg.guard.enabled:
+            with reporter.task("guard: general questions, earlier documents, canary", None):
+                decision = run_guard(lm, cfg.guard, head, [*train_on, folder], earlier_probes, probes, log=reporter.log)
+            if decision["scale"] != 1.0 and quizzed:  # the delta was scaled: measure what it now recalls
+                with applied_adapters(lm.model, [*train_on, folder]):
+                    after = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after, scaled)")
         memory = peak_memory_mb()
-        final_loss = sum(result.losses[-len(trained):]) / min(len(trained), len(result.losses))
+        final_loss = sum(result.losses[-per_epoch:]) / min(per_epoch, len(result.losses))
         manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "source": source,
@@ -193,7 +221,10 @@ def learn(
             # consolidate: the new version replaces its parent's chain, so it keeps what that chain was taught
             **({"consolidates": store.chain(parent), "inherited_examples": [dataclasses.asdict(ex) for ex in earlier]}
                if cfg.strategy == "consolidate" else {}),
-            **({"n_replayed": len(earlier)} if cfg.strategy == "replay" else {}),
+            "rehearsal": {name: {"pool": len(r.pool), "per_epoch": r.per_epoch} for name, r in rehearsal.items()},
+            "probes": [dataclasses.asdict(pr) for pr in probes],
+            **({"inherited_probes": [dataclasses.asdict(pr) for pr in earlier_probes]} if cfg.strategy == "consolidate" else {}),
+            **({"guard": decision} if decision else {}),
             "config": dataclasses.asdict(cfg),
             "seed": seed,
             "metrics": {
@@ -207,9 +238,9 @@ def learn(
             "memory": memory,
             "environment": environment(lm.model),
         }
-        version = store.commit(folder, manifest, parent=new_parent)
+        version = store.commit(folder, manifest, parent=new_parent, make_head=decision is None or decision["decision"] != "rejected")
     return LearnOutcome(
         version=version, parent=parent if new_parent is None else new_parent, passages=passages, self_edits=edits,
         sequences=sequences, train_seconds=result.train_seconds, generate_seconds=generate_seconds,
-        final_loss=final_loss, memory=memory, before=before, after=after, warnings=warnings,
+        final_loss=final_loss, memory=memory, before=before, after=after, warnings=warnings, guard=decision,
     )

@@ -171,12 +171,15 @@ class KnowledgeStore:
 
     def _rebuild_state(self) -> dict:
         """The state a missing or damaged state.json stood for: every complete version whose chain
-        is complete, the latest of them as head."""
+        is complete, the latest of them that the guard did not reject as head."""
         versions: list[int] = []
+        rejected: set[int] = set()
         for v, m in self._complete_manifests().items():
             if m["parent"] == 0 or m["parent"] in versions:
                 versions.append(v)
-        return {"head": max(versions, default=0), "versions": versions}
+                if (m.get("guard") or {}).get("decision") == "rejected":
+                    rejected.add(v)
+        return {"head": max(set(versions) - rejected, default=0), "versions": versions}
 
     # -- writing (only under lock) ---------------------------------------------------------
     @contextmanager
@@ -267,11 +270,12 @@ class KnowledgeStore:
         tmp.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix="version-", dir=tmp))
 
-    def commit(self, folder: Path, manifest: dict, parent: int | None = None) -> int:
+    def commit(self, folder: Path, manifest: dict, parent: int | None = None, make_head: bool = True) -> int:
         """Move a fully written version folder into place and make it the head, atomically.
 
         The new version's parent is the head unless `parent` says otherwise (0: a version trained
-        from the golden base alone, e.g. a consolidation of the head's chain)."""
+        from the golden base alone, e.g. a consolidation of the head's chain). With `make_head`
+        False (a version the guard rejected) it is stored and listed, and the head stays."""
         state = self.state()
         v = max([*state["versions"], *self._version_dirs()], default=0) + 1
         files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"}
@@ -282,7 +286,7 @@ class KnowledgeStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(folder, dest)
         fsync_dir(dest.parent)
-        write_json_atomic(self.root / "state.json", {"head": v, "versions": state["versions"] + [v]})
+        write_json_atomic(self.root / "state.json", {"head": v if make_head else state["head"], "versions": state["versions"] + [v]})
         return v
 
     def rollback(self, v: int) -> None:

@@ -1,0 +1,165 @@
+"""The forgetting guard, anchors and per-epoch rehearsal in seal learn (tiny model)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from seal.anchors import golden_anchors, load_anchor_prompts
+from seal.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig
+from seal.data import Passage, Question
+from seal.general import load_general
+from seal.guard import Probe, chain_probes, document_probes, load_guard_questions, run_guard, scale_adapter
+from seal.inner_loop import Rehearsal, TrainExample, lora_adapter, lora_factors, train
+from seal.learn import learn
+from seal.runtime import SealError, UsageError
+from seal.store import KnowledgeStore
+
+
+def cfg(lr=5e-3, epochs=1, **guard) -> LearnConfig:
+    return LearnConfig(sampling=SamplingConfig(k=0), inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=epochs, lr=lr),
+                       guard=GuardConfig(**guard))
+
+
+def doc(i=0) -> Passage:
+    return Passage(f"p{i}", f"Town {i}", f"Volthaven {i} supplied the ferry batteries of town {i} in March.",
+                   [Question(f"Who supplied the batteries of town {i}?", f"Volthaven {i}")])
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache"))
+
+
+def test_the_three_question_sets_are_disjoint():
+    evaluation = {q.question.lower() for q in load_general()}
+    guard = {q.question.lower() for q in load_guard_questions()}
+    anchors = {p.lower() for p in load_anchor_prompts()}
+    assert len(guard) >= 40 and len(anchors) >= 100
+    assert not evaluation & guard and not evaluation & anchors and not guard & anchors
+
+
+JUNK = Passage("j", "Junk", " ".join(["ferry"] * 60))  # trained hard, it moves held-out perplexity ~20% up
+
+
+def test_a_destructive_edit_is_rejected_and_the_head_stays(tiny_lm, tmp_path):
+    store = KnowledgeStore(tmp_path / "s")
+    first = learn(tiny_lm, store, [doc(0)], cfg())
+    assert first.guard["decision"] == "accepted" and store.head == 1
+    assert first.guard["checks"][0]["perplexity"] == pytest.approx(first.guard["golden"]["perplexity"], rel=0.01)
+    # the tiny random model is hard to damage, so the budget is tight: 10% more perplexity, no scales to try
+    bad = learn(tiny_lm, store, [JUNK], cfg(lr=0.05, epochs=30, perplexity_ratio=1.1, scales=()))
+    g = bad.guard
+    assert g["decision"] == "rejected" and not bad.head_moved and g["checks"][0]["over"] == ["perplexity"]
+    assert store.head == 1 and store.state()["versions"] == [1, 2]  # stored, listed, not head
+    assert store.manifest(2)["guard"]["decision"] == "rejected"
+    # a lost state.json is rebuilt with the latest version the guard did not reject as head
+    (store.root / "state.json").unlink()
+    assert KnowledgeStore(store.root).head == 1
+    # --force: the same edit becomes head, recorded as forced
+    forced = learn(tiny_lm, store, [JUNK], cfg(lr=0.05, epochs=30, perplexity_ratio=1.1, scales=(), force=True))
+    assert forced.guard["decision"] == "forced" and forced.head_moved and store.head == 3
+
+
+def _junk_adapter(lm, folder: Path) -> Path:
+    c = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=30, lr=0.05)
+    with lora_adapter(lm.model, c, 0) as m:
+        train(m, lm.tokenizer, [TrainExample(JUNK.context)], c, 0)
+        m.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_an_oversized_delta_is_scaled_until_it_fits_and_stored_scaled(tiny_lm, tmp_path):
+    folder = _junk_adapter(tiny_lm, tmp_path / "a")
+    _, _, trained = lora_factors(folder)
+    g = run_guard(tiny_lm, GuardConfig(perplexity_ratio=1.1, scales=()), [], [folder], [], [])
+    assert g["decision"] == "rejected" and g["checks"][0]["over"] == ["perplexity"]
+    g = run_guard(tiny_lm, GuardConfig(perplexity_ratio=1.1, scales=(0.5, 0.25, 0.01)), [], [folder], [], [])
+    assert g["decision"] == "scaled" and g["scale"] < 1 and [c["scale"] for c in g["checks"]][-1] == g["scale"]
+    assert all(c["over"] for c in g["checks"][:-1]) and not g["checks"][-1]["over"]
+    _, _, now = lora_factors(folder)
+    name = next(iter(now))
+    assert (now[name][1] - trained[name][1] * g["scale"]).abs().max() < 1e-6  # what is stored is what was measured
+
+
+def test_no_guard_commits_without_measuring(tiny_lm, tmp_path):
+    out = learn(tiny_lm, KnowledgeStore(tmp_path / "s"), [doc(0)], cfg(lr=0.5, enabled=False))
+    assert out.guard is None and out.head_moved
+
+
+def test_bad_budgets_are_one_line_errors(tiny_lm, tmp_path):
+    for bad in (dict(general_kept=1.5), dict(perplexity_ratio=0.5), dict(scales=(2.0,)), dict(retention=float("nan"))):
+        with pytest.raises(UsageError, match="guard"):
+            learn(tiny_lm, KnowledgeStore(tmp_path / "s"), [doc(0)], cfg(**bad))
+
+
+def test_scale_adapter_scales_the_delta_exactly(tiny_lm, tmp_path):
+    c = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1, lr=5e-2)
+    with lora_adapter(tiny_lm.model, c, 0) as m:
+        train(m, tiny_lm.tokenizer, [TrainExample("Volthaven built it.")], c, 0)
+        m.save_pretrained(tmp_path / "a", safe_serialization=True)
+    _, _, before = lora_factors(tmp_path / "a")
+    scale_adapter(tmp_path / "a", 0.25)
+    _, _, after = lora_factors(tmp_path / "a")
+    for name, (a, b) in before.items():
+        assert (after[name][0] == a).all() and (after[name][1] - b * 0.25).abs().max() < 1e-7
+
+
+def test_probes_are_gold_questions_or_the_models_own_sentence_pairs():
+    p = doc(0)
+    assert [pr.kind for pr in document_probes(p, [], 0)] == ["gold"]
+    user = Passage("u", "Heat pump", "The pump cost 214 million kroner. It opened in May.")
+    seqs = ["Q: What did the pump cost?\nA: The pump cost 214 million kroner.", "not a pair"]
+    assert document_probes(user, seqs, 0) == [Probe("What did the pump cost?", "Heat pump", "The pump cost 214 million kroner.", "self")]
+    manifests = [{"probes": [{"question": "a", "topic": None, "answer": "b", "kind": "self"}]},
+                 {"inherited_probes": [{"question": "c", "topic": "t", "answer": "d", "kind": "gold"}], "probes": []}]
+    assert [pr.question for pr in chain_probes(manifests)] == ["a", "c"]
+
+
+def test_learn_stores_probes_and_the_next_learn_checks_them(tiny_lm, tmp_path):
+    store = KnowledgeStore(tmp_path / "s")
+    learn(tiny_lm, store, [doc(0)], cfg())
+    assert store.manifest(1)["probes"][0]["kind"] == "gold"
+    second = learn(tiny_lm, store, [doc(1)], cfg())
+    assert second.guard["n_earlier_probes"] == 1
+
+
+# -- rehearsal and anchors -----------------------------------------------------------------------
+
+def test_rehearsal_trains_a_fresh_sample_each_epoch(tiny_lm):
+    c = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=3, lr=5e-3)
+    pool = [TrainExample(f"Fact {i}.") for i in range(10)]
+    r = Rehearsal(pool, 2)
+    samples = [r.sample(0, e, 0) for e in range(3)]
+    assert all(len(s) == 2 for s in samples) and len({tuple(x.completion for x in s) for s in samples}) > 1
+    assert Rehearsal(pool[:1], 5).sample(0, 0, 0) == pool[:1]
+    with lora_adapter(tiny_lm.model, c, 0) as m:
+        res = train(m, tiny_lm.tokenizer, [TrainExample("New fact.")], c, 0, rehearsal=(r,))
+    assert res.steps == 3 * 3
+
+
+def test_anchors_are_the_golden_copys_answers_cached(tiny_lm, tmp_path):
+    prompts = ["Say hello.", "Name a colour."]
+    first = golden_anchors(tiny_lm, prompts)
+    files = list((tmp_path / "cache" / "anchors").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["prompts"] == prompts
+    assert golden_anchors(tiny_lm, prompts) == first
+    assert all(ex.prompt and "Say hello." in first[0].prompt for ex in first)
+
+
+def test_learn_with_anchors_records_its_rehearsal(tiny_lm, tmp_path):
+    store = KnowledgeStore(tmp_path / "s")
+    c = cfg(enabled=False)
+    c.anchors = 3
+    learn(tiny_lm, store, [doc(0)], c)
+    anchors = store.manifest(1)["rehearsal"]["anchors"]
+    assert anchors["per_epoch"] == 3 and 0 < anchors["pool"] <= len(load_anchor_prompts())  # empty answers are left out
+    with pytest.raises(SealError, match="anchors"):
+        c.anchors = -1
+        learn(tiny_lm, store, [doc(0)], c)
+
+
+def test_anchor_prompts_file_ignores_comments(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("# comment\nWhat is up?\n\n  # another\nSay hi.\n")
+    assert load_anchor_prompts(Path(f)) == ["What is up?", "Say hi."]
