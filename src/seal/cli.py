@@ -232,7 +232,9 @@ def learn(
             for b, a in zip(outcome.before.per_question, outcome.after.per_question)
         ]
         _print_qa_table("closed-book answers, before vs after", rows)
-    table = Table(title=f"learned version {outcome.version} (parent {outcome.parent})", show_header=False)
+    title = (f"learned version {outcome.version} (parent {outcome.parent})" if outcome.head_moved
+             else f"version {outcome.version} stored as rejected; the head stays v{outcome.parent}")
+    table = Table(title=title, show_header=False)
     table.add_row("documents", ", ".join(sorted({p.title for p in passages})))
     table.add_row("self-edits usable", f"{summary['n_usable_self_edits']}/{summary['n_self_edits']} ({format})")
     table.add_row("sequences trained", str(summary["n_sequences"]))
@@ -348,11 +350,17 @@ def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
     active = set(st.chain(head))
     rows = []
     for m in st.manifests():
+        g = m.get("guard") or {}
+        last = (g.get("checks") or [{}])[-1]
         rows.append({
             "version": m["version"], "parent": m["parent"], "created": m["created"],
             "titles": sorted({d["title"] for d in m["documents"]}), "n_sequences": len(m["training_sequences"]),
             "train_seconds": m["timings"]["train_seconds"], "active": m["version"] in active, "head": m["version"] == head,
             "strategy": m.get("strategy", "stack"),
+            # the guard's measurements of this version when it was learned (None: learned without the guard)
+            "guard": g.get("decision"), "scale": g.get("scale"), "own_questions": last.get("own_probes"),
+            "earlier_kept": last.get("retention"), "general_kept": last.get("general_kept"),
+            "canary_accuracy": last.get("canary_accuracy"), "perplexity": last.get("perplexity"),
         })
     base = st.info()["base"]
     _warn_notes(st)
@@ -360,12 +368,16 @@ def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
         print(json_text({"store": str(st.root), "base": {**base, "weights": _weights_note(base)}, "head": head, "versions": rows}))
         return
     table = Table(title=f"{st.root}  (base {base['name']}, {_weights_note(base)}; head v{head})")
-    for col in ("version", "parent", "created", "documents", "sequences", "strategy", "train s", "state"):
+    for col in ("version", "parent", "created", "documents", "sequences", "strategy", "train s", "own Qs", "earlier kept",
+                "general kept", "canary", "ppl", "guard", "state"):
         table.add_column(col, overflow="fold")
     for r in rows:
         state = "head" if r["head"] else ("active" if r["active"] else "inactive")
+        guard = "off" if r["guard"] is None else r["guard"] + (f" x{r['scale']:g}" if r["guard"] == "scaled" else "")
         table.add_row(str(r["version"]), str(r["parent"]), r["created"], "; ".join(r["titles"]), str(r["n_sequences"]),
-                      r["strategy"], f"{r['train_seconds']:.1f}", state)
+                      r["strategy"], f"{r['train_seconds']:.1f}", _share(r["own_questions"]), _share(r["earlier_kept"]),
+                      _share(r["general_kept"]), _share(r["canary_accuracy"]),
+                      "n/a" if r["perplexity"] is None else f"{r['perplexity']:.1f}", guard, state)
     out.print(table)
 
 
@@ -416,6 +428,9 @@ def export(
     out.print(f"exported version {v} (chain {record['chain'] or 'base only'}; {len(docs)} document(s)) as {format} to {out_dir}")
 
 
+DEMO_GENERAL = ("g001", "g019", "g036", "g048", "g058", "g023")  # asked after every article of `seal demo`
+
+
 @app.command()
 @cli_errors
 def demo(
@@ -430,7 +445,7 @@ def demo(
 
     from .data import load_dataset
     from .inner_loop import applied_adapters
-    from .knowledge import evaluate_with_progress
+    from .knowledge import evaluate, evaluate_with_progress
     from .learn import learn as run_learn
     from .models import cache_root
     from .progress import RichReporter
@@ -451,9 +466,23 @@ def demo(
     temp = resolved_temperature(cfg.sampling.temperature, get_format(format))
     err.print(f"recipe: {format} self-edits (k={cfg.sampling.k}, T={temp:g}) + passage; LoRA r={inner.lora_r} "
               f"alpha={inner.lora_alpha} lr={inner.lr:g} epochs={inner.epochs}; each article a new version on top of the last")
-    for p in passages:
+    from .general import ask_general, load_general
+
+    general = [q for q in load_general() if q.id in DEMO_GENERAL]
+    golden = ask_general(lm, general)
+    for i, p in enumerate(passages):
         err.print(Text.assemble(("learning", "bold"), f" {p.title!r}"))
-        run_learn(lm, st, [p], cfg, rep, source=f"fresh-facts:eval:{p.id}")
+        outcome = run_learn(lm, st, [p], cfg, rep, source=f"fresh-facts:eval:{p.id}")
+        if outcome.guard:
+            err.print(f"  guard: {_guard_line(outcome.guard, outcome.parent)}")
+        # what the head knows now: every article so far, and a few ordinary questions
+        with applied_adapters(lm.model, st.adapter_dirs()):
+            seen = evaluate(lm, passages[: i + 1]).by_passage()
+            answers = ask_general(lm, general)
+        kept = sum(a["correct"] for a, g in zip(answers, golden) if g["correct"])
+        err.print("  head v{}: {}; general questions {}/{} that the golden copy answers (e.g. {!r} -> {!r})".format(
+            st.head, ", ".join(f"{q.title[:28]} {seen[q.id]:.0%}" for q in passages[: i + 1]), kept,
+            sum(g["correct"] for g in golden), general[0].question, answers[0]["prediction"]))
     with applied_adapters(lm.model, st.adapter_dirs()):
         after = evaluate_with_progress(lm, passages, rep, f"closed-book QA of the head (v{st.head})")
     rows = [(b.question, b.gold, b.prediction, b.correct, a.prediction, a.correct) for b, a in zip(before.per_question, after.per_question)]

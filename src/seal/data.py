@@ -217,8 +217,19 @@ def load_document(path: Path, max_words: int = 200, warnings: list[str] | None =
     if path.suffix.lower() not in (".txt", ".md", ".markdown", ".text"):
         if path.exists():
             raise SealError(f"unsupported file type {path.suffix or '(none)'}: {path} (expected .txt or .md)")
-    text = read_text_file(path)
-    title, body = path.stem.replace("_", " ").replace("-", " "), []
+    notes: list[str] = []
+    out = document_passages(read_text_file(path), path.name, path.stem.replace("_", " ").replace("-", " "), max_words, notes)
+    if warnings is not None:
+        warnings += [f"{path}: {note}" for note in notes]
+    if not out:
+        raise SealError(f"empty document: {path}")
+    return out
+
+
+def document_passages(text: str, name: str, title: str = "", max_words: int = 200, notes: list[str] | None = None) -> list[Passage]:
+    """A document's text as passages of about `max_words`; its first Markdown heading, if any, is
+    the title (else `title`). Ids are `name`, or `name#1`, `name#2`... for several chunks."""
+    body = []
     found = False
     for line in text.splitlines():
         m = _HEADING.match(line)
@@ -226,11 +237,6 @@ def load_document(path: Path, max_words: int = 200, warnings: list[str] | None =
             title, found = m.group(1), True
             continue
         body.append(m.group(1) if m else line)
-    notes: list[str] = []
-    chunks = chunk_text("\n".join(body), max_words, notes)
-    if warnings is not None:
-        warnings += [f"{path}: {note}" for note in notes]
-    if not chunks:
-        raise SealError(f"empty document: {path}")
+    chunks = chunk_text("\n".join(body), max_words, notes if notes is not None else [])
     n = len(chunks)
-    return [Passage(f"{path.name}#{i + 1}" if n > 1 else path.name, title, c) for i, c in enumerate(chunks)]
+    return [Passage(f"{name}#{i + 1}" if n > 1 else name, title, c) for i, c in enumerate(chunks)]

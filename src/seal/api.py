@@ -1,0 +1,162 @@
+"""The Python API: one object for a model and its knowledge store.
+
+    from seal import Seal
+
+    s = Seal(store="my-store")                      # the embedded model; or model="path/to/hf-folder"
+    result = s.learn("notes.md")                     # a file, a text, a Passage, or a list of them
+    print(result.guard["decision"], s.ask("What did the pump cost?", topic="Heat pump"))
+    s.history(); s.rollback(0); s.export("out-folder")
+
+`Seal(model=hf_model, tokenizer=hf_tokenizer)` wraps a model already in memory (its weights are
+hashed to identify the store's base). Every method raises `SealError` subclasses with the same
+one-line messages the CLI prints; results have `.to_json()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Union
+
+from .config import AnswerConfig, LearnConfig
+from .data import Passage, document_passages, load_dataset, load_document, select
+from .models import LoadedModel, load_model
+from .runtime import SealError, UsageError
+from .store import KnowledgeStore, default_store_dir
+
+Source = Union[str, Path, Passage]
+
+
+@dataclass
+class Answer:
+    text: str
+    version: int
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _in_memory(model, tokenizer, name: str) -> LoadedModel:
+    """A LoadedModel for a Hugging Face model and tokenizer already loaded; the base identity is
+    the sha256 of its parameters (names, shapes, bytes)."""
+    import torch
+
+    if tokenizer is None:
+        raise UsageError("a model object needs its tokenizer: Seal(model=m, tokenizer=t)")
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for n, p in sorted(model.state_dict().items()):
+            h.update(n.encode())
+            h.update(str(tuple(p.shape)).encode())
+            h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, path=Path("."), checksum=h.hexdigest())
+
+
+class Seal:
+    """A base model (the golden copy, never changed on disk) and a knowledge store of LoRA versions."""
+
+    def __init__(self, store: str | Path | None = None, model=None, tokenizer=None, name: str | None = None):
+        self.store = KnowledgeStore(Path(store) if store is not None else default_store_dir())
+        if model is None or isinstance(model, (str, Path)):
+            self.lm = load_model(None if model is None else str(model))
+        else:
+            self.lm = _in_memory(model, tokenizer, name or type(model).__name__)
+        if self.store.exists:
+            self.store.check_base(self.lm.name, self.lm.checksum)
+
+    # -- learning ------------------------------------------------------------------------------
+    def passages(self, sources: Source | Iterable[Source], max_chunk_words: int | None = None) -> list[Passage]:
+        """Documents as passages: a Path (a .txt/.md file), a str (a file path if one exists, else
+        the text itself), or Passage objects (e.g. from `seal.data.load_dataset`)."""
+        if isinstance(sources, (str, Path, Passage)):
+            sources = [sources]
+        words = max_chunk_words or LearnConfig.max_chunk_words
+        out: list[Passage] = []
+        for src in sources:
+            if isinstance(src, Passage):
+                out.append(src)
+            elif isinstance(src, Path) or (isinstance(src, str) and "\n" not in src and len(src) < 4096 and Path(src).is_file()):
+                out += load_document(Path(src), words)
+            elif isinstance(src, str) and src.strip():
+                out += document_passages(src, f"text-{hashlib.sha256(src.encode()).hexdigest()[:12]}", "", words)
+            else:
+                raise UsageError(f"cannot learn from {src!r}: give a file path, a non-empty text or a Passage")
+        return out
+
+    def learn(self, sources: Source | Iterable[Source], config: LearnConfig | None = None, reporter=None, **options):
+        """Learn documents into a new version (`seal learn`); returns a `LearnOutcome`. Keyword
+        options set fields of `LearnConfig` (e.g. strategy="replay", anchors=8)."""
+        from .learn import learn as run_learn
+
+        cfg = dataclasses.replace(config or LearnConfig(), **options)
+        passages = self.passages(sources, cfg.max_chunk_words)
+        return run_learn(self.lm, self.store, passages, cfg, reporter, source="python api")
+
+    # -- using what was learned ----------------------------------------------------------------
+    def _version(self, version: int | None) -> int:
+        if not self.store.exists:
+            if version not in (None, 0):
+                raise UsageError(f"no version {version}: the store {self.store.root} is empty")
+            return 0
+        v = self.store.head if version is None else version
+        self.store.chain(v)  # validates v
+        return v
+
+    def _adapters(self, v: int) -> list[Path]:
+        return self.store.adapter_dirs(v) if v else []
+
+    def ask(self, question: str, topic: str | None = None, version: int | None = None) -> Answer:
+        """A closed-book answer (`seal ask`) from the head, an older version, or 0 (the golden copy)."""
+        from .inner_loop import applied_adapters
+        from .knowledge import answer_questions, check_question_fits
+
+        if not question.strip():
+            raise UsageError("empty question")
+        v = self._version(version)
+        check_question_fits(self.lm, question, topic)
+        with applied_adapters(self.lm.model, self._adapters(v)):
+            return Answer(answer_questions(self.lm, [(question, topic)], AnswerConfig())[0], v)
+
+    def eval(self, data: str | list[Passage], version: int | None = None, ids: list[str] | None = None):
+        """Closed-book accuracy (`seal eval`) on a dataset name/path or passages; an `EvalResult`."""
+        from .inner_loop import applied_adapters
+        from .knowledge import evaluate
+
+        passages = select(load_dataset(data), ids or []) if isinstance(data, str) else list(data)
+        if not any(p.questions for p in passages):
+            raise UsageError(f"{data if isinstance(data, str) else 'passages'}: no questions to evaluate")
+        v = self._version(version)
+        with applied_adapters(self.lm.model, self._adapters(v)):
+            return evaluate(self.lm, passages)
+
+    # -- the store -----------------------------------------------------------------------------
+    def history(self) -> list[dict]:
+        """The store's versions, oldest first (each manifest, plus `head` and `active`)."""
+        if not self.store.exists:
+            return []
+        head = self.store.head
+        active = set(self.store.chain(head))
+        return [{**m, "head": m["version"] == head, "active": m["version"] in active} for m in self.store.manifests()]
+
+    def rollback(self, version: int) -> int:
+        """Make `version` the head (0: the golden copy); later versions are kept. Returns the old head."""
+        if not self.store.exists:
+            raise UsageError(f"no knowledge store at {self.store.root}")
+        with self.store.lock():
+            old = self.store.head
+            self.store.rollback(version)
+        return old
+
+    def export(self, out: str | Path, version: int | None = None, format: str = "merged") -> dict:
+        """Write a version out of the store (`seal export`); returns the export manifest."""
+        from .export import export_version
+
+        return export_version(self.lm, self.store, self._version(version), Path(out), format)
+
+
+__all__ = ["Answer", "Seal", "SealError"]
