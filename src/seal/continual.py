@@ -235,7 +235,8 @@ def run_edit(lm: LoadedModel, store: KnowledgeStore, recipe: LearnConfig, order,
         # The passage's questions are asked below, after the edit; learn() need not ask them too.
         learn(lm, store, [dataclasses.replace(order[step], questions=[])], recipe, source=f"continual:{order[step].id}")
     edit_seconds = time.perf_counter() - t0
-    manifest = store.manifest(store.head)
+    manifest = store.manifest(max(store.state()["versions"]))  # this edit's version, even when the guard rejected it
+    guard = manifest.get("guard") or {}
     seen = order[: step + 1]
     with applied_adapters(lm.model, store.adapter_dirs()):
         m = measure(lm, seen, base_general, [p.context for p in seen], general_qs)
@@ -246,4 +247,5 @@ def run_edit(lm: LoadedModel, store: KnowledgeStore, recipe: LearnConfig, order,
         **timings, "epochs_run": manifest["metrics"].get("epochs_run"), "final_loss": manifest["metrics"]["final_loss"],
         "n_examples": len(manifest.get("training_examples", [])), "rehearsal": manifest.get("rehearsal", {}),
         "n_inherited": len(manifest.get("inherited_examples", [])), **manifest["memory"],
+        "guard": guard.get("decision"), "guard_scale": guard.get("scale"), "guard_seconds": guard.get("seconds"),
     }

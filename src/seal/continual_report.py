@@ -89,6 +89,10 @@ def aggregate_strategy(records: list[dict], n: int, base: dict) -> dict:
         "train_seconds_per_edit": _mean([x["train_seconds"] for x in records]),
         "epochs_run": _mean([x.get("epochs_run") for x in records]),
         "peak_rss_mb": max((x.get("peak_rss_mb", 0) for x in records), default=None),
+        # the forgetting guard inside each learn: its decisions and its share of the edit's seconds
+        "guard": {d: sum(x.get("guard") == d for x in records) for d in ("accepted", "scaled", "rejected", "forced")
+                  if any(x.get("guard") == d for x in records)},
+        "guard_seconds_per_edit": _mean([x.get("guard_seconds") for x in records]),
         "steps": steps,
         "matrix": mean_matrix,
     }
@@ -135,8 +139,8 @@ def render_report(results: dict) -> str:
         f"(margin {_f(base.get('canary_margin'))}), perplexity {_f(base.get('perplexity'))}.",
         "",
         "| strategy | edits | just-learned % | final % | retention | BWT | general kept first / final % | copies (final) "
-        "| canary % | margin | perplexity | s/edit | epochs | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| canary % | margin | perplexity | s/edit (guard s) | epochs | guard decisions | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in results["strategies"].items():
         spread = "" if s["final_std"] is None else f" ± {100 * s['final_std']:.1f}"
@@ -144,7 +148,8 @@ def render_report(results: dict) -> str:
             f"| {name} | {s['n_edits']} | {_f(s['just_learned'], True)} | {_f(s['final'], True)}{spread} | "
             f"{_f(s['retention'])} | {_f(s['bwt'])} | {_f(s['general_kept_first'], True)} / {_f(s['general_kept_final'], True)} | "
             f"{_f(s['general_copies_final'], digits=1)} | {_f(s['canary_final'], True)} | {_f(s['canary_margin_final'])} | "
-            f"{_f(s['perplexity_final'])} | {_f(s['seconds_per_edit'], digits=0)} | {_f(s['epochs_run'], digits=1)} | "
+            f"{_f(s['perplexity_final'])} | {_f(s['seconds_per_edit'], digits=0)} ({_f(s.get('guard_seconds_per_edit'), digits=0)}) | "
+            f"{_f(s['epochs_run'], digits=1)} | {', '.join(f'{k} {v}' for k, v in s.get('guard', {}).items()) or 'off'} | "
             f"{_f(s['peak_rss_mb'], digits=0)} |"
         )
     lines += ["", "final ± std over orderings; retention = final / just-learned; BWT = mean of A[N-1][i] - A[i][i].", ""]
