@@ -251,8 +251,10 @@ def learn(
 def _guard_line(g: dict, parent: int) -> str:
     last = g["checks"][-1]
     shown = (f"general kept {_share(last['general_kept'])}, earlier documents kept {_share(last['retention'])}, "
-             f"canary {last['canary_accuracy']:.1%} (golden {g['golden']['canary_accuracy']:.1%}), "
-             f"perplexity {last['perplexity']:.1f} (golden {g['golden']['perplexity']:.1f}); {g['seconds']:.0f} s")
+             f"own questions {_share(last['own_probes'])}"
+             + (f", canary {last['canary_accuracy']:.1%} (golden {g['golden']['canary_accuracy']:.1%}), "
+                f"perplexity {last['perplexity']:.1f} (golden {g['golden']['perplexity']:.1f})" if "perplexity" in last else "")
+             + f"; {g['seconds']:.0f} s")
     if g["decision"] == "accepted":
         return f"accepted: {shown}"
     if g["decision"] == "scaled":
@@ -361,6 +363,7 @@ def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
             "guard": g.get("decision"), "scale": g.get("scale"), "own_questions": last.get("own_probes"),
             "earlier_kept": last.get("retention"), "general_kept": last.get("general_kept"),
             "canary_accuracy": last.get("canary_accuracy"), "perplexity": last.get("perplexity"),
+            "guard_seconds": g.get("seconds"),
         })
     base = st.info()["base"]
     _warn_notes(st)

@@ -62,6 +62,7 @@ class GuardConfig:
     canary_drop: float = 0.02  # canary accuracy may fall this much below the golden copy's (absolute)
     perplexity_ratio: float = 1.5  # held-out perplexity may reach this multiple of the golden copy's
     scales: tuple[float, ...] = (0.5, 0.25)  # over budget: the delta is scaled by each in turn and measured again
+    own_kept: float = 0.5  # a scaled delta must still answer this share of its document's probes the full delta answered
     force: bool = False  # commit as head even when over budget at every scale (recorded as "forced")
 
 

@@ -14,8 +14,10 @@ After `seal learn` trains a candidate adapter, and before it commits it, the gua
     golden copy's.
 
 Over budget, the candidate's delta is scaled down (each `scales` factor in turn, measured
-again); if no scale fits, the version is stored as rejected and the head does not move, unless
-`force` is set. The decision and every measurement are written to the manifest.
+again) as long as the scaled delta still answers `own_kept` of the questions about its own
+document that the full delta answered (below that, scaling only undoes the learn); if no scale
+fits, the version is stored as rejected and the head does not move, unless `force` is set. The
+cheap generative checks run first; the canary and perplexity only for a scale that passed them. The decision and every measurement are written to the manifest.
 
 The guard's questions are disjoint from the general questions the benchmarks report
 (questions.jsonl) and from the anchors that learning rehearses (anchors.txt).
@@ -61,6 +63,8 @@ def check_guard(cfg: GuardConfig) -> None:
                             ("perplexity_ratio", cfg.perplexity_ratio, cfg.perplexity_ratio >= 1)):
         if not ok or value != value:
             raise UsageError(f"guard: {name} = {value} is out of range")
+    if not 0 <= cfg.own_kept <= 1 or cfg.own_kept != cfg.own_kept:
+        raise UsageError(f"guard: own_kept = {cfg.own_kept} is out of range")
     if any(not 0 < s < 1 for s in cfg.scales):
         raise UsageError(f"guard: every scale must be between 0 and 1, not {list(cfg.scales)}")
 
@@ -163,6 +167,7 @@ def run_guard(
               "perplexity": round(golden["perplexity"] * cfg.perplexity_ratio, 3)}
     checks = []
     applied_scale = 1.0
+    own_full: list[bool] = []
     for scale in (1.0, *cfg.scales):
         if scale != applied_scale:
             scale_adapter(candidate[-1], scale / applied_scale)
@@ -171,26 +176,31 @@ def run_guard(
             general = _general(lm, questions)
             retained = ask_probes(lm, earlier)
             own_flags = ask_probes(lm, own)
-            ability = _ability(lm)
-        m = {
-            "scale": scale,
-            "general_kept": _share(general, golden["general"]),
-            "retention": _share(retained, head_knew),
-            "own_probes": round(sum(own_flags) / len(own_flags), 4) if own_flags else None,
-            **ability,
-        }
-        m["over"] = [k for k, bad in (
-            ("general_kept", m["general_kept"] is not None and m["general_kept"] < cfg.general_kept),
-            ("retention", m["retention"] is not None and m["retention"] < cfg.retention),
-            ("canary_accuracy", m["canary_accuracy"] < budget["canary_accuracy"]),
-            ("perplexity", m["perplexity"] > budget["perplexity"]),
-        ) if bad]
+            own_full = own_full or own_flags
+            m = {
+                "scale": scale,
+                "general_kept": _share(general, golden["general"]),
+                "retention": _share(retained, head_knew),
+                "own_probes": round(sum(own_flags) / len(own_flags), 4) if own_flags else None,
+                # a scaled delta must still recall what the full one did, or scaling only undoes the learn
+                "own_kept": _share(own_flags, own_full) if scale != 1.0 else None,
+            }
+            m["over"] = [k for k, bad in (
+                ("general_kept", m["general_kept"] is not None and m["general_kept"] < cfg.general_kept),
+                ("retention", m["retention"] is not None and m["retention"] < cfg.retention),
+                ("own_kept", m["own_kept"] is not None and m["own_kept"] < cfg.own_kept),
+            ) if bad]
+            if not m["over"]:  # the canary and perplexity cost most: measured only when the rest fits
+                m.update(_ability(lm))
+                m["over"] += [k for k, bad in (("canary_accuracy", m["canary_accuracy"] < budget["canary_accuracy"]),
+                                               ("perplexity", m["perplexity"] > budget["perplexity"])) if bad]
         checks.append(m)
         log(f"guard at scale {scale:g}: general kept {_pct(m['general_kept'])}, earlier documents kept {_pct(m['retention'])}, "
-            f"own questions {_pct(m['own_probes'])}, canary {m['canary_accuracy']:.1%} (golden {golden['canary_accuracy']:.1%}), "
-            f"perplexity {m['perplexity']:.1f} (golden {golden['perplexity']:.1f})"
+            f"own questions {_pct(m['own_probes'])}"
+            + (f", canary {m['canary_accuracy']:.1%} (golden {golden['canary_accuracy']:.1%}), perplexity {m['perplexity']:.1f} "
+               f"(golden {golden['perplexity']:.1f})" if "perplexity" in m else "")
             + (f"; over budget: {', '.join(m['over'])}" if m["over"] else "; within budget"))
-        if not m["over"]:
+        if not m["over"] or "own_kept" in m["over"]:  # fits, or smaller scales would only forget more of the document
             break
     passed = not checks[-1]["over"]
     if passed:
