@@ -95,7 +95,7 @@ def test_strategy_specs_parse_into_learn_configs():
     cfg = parse_strategy("replay:lr=1e-3:stop-loss=0.1:writer=base:replay=8:anchors=4:guard=off", LearnConfig())
     assert (cfg.strategy, cfg.inner.lr, cfg.inner.stop_loss, cfg.writer, cfg.replay) == ("replay", 1e-3, 0.1, "base", 8)
     assert cfg.anchors == 4 and not cfg.guard.enabled and LearnConfig().guard.enabled
-    assert LearnConfig().inner.lr == 3e-3  # the base recipe is not changed in place
+    assert LearnConfig().inner.lr == 1e-3  # the base recipe is not changed in place
     for bad, msg in (("stak", "unknown strategy"), ("stack:lr=x", "lr cannot be"), ("stack:guard=maybe", "guard cannot be"), ("stack:foo=1", "bad option"),
                      ("stack:lr=-1", "positive finite"), ("stack:writer=me", "unknown self-edit writer")):
         with pytest.raises(SealError, match=msg):

@@ -137,7 +137,7 @@ def learn(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Length limit of a self-edit [default: per format]."),
     min_faithfulness: Optional[float] = MinFaithOpt,
     no_passage: bool = typer.Option(False, "--no-passage", help="Do not add the raw passage to the training sequences."),
-    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help="LoRA learning rate (AdamW, linear decay); the paper's is 1e-3."),
+    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help="LoRA learning rate (AdamW, linear decay); the paper's 1e-3. 3e-3 recalls no more and forgets far more (docs/RESULTS.md)."),
     epochs: int = typer.Option(InnerLoopConfig.epochs, "--epochs", min=1, help="Passes over the training sequences."),
     lora_r: int = typer.Option(InnerLoopConfig.lora_r, "--lora-r", min=1, help="LoRA rank."),
     lora_alpha: int = typer.Option(InnerLoopConfig.lora_alpha, "--lora-alpha", min=1, help="LoRA alpha (scale = alpha / r)."),
@@ -147,9 +147,9 @@ def learn(
     seed: int = typer.Option(LearnConfig.seed, "--seed", help="Root seed; trial seeds derive from it and the document."),
     generator: Optional[Path] = typer.Option(None, "--generator", help="A ReST-EM generator (seal train ... OUT/iter_N) that writes the self-edits."),
     strategy: str = typer.Option(LearnConfig.strategy, "--strategy", help="stack (train on top of the head), replay (also on a sample of the head chain's stored examples) or consolidate (retrain one adapter from the golden base on all of them)."),
-    replay: int = typer.Option(LearnConfig.replay, "--replay", min=0, help="replay: stored examples of earlier versions trained with the new ones."),
+    replay: int = typer.Option(LearnConfig.replay, "--replay", min=0, help="replay: stored examples of earlier versions rehearsed per epoch (a fresh sample each epoch)."),
     writer: str = typer.Option(LearnConfig.writer, "--writer", help="Who writes the self-edits: head (the current head) or base (the golden copy)."),
-    anchors: int = typer.Option(LearnConfig.anchors, "--anchors", min=0, help="Golden-copy answers to ordinary prompts mixed into training, so other questions keep their answers (0: none)."),
+    anchors: int = typer.Option(LearnConfig.anchors, "--anchors", min=0, help="Golden-copy answers to ordinary prompts rehearsed per epoch, so other questions keep their answers (0: none)."),
     stop_loss: Optional[float] = typer.Option(None, "--stop-loss", min=0.0, help="Stop training after the first epoch whose mean loss is below this [default: all epochs]."),
     no_guard: bool = typer.Option(False, "--no-guard", help="Commit without the forgetting guard's checks."),
     force: bool = typer.Option(False, "--force", help="Make the new version head even when the guard finds it over budget (recorded as forced)."),
@@ -441,7 +441,7 @@ def demo(
     store: Optional[Path] = typer.Option(None, "--store", help="Store for the demo [default: a fresh one in the cache dir]."),
     model: Optional[str] = ModelOpt,
     format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format."),
-    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help="LoRA learning rate. The paper's 1e-3 taught this 135M model almost nothing on fresh-facts:train; 3e-3 did (README)."),
+    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help="LoRA learning rate (seal learn's default; docs/RESULTS.md)."),
 ):
     """Learn a few unseen fictional articles and show closed-book answers before vs after."""
     import shutil
@@ -468,7 +468,9 @@ def demo(
     inner = cfg.inner
     temp = resolved_temperature(cfg.sampling.temperature, get_format(format))
     err.print(f"recipe: {format} self-edits (k={cfg.sampling.k}, T={temp:g}) + passage; LoRA r={inner.lora_r} "
-              f"alpha={inner.lora_alpha} lr={inner.lr:g} epochs={inner.epochs}; each article a new version on top of the last")
+              f"alpha={inner.lora_alpha} lr={inner.lr:g} epochs={inner.epochs}; each article a new version on top of the last, "
+              f"rehearsing {cfg.replay} earlier examples ({cfg.strategy}) and {cfg.anchors} golden-copy answers per epoch; "
+              "the forgetting guard checks each version before it becomes head")
     from .general import ask_general, load_general
 
     general = [q for q in load_general() if q.id in DEMO_GENERAL]
