@@ -431,6 +431,36 @@ def export(
     out.print(f"exported version {v} (chain {record['chain'] or 'base only'}; {len(docs)} document(s)) as {format} to {out_dir}")
 
 
+@app.command()
+@cli_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; beyond localhost every endpoint needs the API key."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SEAL_API_KEY", help="Bearer token; learning and rollback need it always [env: SEAL_API_KEY]."),
+    max_body_kb: int = typer.Option(1024, "--max-body-kb", min=1, help="Largest request body accepted (413 above)."),
+    store: Optional[Path] = StoreOpt,
+    model: Optional[str] = ModelOpt,
+):
+    """Serve the head over an OpenAI-compatible API (chat, completions, streaming) that also learns
+    documents posted to POST /v1/learn, in the background, behind the forgetting guard."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise SealError("seal serve needs FastAPI and uvicorn: pip install -e '.[serve]'") from None
+    from .api import Seal
+    from .serve import LOCAL_HOSTS, Server, create_app
+
+    if host not in LOCAL_HOSTS and not api_key:
+        raise SealError(f"binding to {host} needs an API key: --api-key KEY or SEAL_API_KEY")
+    with err.status("loading model (two copies: one serves, one learns)"):
+        seal_ = Seal(store=store, model=model)
+        server = Server(seal_)
+    err.print(f"serving {seal_.store.root} (head v{server.version}) on http://{host}:{port}/v1"
+              + ("" if api_key else "; learning endpoints are off without --api-key"))
+    uvicorn.run(create_app(server, api_key=api_key, host=host, max_body=max_body_kb * 1024), host=host, port=port,
+                log_level="warning")
+
+
 DEMO_GENERAL = ("g001", "g019", "g036", "g048", "g058", "g023")  # asked after every article of `seal demo`
 
 

@@ -67,3 +67,35 @@ def generate(
         return [[t] * num_return_sequences for t in texts]
     n = num_return_sequences
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def generate_stream(lm: LoadedModel, prompt: str, *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+                    seed: int = 0, stop_strings: list[str] | None = None):
+    """Complete one prompt, yielding the text as it is decoded (for streaming servers).
+
+    The generation runs in a thread that the caller must let finish (iterate to the end)."""
+    import threading
+
+    import torch
+    from transformers import TextIteratorStreamer
+
+    tok, model = lm.tokenizer, lm.model
+    enc = tok([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    kwargs = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
+                  do_sample=temperature > 0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, streamer=streamer)
+    if stop_strings:
+        kwargs.update(stop_strings=stop_strings, tokenizer=tok)
+    kwargs.update(dict(temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(temperature=None, top_p=None, top_k=None))
+
+    def run():
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            model.generate(**kwargs)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield from streamer
+    finally:
+        thread.join()

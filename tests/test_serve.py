@@ -1,0 +1,135 @@
+"""`seal serve` driven as users will: the official openai client against a real server (tiny model)."""
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+
+from seal.api import Seal  # noqa: E402
+from seal.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig  # noqa: E402
+from seal.serve import Server, create_app  # noqa: E402
+
+KEY = "test-key"
+# A recipe that changes the tiny model's greedy answers for sure: passage only, a high rate, no guard.
+LOUD = LearnConfig(sampling=SamplingConfig(k=0), anchors=0, guard=GuardConfig(enabled=False),
+                   inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=8, lr=5e-2))
+
+
+class Running:
+    def __init__(self, app, port):
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def served(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache"))
+    server = Server(Seal(store=tmp_path / "store", model=tiny_model_dir), learn_config=LOUD)
+    port = _free_port()
+    with Running(create_app(server, api_key=KEY, max_body=64 * 1024), port):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+        yield server, client, f"http://127.0.0.1:{port}/v1"
+
+
+def _ask(client, model="seal-head", **kw):
+    r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Who built the tower?"}],
+                                       max_tokens=12, **kw)
+    return r.choices[0].message.content
+
+
+def test_models_chat_streaming_and_completions(served):
+    _server, client, _url = served
+    assert {m.id for m in client.models.list().data} == {"seal-head", "seal-base"}
+    text = _ask(client)
+    assert isinstance(text, str)
+    streamed = client.chat.completions.create(model="seal-head", messages=[{"role": "user", "content": "Who built the tower?"}],
+                                              max_tokens=12, stream=True)
+    pieces = [c.choices[0].delta.content or "" for c in streamed]
+    assert "".join(pieces) == text  # greedy: the stream is the same answer, in pieces
+    done = client.completions.create(model="seal-base", prompt="Volthaven built", max_tokens=5)
+    assert done.object == "text_completion" and done.usage.total_tokens >= done.usage.prompt_tokens > 0
+
+
+def test_bad_requests_are_openai_error_objects(served):
+    _server, client, url = served
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        _ask(client, model="gpt-4")
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        _ask(client, temperature=7)
+    with pytest.raises(openai.BadRequestError, match="only n=1"):
+        _ask(client, n=2)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    r = httpx.post(f"{url}/chat/completions", content=b"{not json", headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["message"] == "the body is not valid JSON"
+    r = httpx.post(f"{url}/learn", content=json.dumps({"text": "x" * 100_000}), headers=headers)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    r = httpx.post(f"{url}/learn", json={"text": "A fact."})  # no key
+    assert r.status_code == 401 and "Traceback" not in r.text
+
+
+def test_a_posted_document_is_learned_and_served_atomically(served):
+    server, client, url = served
+    headers = {"Authorization": f"Bearer {KEY}"}
+    before = _ask(client)
+    job = httpx.post(f"{url}/learn", json={"text": "Volthaven built the ferry tower in Bergen in March.", "title": "Tower"},
+                     headers=headers).json()
+    answers = []
+
+    def keep_asking():
+        while server.jobs[job["id"]].status in ("queued", "running"):
+            answers.append(_ask(client))
+
+    with ThreadPoolExecutor(4) as pool:  # chat keeps answering while the document is learned
+        for f in [pool.submit(keep_asking) for _ in range(4)]:
+            f.result()
+    status = httpx.get(f"{url}/learn/{job['id']}", headers=headers).json()
+    assert status["status"] == "committed" and status["version"] == 1 and status["head"] == 1
+    after = _ask(client)
+    assert after != before  # the learned head answers differently
+    assert answers and set(answers) <= {before, after}  # never from a half-applied head
+    assert _ask(client, model="seal-base") == before  # the golden copy is untouched
+    assert {m.id for m in client.models.list().data} == {"seal-head", "seal-base", "seal-v1"}
+    versions = httpx.get(f"{url}/versions").json()
+    assert versions["head"] == 1 and versions["versions"][0]["documents"] == ["Tower"]
+    assert httpx.post(f"{url}/rollback", json={"version": 0}, headers=headers).json() == {"head": 0, "previous": 1}
+    assert _ask(client) == before
+
+
+def test_beyond_localhost_every_endpoint_needs_the_key_and_learning_always(tiny_model_dir, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache"))
+    server = Server(Seal(store=tmp_path / "store", model=tiny_model_dir), learn_config=LOUD)
+    wide = TestClient(create_app(server, api_key=KEY, host="0.0.0.0"))
+    assert wide.get("/v1/models").status_code == 401
+    assert wide.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    keyless = TestClient(create_app(server, api_key=None))
+    assert keyless.get("/v1/models").status_code == 200
+    r = keyless.post("/v1/learn", json={"text": "A fact."})
+    assert r.status_code == 403 and "--api-key" in r.json()["error"]["message"]
