@@ -14,11 +14,12 @@ one-line messages the CLI prints; results have `.to_json()`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Callable, ContextManager, Iterable, Union
 
 from .config import AnswerConfig, LearnConfig
 from .data import Passage, document_passages, load_dataset, load_document, select
@@ -35,7 +36,7 @@ class Answer:
     version: int
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"answer": self.text, "version": self.version}  # what `seal ask --json` prints
 
 
 def _in_memory(model, tokenizer, name: str) -> LoadedModel:
@@ -60,14 +61,28 @@ def _in_memory(model, tokenizer, name: str) -> LoadedModel:
 class Seal:
     """A base model (the golden copy, never changed on disk) and a knowledge store of LoRA versions."""
 
-    def __init__(self, store: str | Path | None = None, model=None, tokenizer=None, name: str | None = None):
+    def __init__(self, store: str | Path | None = None, model=None, tokenizer=None, name: str | None = None,
+                 loading: Callable[[], ContextManager] | None = None):
+        self._loading = loading or contextlib.nullcontext  # wraps the model's loading (the CLI shows a status line)
         self.store = KnowledgeStore(Path(store) if store is not None else default_store_dir())
-        if model is None or isinstance(model, (str, Path)):
-            self.lm = load_model(None if model is None else str(model))
-        else:
-            self.lm = _in_memory(model, tokenizer, name or type(model).__name__)
+        self._spec = None if model is None else str(model) if isinstance(model, (str, Path)) else None
+        self._lm: LoadedModel | None = None
+        if model is not None and not isinstance(model, (str, Path)):
+            self._lm = _in_memory(model, tokenizer, name or type(model).__name__)
+            self._check_base()
+
+    @property
+    def lm(self) -> LoadedModel:
+        """The base model, loaded on first use (history and rollback never load it)."""
+        if self._lm is None:
+            with self._loading():
+                self._lm = load_model(self._spec)
+            self._check_base()
+        return self._lm
+
+    def _check_base(self) -> None:
         if self.store.exists:
-            self.store.check_base(self.lm.name, self.lm.checksum)
+            self.store.check_base(self._lm.name, self._lm.checksum)
 
     # -- learning ------------------------------------------------------------------------------
     def passages(self, sources: Source | Iterable[Source], max_chunk_words: int | None = None) -> list[Passage]:
@@ -98,7 +113,8 @@ class Seal:
         return run_learn(self.lm, self.store, passages, cfg, reporter, source="python api")
 
     # -- using what was learned ----------------------------------------------------------------
-    def _version(self, version: int | None) -> int:
+    def version(self, version: int | None = None) -> int:
+        """`version` checked against the store (None: the head; 0: the golden copy)."""
         if not self.store.exists:
             if version not in (None, 0):
                 raise UsageError(f"no version {version}: the store {self.store.root} is empty")
@@ -117,22 +133,24 @@ class Seal:
 
         if not question.strip():
             raise UsageError("empty question")
-        v = self._version(version)
+        v = self.version(version)
         check_question_fits(self.lm, question, topic)
         with applied_adapters(self.lm.model, self._adapters(v)):
             return Answer(answer_questions(self.lm, [(question, topic)], AnswerConfig())[0], v)
 
-    def eval(self, data: str | list[Passage], version: int | None = None, ids: list[str] | None = None):
+    def eval(self, data: str | list[Passage], version: int | None = None, ids: list[str] | None = None,
+             n: int | None = None, reporter=None):
         """Closed-book accuracy (`seal eval`) on a dataset name/path or passages; an `EvalResult`."""
         from .inner_loop import applied_adapters
-        from .knowledge import evaluate
+        from .knowledge import evaluate_with_progress
+        from .progress import NullReporter
 
-        passages = select(load_dataset(data), ids or []) if isinstance(data, str) else list(data)
+        passages = (select(load_dataset(data), ids or []) if isinstance(data, str) else list(data))[: n or None]
         if not any(p.questions for p in passages):
             raise UsageError(f"{data if isinstance(data, str) else 'passages'}: no questions to evaluate")
-        v = self._version(version)
+        v = self.version(version)
         with applied_adapters(self.lm.model, self._adapters(v)):
-            return evaluate(self.lm, passages)
+            return evaluate_with_progress(self.lm, passages, reporter or NullReporter(), f"closed-book QA, version {v}")
 
     # -- the store -----------------------------------------------------------------------------
     def history(self) -> list[dict]:
@@ -154,9 +172,13 @@ class Seal:
 
     def export(self, out: str | Path, version: int | None = None, format: str = "merged") -> dict:
         """Write a version out of the store (`seal export`); returns the export manifest."""
-        from .export import export_version
+        from .export import FORMATS, export_version
 
-        return export_version(self.lm, self.store, self._version(version), Path(out), format)
+        if format not in FORMATS:
+            raise UsageError(f"unknown export format {format!r} (merged or adapter)")
+        if not self.store.exists:
+            raise UsageError(f"no knowledge store at {self.store.root} (it is created by the first `seal learn`)")
+        return export_version(self.lm, self.store, self.version(version), Path(out), format)
 
 
 __all__ = ["Answer", "Seal", "SealError"]

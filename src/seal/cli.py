@@ -97,14 +97,16 @@ def _load(model: Optional[str]):
         return load_model(model)
 
 
-def _version_for(store, lm, version: Optional[int], base: bool) -> int:
-    if store.exists:
-        store.check_base(lm.name, lm.checksum)
-    if base:
-        return 0
-    v = store.head if version is None else version
-    store.chain(v)  # validates v
-    return v
+def _seal(store: Optional[Path], model: Optional[str]):
+    """The API object the commands stand on; its model is loaded on first use, behind a status line."""
+    from .api import Seal
+    from .models import embedded_cache_dir
+
+    if model is None and not (embedded_cache_dir() / "seal-cache.json").is_file():
+        msg = "converting the embedded GGUF model to a safetensors cache (once, ~20 s)"
+    else:
+        msg = "loading model"
+    return Seal(store=store or None, model=model, loading=lambda: err.status(msg))
 
 
 def _split_ids(ids: Optional[List[str]]) -> list[str]:
@@ -281,22 +283,13 @@ def ask(
     as_json: bool = JsonOpt,
 ):
     """Answer a question from what the model has learned."""
-    from .inner_loop import applied_adapters
-    from .knowledge import answer_questions, check_question_fits
-
-    if not question.strip():
-        raise SealError("empty question")
-    st = _store(store)
-    lm = _load(model)
-    v = _version_for(st, lm, version, base)
-    check_question_fits(lm, question, topic)
-    with applied_adapters(lm.model, st.adapter_dirs(v) if st.exists else []):
-        answer = answer_questions(lm, [(question, topic)])[0]
-    _warn_notes(st)
+    s = _seal(store, model)
+    answer = s.ask(question, topic=topic, version=0 if base else version)
+    _warn_notes(s.store)
     if as_json:
-        print(json_text({"answer": answer, "version": v}))
+        print(json_text(answer.to_json()))
     else:
-        out.print(answer)
+        out.print(answer.text)
 
 
 @app.command("eval")
@@ -312,22 +305,13 @@ def eval_(
     as_json: bool = JsonOpt,
 ):
     """Closed-book QA accuracy of a version on a dataset (local grader: EM, containment, F1)."""
-    from .data import load_dataset, select
-    from .inner_loop import applied_adapters
-    from .knowledge import evaluate_with_progress
-
-    passages = select(load_dataset(data), _split_ids(ids))[: n or None]
-    n_q = sum(len(p.questions) for p in passages)
-    if n_q == 0:
-        raise SealError(f"{data}: no questions to evaluate")
-    st = _store(store)
-    lm = _load(model)
-    v = _version_for(st, lm, version, base)
     from .progress import RichReporter
 
-    with applied_adapters(lm.model, st.adapter_dirs(v) if st.exists else []):
-        result = evaluate_with_progress(lm, passages, RichReporter(err), f"closed-book QA, version {v}")
-    _warn_notes(st)
+    s = _seal(store, model)
+    v = s.version(0 if base else version)
+    result = s.eval(data, version=v, ids=_split_ids(ids), n=n, reporter=RichReporter(err))
+    passages = {q.passage_id for q in result.per_question}
+    _warn_notes(s.store)
     if as_json:
         print(json_text({"version": v, **result.to_json()}))
         return
@@ -391,12 +375,9 @@ def rollback(
     store: Optional[Path] = StoreOpt,
 ):
     """Make an earlier (or, to undo a rollback, a later) version the head."""
-    st = _store(store)
-    if not st.exists:
-        raise SealError(f"no knowledge store at {st.root}")
-    with st.lock():
-        old = st.head
-        st.rollback(version)
+    s = _seal(store, None)
+    old = s.rollback(version)
+    st = s.store
     _warn_notes(st)
     out.print(f"head: v{old} -> v{version} (active: {st.chain(version) or 'base only'})")
 
@@ -412,18 +393,11 @@ def export(
     as_json: bool = JsonOpt,
 ):
     """Write a version out of the store for transformers, PEFT, vLLM or lm-eval, with a manifest of what went in."""
-    from .export import FORMATS, export_version
-
-    if format not in FORMATS:
-        raise SealError(f"unknown export format {format!r} (merged or adapter)")
-    st = _store(store)
-    if not st.exists:
-        raise SealError(f"no knowledge store at {st.root} (it is created by the first `seal learn`)")
-    lm = _load(model)
-    v = st.head if version is None else version
+    s = _seal(store, model)
+    v = s.version(version) if s.store.exists else (version or 0)
     with err.status(f"exporting version {v} ({format})"):
-        record = export_version(lm, st, v, out_dir, format)
-    _warn_notes(st)
+        record = s.export(out_dir, version=v, format=format)
+    _warn_notes(s.store)
     if as_json:
         print(json_text(record))
         return
