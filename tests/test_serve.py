@@ -99,20 +99,18 @@ def test_a_posted_document_is_learned_and_served_atomically(served):
     before = _ask(client)
     job = httpx.post(f"{url}/learn", json={"text": "Volthaven built the ferry tower in Bergen in March.", "title": "Tower"},
                      headers=headers).json()
-    answers = []
-
-    def keep_asking():
-        while server.jobs[job["id"]].status in ("queued", "running"):
-            answers.append(_ask(client))
-
-    with ThreadPoolExecutor(4) as pool:  # chat keeps answering while the document is learned
-        for f in [pool.submit(keep_asking) for _ in range(4)]:
-            f.result()
+    # 200 requests from 8 concurrent clients while the document is learned: none lost, none from a
+    # half-applied head (each answer is the old head's or the new head's)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _i: _ask(client), range(200)))
+    assert len(answers) == 200
+    while server.jobs[job["id"]].status in ("queued", "running"):
+        time.sleep(0.1)
     status = httpx.get(f"{url}/learn/{job['id']}", headers=headers).json()
     assert status["status"] == "committed" and status["version"] == 1 and status["head"] == 1
     after = _ask(client)
     assert after != before  # the learned head answers differently
-    assert answers and set(answers) <= {before, after}  # never from a half-applied head
+    assert set(answers) <= {before, after}  # never from a half-applied head
     assert _ask(client, model="seal-base") == before  # the golden copy is untouched
     assert {m.id for m in client.models.list().data} == {"seal-head", "seal-base", "seal-v1"}
     versions = httpx.get(f"{url}/versions").json()
@@ -133,3 +131,46 @@ def test_beyond_localhost_every_endpoint_needs_the_key_and_learning_always(tiny_
     assert keyless.get("/v1/models").status_code == 200
     r = keyless.post("/v1/learn", json={"text": "A fact."})
     assert r.status_code == 403 and "--api-key" in r.json()["error"]["message"]
+
+
+def test_a_server_killed_while_learning_restarts_on_the_previous_head(tiny_model_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SEAL_CACHE": str(tmp_path / "cache"), "SEAL_API_KEY": KEY}
+    port = _free_port()
+    cmd = [sys.executable, "-m", "seal.cli", "serve", "--model", str(tiny_model_dir), "--store", str(tmp_path / "store"),
+           "--port", str(port)]
+    url, headers = f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {KEY}"}
+
+    def start():
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "seal serve did not start"
+            time.sleep(0.2)
+
+    proc = start()
+    try:
+        job = httpx.post(f"{url}/learn", json={"text": "Volthaven built the tower in March.", "title": "T"}, headers=headers).json()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/learn/{job['id']}", headers=headers).json()["status"] == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-learn (the default recipe takes seconds even on the tiny model)
+        proc.wait()
+        proc = start()
+        versions = httpx.get(f"{url}/versions").json()
+        assert versions["head"] == 0 and versions["versions"] == []
+        r = httpx.post(f"{url}/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+        assert r.status_code == 200 and r.json()["model"] == "seal-head"
+    finally:
+        proc.kill()
+        proc.wait()
