@@ -61,7 +61,7 @@ class GuardConfig:
     # margin, so that the guard stops the damaging recipes (lr 3e-3 without anchors kept 6% of the
     # general questions, perplexity 4.3x) but not the default one. They are looser than the goals
     # of issue 14 (90% kept, 1.5x), which the default recipe does not reach yet.
-    general_kept: float = 0.6  # of the guard's general questions the golden copy answers, the share still answered
+    general_kept: float = 0.5  # of the guard's general questions the golden copy answers, the share still answered
     retention: float = 0.8  # of the earlier versions' probes the head answers, the share still answered
     canary_drop: float = 0.02  # canary accuracy may fall this much below the golden copy's (absolute)
     perplexity_ratio: float = 2.0  # held-out perplexity may reach this multiple of the golden copy's
