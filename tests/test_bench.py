@@ -319,3 +319,29 @@ def test_bench_report_prints_the_floor_beside_the_conditions(tmp_path):
     row = next(line for line in r.stdout.splitlines() if "random-sentence (floor, no model)" in line)
     assert "50.0" in row  # one of the passage's two sentences holds the answer
     assert "scores 50.0% under the same grader (1 questions, 1 passages)" in r.stdout
+
+
+def test_reports_say_what_each_condition_cost_in_general_questions(tmp_path):
+    cfg = tiny_cfg(tmp_path, conditions=["base", "passage"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(as_json(cfg)))
+    golden = [{"id": "g001", "prediction": "Paris.", "correct": True}, {"id": "g002", "prediction": "Tokyo.", "correct": True},
+              {"id": "g003", "prediction": "Milan.", "correct": False}]
+    after = [{"id": "g001", "prediction": "The ferry is named Maria and runs.", "correct": False},
+             {"id": "g002", "prediction": "Tokyo.", "correct": True}, {"id": "g003", "prediction": "Rome.", "correct": True}]
+    q = {"passage_id": "p0", "question": "What is the ferry called?", "gold": "Maria", "prediction": "Maria",
+         "correct": True, "exact_match": True, "f1": 1.0}
+    records = [
+        {"key": "base-canary", "condition": "base", "canary": {"reasoning_accuracy": 0.5, "perplexity": 20.0, "general_answers": golden}},
+        {"key": "p0|base|0", "passage_id": "p0", "condition": "base", "repeat": 0, "per_question": [{**q, "correct": False}],
+         "sequences": [], "trial_seconds": 1.0, "canary": None},
+        {"key": "p0|passage|0", "passage_id": "p0", "condition": "passage", "repeat": 0, "per_question": [q],
+         "sequences": ["Town\nThe ferry is named Maria and runs on batteries."], "trial_seconds": 1.0,
+         "canary": {"reasoning_accuracy": 0.4, "perplexity": 30.0, "general_answers": after}},
+    ]
+    (run / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    conds = report_run(run)["conditions"]
+    assert conds["base"]["general_kept"] == 1.0
+    assert conds["passage"]["general_kept"] == 0.5 and conds["passage"]["general_copies"] == 1  # g001 now copies the passage
+    assert "| 50.0 (1.0) |" in (run / "report.md").read_text()

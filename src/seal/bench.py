@@ -261,7 +261,7 @@ def run_bench(cfg: BenchConfig, out: Path, fresh: bool = False, reporter: Report
             canaried[r["condition"]] = canaried.get(r["condition"], 0) + 1
     if "base-canary" not in {r["key"] for r in log.records}:
         with reporter.task("canary (general ability) of the base model", 1) as task:
-            log.append({"key": "base-canary", "condition": "base", "canary": canary_scores(lm)})
+            log.append({"key": "base-canary", "condition": "base", "canary": general_ability(lm)})
             task.advance()
     with reporter.task(f"trials ({len(plan) - len(todo)} of {len(plan)} already done)", len(todo)) as task:
         for name, kind, arg, rep, group in todo:
@@ -279,6 +279,14 @@ def run_bench(cfg: BenchConfig, out: Path, fresh: bool = False, reporter: Report
             log.append(record)
             task.advance(info=f"{name} {record['accuracy']:.0%}")
     return write_artifacts(out, cfg, log.records)
+
+
+def general_ability(lm) -> dict:
+    """What an update cost, measured on the model as it is now: the canary (multiple-choice
+    accuracy, margin, perplexity) and the generative general questions (seal.general)."""
+    from .general import ask_general
+
+    return {**canary_scores(lm), "general_answers": ask_general(lm)}
 
 
 def _key(t) -> str:
@@ -304,7 +312,7 @@ def run_trial(lm, cfg: BenchConfig, name: str, kind: str, rep: int, group: list[
     else:
         def score():
             note("answering the questions")
-            return evaluate(lm, group), canary_scores(lm) if want_canary else None
+            return evaluate(lm, group), general_ability(lm) if want_canary else None
 
         tr, (result, canary) = run_inner_loop(lm.model, lm.tokenizer, examples, cfg.inner, seed, evaluate=score,
                                               on_step=lambda step, total, loss: note(f"training step {step}/{total}, loss {loss:.3f}"))

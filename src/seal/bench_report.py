@@ -113,8 +113,31 @@ def aggregate(cfg, records: list[dict]) -> dict:
         if name == "base" and base_canary:
             c["reasoning_accuracy"], c["perplexity"] = base_canary["reasoning_accuracy"], base_canary["perplexity"]
         c["paper_accuracy"] = paper_number(cfg.mode, name)
+        c.update(_general_cost(trials, base_canary) if name != "base" else
+                 {"general_kept": 1.0 if (base_canary or {}).get("general_answers") else None, "general_copies": 0.0})
         conditions[name] = c
     return {"config": public_config(cfg), "conditions": conditions, "random_sentence": _floor(cfg, records)}
+
+
+def _general_cost(trials: list[dict], base_canary: dict | None) -> dict:
+    """Of the general questions the golden copy answers, the share the updated models still answer
+    (mean over the trials whose general ability was measured), and their answers that copy the
+    trained text. None for runs recorded before the general questions were asked."""
+    from .general import general_summary
+
+    base = (base_canary or {}).get("general_answers")
+    measured = [t for t in trials if (t.get("canary") or {}).get("general_answers")]
+    if not base or not measured:
+        return {"general_kept": None, "general_copies": None}
+    summaries = [general_summary(t["canary"]["general_answers"], base, t.get("sequences", [])) for t in measured]
+    kept = [x["kept"] for x in summaries if x["kept"] is not None]  # None: the golden copy answers none of them
+    return {"general_kept": mean(kept) if kept else None, "general_copies": mean([x["copies"] for x in summaries])}
+
+
+def _general_cell(c: dict) -> str:
+    if c.get("general_kept") is None:
+        return "n/a"
+    return f"{_pct(c['general_kept'])} ({c['general_copies']:.1f})"
 
 
 def _floor(cfg, records: list[dict]) -> dict | None:
@@ -162,10 +185,13 @@ def render_report(results: dict) -> str:
         "",
         "Accuracy = closed-book, local grader (exact match or gold contained in the answer), macro over passages, "
         "95% CI by bootstrap over passages. Reasoning = canary multiple-choice accuracy of the updated model "
-        "(golden copy in brackets); ppl = perplexity on held-out English.",
+        "(golden copy in brackets); ppl = perplexity on held-out English; general kept = of the general questions "
+        "the golden copy answers (generative, no topic), the share the updated model still answers, and how many of "
+        "its answers copy the trained text.",
         "",
-        "| condition | accuracy % | 95% CI | micro % | EM % | F1 | std passages | std repeats | reasoning % | ppl | s/trial | peak MB | paper % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| condition | accuracy % | 95% CI | micro % | EM % | F1 | std passages | std repeats | reasoning % | ppl "
+        "| general kept % (copies) | s/trial | peak MB | paper % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, c in results["conditions"].items():
         lo, hi = c["accuracy_ci95"]
@@ -175,12 +201,12 @@ def render_report(results: dict) -> str:
         lines.append(
             f"| {name} | {_pct(c['accuracy'])} | {_pct(lo)}-{_pct(hi)} | {_pct(c['accuracy_micro'])} | "
             f"{_pct(c['exact_match'])} | {c['f1']:.3f} | {_pct(c['std_over_passages'])} | {_pct(c['std_over_repeats'])} | "
-            f"{reasoning} | {ppl} | {c['seconds_per_trial']:.1f} | {c['peak_rss_mb']:.0f} | {paper} |"
+            f"{reasoning} | {ppl} | {_general_cell(c)} | {c['seconds_per_trial']:.1f} | {c['peak_rss_mb']:.0f} | {paper} |"
         )
     if "accuracy" in (f := results.get("random_sentence") or {}):
         lo, hi = f["accuracy_ci95"]
         lines.append(f"| random-sentence (floor, no model) | {_pct(f['accuracy'])} | {_pct(lo)}-{_pct(hi)} | "
-                     f"{_pct(f['accuracy_micro'])} | {_pct(f['exact_match'])} | {f['f1']:.3f} | | | | | | | |")
+                     f"{_pct(f['accuracy_micro'])} | {_pct(f['exact_match'])} | {f['f1']:.3f} | | | | | | | | |")
     lines += ["", floor_line(results)]
     edited = {name: c for name, c in results["conditions"].items() if c.get("faithfulness") is not None}
     if edited:
