@@ -123,12 +123,15 @@ def test_bench_end_to_end_produces_every_artefact(tiny_lm, tmp_path, judge_url):
     assert list(conds) == cfg.conditions
     for c in conds.values():
         for key in ("accuracy", "accuracy_ci95", "exact_match", "f1", "n_passages", "n_questions", "reasoning_accuracy",
-                    "reasoning_accuracy_base", "seconds_per_trial", "peak_rss_mb", "judge_accuracy", "judge_agreement"):
+                    "reasoning_accuracy_base", "seconds_per_trial", "peak_rss_mb", "judge_accuracy", "judge_agreement",
+                    "short_exact_match", "short_f1", "general_kept"):
             assert key in c, key
-        assert c["n_passages"] == 2 and c["n_questions"] == 2
+        assert c["n_passages"] == 2 and c["n_questions"] == 2 and 0 <= c["short_f1"] <= 1
     assert conds["passage"]["repeats"] == 2 and conds["base"]["repeats"] == 1
     assert 0 <= conds["passage"]["reasoning_accuracy"] <= 1 and conds["passage"]["n_canary_adapters"] == 1
     trials = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    assert all("short_answer" in q for t in trials for q in t.get("per_question", []))  # recite, then answer
+    assert "general_answers" in trials[0]["canary"]  # the golden copy's general answers, for the cost column
     teacher = [t for t in trials if t["condition"] == "teacher"][0]
     assert teacher["self_edits"][0]["sequences"][0].startswith("Volthaven")
     assert teacher["sequences"][-1].startswith("Town ")  # the passage is always trained on too

@@ -26,7 +26,8 @@ from .data import Passage, select_passages
 from .environment import ENVIRONMENTS, environment
 from .inner_loop import run_inner_loop
 from .judge import LLMJudge
-from .knowledge import evaluate
+from .grading import local_grade
+from .knowledge import evaluate, short_answers
 from .models import LoadedModel, load_model
 from .progress import NullReporter, Reporter
 from .remote import ChatEndpoint
@@ -281,6 +282,13 @@ def run_bench(cfg: BenchConfig, out: Path, fresh: bool = False, reporter: Report
     return write_artifacts(out, cfg, log.records)
 
 
+def recite_then_answer(lm, group: list[Passage]):
+    """Closed-book answers (whole recalled sentences, as graded), and the short answer the same
+    model then copies out of each of its own answers (so that exact match and F1 mean something)."""
+    result = evaluate(lm, group)
+    return result, short_answers(lm, [(q.question, q.prediction) for q in result.per_question])
+
+
 def general_ability(lm) -> dict:
     """What an update cost, measured on the model as it is now: the canary (multiple-choice
     accuracy, margin, perplexity) and the generative general questions (seal.general)."""
@@ -308,19 +316,21 @@ def run_trial(lm, cfg: BenchConfig, name: str, kind: str, rep: int, group: list[
     examples = [ex for p in group for ex in training_examples(lm, p.title, p.context, edits[p.id], include_passage=True)]
     train_info, canary = {}, None
     if kind == "base":
-        result = evaluate(lm, group)
+        result, shorts = recite_then_answer(lm, group)
     else:
         def score():
             note("answering the questions")
-            return evaluate(lm, group), general_ability(lm) if want_canary else None
+            return recite_then_answer(lm, group), general_ability(lm) if want_canary else None
 
-        tr, (result, canary) = run_inner_loop(lm.model, lm.tokenizer, examples, cfg.inner, seed, evaluate=score,
+        tr, ((result, shorts), canary) = run_inner_loop(lm.model, lm.tokenizer, examples, cfg.inner, seed, evaluate=score,
                                               on_step=lambda step, total, loss: note(f"training step {step}/{total}, loss {loss:.3f}"))
         train_info = {"train_seconds": round(tr.train_seconds, 2), "steps": tr.steps, "n_tokens": tr.n_tokens,
                       "final_loss": round(tr.losses[-1], 4)}
     per_question = []
-    for q in result.per_question:
+    for q, short in zip(result.per_question, shorts):
         row = dataclasses.asdict(q)
+        g = local_grade(q.question, q.gold, short)
+        row.update(short_answer=short, short_exact_match=g.exact_match, short_f1=round(g.f1, 4))
         if judge:
             v = judge(q.question, q.gold, q.prediction)
             row.update(judge_correct=v.correct, judge_raw=v.raw, judge_error=v.error)

@@ -71,6 +71,9 @@ def aggregate_condition(trials: list[dict]) -> dict:
         "accuracy_micro": mean([q["correct"] for _, _, q in rows]),
         "exact_match": mean([q["exact_match"] for _, _, q in rows]),
         "f1": mean([q["f1"] for _, _, q in rows]),
+        # recite, then answer: the short answer the model copied out of its own recalled sentence
+        "short_exact_match": _mean_of([q for _, _, q in rows], "short_exact_match"),
+        "short_f1": _mean_of([q for _, _, q in rows], "short_f1"),
         "std_over_passages": std(per_passage),
         "std_over_repeats": std(per_repeat),
         "n_passages": len(passages),
@@ -134,6 +137,13 @@ def _general_cost(trials: list[dict], base_canary: dict | None) -> dict:
     return {"general_kept": mean(kept) if kept else None, "general_copies": mean([x["copies"] for x in summaries])}
 
 
+def _short(c: dict, key: str, pct: bool = False) -> str:
+    x = c.get(key)
+    if x is None:
+        return ""
+    return f" / {_pct(x)}" if pct else f" / {x:.3f}"
+
+
 def _general_cell(c: dict) -> str:
     if c.get("general_kept") is None:
         return "n/a"
@@ -185,7 +195,8 @@ def render_report(results: dict) -> str:
         "",
         "Accuracy = closed-book, local grader (exact match or gold contained in the answer), macro over passages, "
         "95% CI by bootstrap over passages. Reasoning = canary multiple-choice accuracy of the updated model "
-        "(golden copy in brackets); ppl = perplexity on held-out English; general kept = of the general questions "
+        "(golden copy in brackets); ppl = perplexity on held-out English; EM and F1: of the answer as given / of the "
+        "short answer the same model then copies out of it (recite, then answer); general kept = of the general questions "
         "the golden copy answers (generative, no topic), the share the updated model still answers, and how many of "
         "its answers copy the trained text.",
         "",
@@ -200,7 +211,8 @@ def render_report(results: dict) -> str:
         paper = "" if c["paper_accuracy"] is None else f"{c['paper_accuracy']:.1f}"
         lines.append(
             f"| {name} | {_pct(c['accuracy'])} | {_pct(lo)}-{_pct(hi)} | {_pct(c['accuracy_micro'])} | "
-            f"{_pct(c['exact_match'])} | {c['f1']:.3f} | {_pct(c['std_over_passages'])} | {_pct(c['std_over_repeats'])} | "
+            f"{_pct(c['exact_match'])}{_short(c, 'short_exact_match', True)} | {c['f1']:.3f}{_short(c, 'short_f1')} | "
+            f"{_pct(c['std_over_passages'])} | {_pct(c['std_over_repeats'])} | "
             f"{reasoning} | {ppl} | {_general_cell(c)} | {c['seconds_per_trial']:.1f} | {c['peak_rss_mb']:.0f} | {paper} |"
         )
     if "accuracy" in (f := results.get("random_sentence") or {}):

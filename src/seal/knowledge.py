@@ -35,6 +35,20 @@ def check_question_fits(lm: LoadedModel, question: str, topic: str | None, cfg: 
                          f"must fit this model's context of {context} tokens")
 
 
+def short_answers(lm: LoadedModel, pairs: list[tuple[str, str]], batch_size: int = 8) -> list[str]:
+    """Recite, then answer: for each (question, the model's own closed-book answer), the same model
+    copies out the few words of its answer that answer the question. Answers here are whole
+    recalled sentences, so exact match and F1 only mean something on this short form. The document
+    is never shown: only what the model itself recalled."""
+    prompts = [render_prompt(lm, f"Sentence: {recalled}\nQuestion: {question}\n"
+                                 "Copy the few words of the sentence that answer the question.")
+               for question, recalled in pairs]
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        out += [first_line(o[0]) for o in generate(lm, prompts[i : i + batch_size], max_new_tokens=16, temperature=0.0)]
+    return out
+
+
 def first_line(text: str) -> str:
     for line in text.strip().splitlines():
         if line.strip():
