@@ -79,7 +79,8 @@ def test_each_strategy_learns_a_chain(tiny_lm, tmp_path, strategy):
     m = store.manifest(3)
     assert m["strategy"] == strategy and m["training_examples"] == [{"completion": f"Town 2\n{ps[2].context}", "prompt": ""}]
     if strategy == "replay":
-        assert m["rehearsal"] == {"replay": {"pool": 2, "per_epoch": 1}}
+        assert m["rehearsal"]["replay"] == {"pool": 2, "per_epoch": 1}
+        assert m["rehearsal"]["anchors"]["per_epoch"] == 16  # the default recipe rehearses anchors too
     if strategy == "consolidate":
         assert len(m["inherited_examples"]) == 2
 
