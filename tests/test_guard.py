@@ -17,8 +17,9 @@ from seal.store import KnowledgeStore
 
 
 def cfg(lr=5e-3, epochs=1, **guard) -> LearnConfig:
+    # the guard is what these tests are about: a plain stacked learn, no rehearsal
     return LearnConfig(sampling=SamplingConfig(k=0), inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=epochs, lr=lr),
-                       guard=GuardConfig(**guard))
+                       guard=GuardConfig(**guard), strategy="stack", anchors=0)
 
 
 def doc(i=0) -> Passage:
