@@ -34,10 +34,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from .canary import perplexity, reasoning_accuracy
+from .canary import canary_scores
 from .config import AnswerConfig, GuardConfig
 from .data import Passage
-from .general import GeneralQuestion, is_correct, load_general
+from .general import GeneralQuestion, ask_general, load_general
 from .grading import local_grade
 from .inner_loop import ADAPTER_WEIGHTS, applied_adapters
 from .knowledge import answer_questions
@@ -105,13 +105,12 @@ def ask_probes(lm: LoadedModel, probes: list[Probe]) -> list[bool]:
 
 
 def _general(lm: LoadedModel, questions: list[GeneralQuestion]) -> list[bool]:
-    preds = answer_questions(lm, [(q.question, None) for q in questions], AnswerConfig(max_new_tokens=24, batch_size=16))
-    return [is_correct(q, p) for q, p in zip(questions, preds)]
+    return [a["correct"] for a in ask_general(lm, questions)]
 
 
 def _ability(lm: LoadedModel) -> dict:
-    r = reasoning_accuracy(lm)
-    return {"canary_accuracy": round(r["accuracy"], 4), "canary_margin": round(r["margin"], 4), "perplexity": round(perplexity(lm), 3)}
+    c = canary_scores(lm)
+    return {"canary_accuracy": c["reasoning_accuracy"], "canary_margin": c["margin"], "perplexity": c["perplexity"]}
 
 
 def golden_reference(lm: LoadedModel, questions: list[GeneralQuestion]) -> dict:

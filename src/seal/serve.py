@@ -177,10 +177,9 @@ def _sampling(body: dict) -> dict:
         stop = [stop]
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop) and len(stop) <= 4):
         raise ApiError(400, "stop must be a string or a list of up to 4 non-empty strings", param="stop")
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    limit = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     return {
-        "max_new_tokens": number("max_tokens", 1, MAX_TOKENS, 128, integer=True) if limit is None
-        else number("max_completion_tokens" if "max_completion_tokens" in body else "max_tokens", 1, MAX_TOKENS, 128, True),
+        "max_new_tokens": number(limit, 1, MAX_TOKENS, 128, integer=True),
         "temperature": number("temperature", 0, 2, 0.0),
         "top_p": number("top_p", 1e-6, 1, 1.0),
         "seed": number("seed", 0, 2**32 - 1, 0, integer=True),
