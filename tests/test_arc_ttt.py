@@ -119,12 +119,12 @@ def test_training_split_must_not_overlap_its_evaluation_split(tiny_lm):
 
 
 def test_generation_stops_at_a_stop_string_with_the_same_greedy_text(tiny_lm):
-    from seal.generation import generate
+    from seal.generation import Sampling
 
     prompts = ["input:\n12\noutput:\n", "The quick brown"]
-    full = [c[0] for c in generate(tiny_lm, prompts, max_new_tokens=12)]
+    full = [c[0] for c in tiny_lm.generator.generate(prompts, sampling=Sampling(max_new_tokens=12))]
     ids = tiny_lm.tokenizer(full[0], add_special_tokens=False)["input_ids"]
     stop = tiny_lm.tokenizer.decode(ids[:3])
-    cut = [c[0] for c in generate(tiny_lm, prompts, max_new_tokens=12, stop_strings=[stop])]
+    cut = [c[0] for c in tiny_lm.generator.generate(prompts, sampling=Sampling(max_new_tokens=12, stop=(stop,)))]
     assert cut[0] == stop and full[0].startswith(stop) and len(cut[0]) < len(full[0])
     assert full[1].startswith(cut[1])  # the other sequence is the same greedy text, stopped with the batch or earlier

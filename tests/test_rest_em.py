@@ -6,6 +6,7 @@ import pytest
 
 from seal.config import InnerLoopConfig, SamplingConfig
 from seal.data import Passage, Question
+from seal.generation import ScriptedGenerator
 from seal.domains.knowledge import KnowledgeDomain, check_no_overlap, knowledge_domain
 from seal.rest_em import RestEMConfig, iteration_stats, run_rest_em, select_best
 from seal.runtime import SealError
@@ -96,14 +97,14 @@ def test_stats_leave_the_spread_within_a_self_edit_unmeasured_with_one_repeat():
     assert stats["std_between_self_edits"] == pytest.approx(0.0)  # both average 0.5
 
 
-def test_self_question_reward_scores_with_the_models_own_questions(tiny_lm, tmp_path, monkeypatch):
-    import seal.domains.knowledge
+def test_self_question_reward_scores_with_the_models_own_questions(tiny_lm, tmp_path):
+    def quiz(prompt, sampling, adapters):  # the tiny random model writes no Q/A pairs; script the model's quiz
+        if "Write five quiz questions" not in prompt:
+            return None  # everything else: the tiny model itself
+        n = prompt.split("Title: Harbour ", 1)[1].split()[0]
+        return f"Q: Who sold cranes to harbour {n}?\nA: Daesan {n}\nQ: When?\nA: In 2026\nLet me know if ..."
 
-    def quiz(lm, prompts, **kw):  # the tiny random model writes no Q/A pairs; script the model's quiz
-        n = prompts[0].split("Title: Harbour ", 1)[1].split()[0]
-        return [[f"Q: Who sold cranes to harbour {n}?\nA: Daesan {n}\nQ: When?\nA: In 2026\nLet me know if ..."]]
-
-    monkeypatch.setattr(seal.domains.knowledge, "generate", quiz)
+    tiny_lm.generator = ScriptedGenerator(quiz, fallback=tiny_lm.generator)
     cfg = cfg_for(tmp_path, reward="self-questions", repeats=1)
     (stats,) = run_rest_em(knowledge_domain(cfg, tiny_lm), cfg, tmp_path / "run")
     work = tmp_path / "run" / "work" / "iter_1"
@@ -131,15 +132,14 @@ def test_stats_correlate_the_self_question_reward_with_the_gold_one():
     assert iteration_stats(items, trials, 3, "passage")["mean_reward"] == pytest.approx(0.5)
 
 
-def test_a_sentence_format_trains_the_generator_on_its_question_per_sentence(tiny_lm, tmp_path, monkeypatch):
-    import seal.self_edit
+def test_a_sentence_format_trains_the_generator_on_its_question_per_sentence(tiny_lm, tmp_path):
+    def scripted(prompt, sampling, adapters):  # the tiny random model asks no questions
+        if "Sentence: " not in prompt:
+            return None  # closed-book answers: the tiny model itself
+        w = prompt.rsplit("Sentence: ", 1)[1].split()[1]  # the sentence's second word
+        return [f" What did {w} do, take {j}?\nSentence: more" if w != "cranes" or j else "..." for j in range(sampling.n)]
 
-    def scripted(lm, prompts, num_return_sequences, **kw):  # the tiny random model asks no questions
-        asks = [p.rsplit("Sentence: ", 1)[1].split()[1] for p in prompts]  # the sentence's second word
-        return [[f" What did {w} do, take {j}?\nSentence: more" if w != "cranes" or j else "..." for j in range(num_return_sequences)]
-                for w in asks]
-
-    monkeypatch.setattr(seal.self_edit, "generate", scripted)
+    tiny_lm.generator = ScriptedGenerator(scripted, fallback=tiny_lm.generator)
     data = tmp_path / "two.jsonl"
     data.write_text(json.dumps({"id": "h", "title": "Harbour", "context": "In 2026 harbour 7 bought cranes. The cranes came by ship.",
                                 "questions": [{"question": "What did harbour 7 buy?", "answer": "cranes"}]}) + "\n")

@@ -2,6 +2,8 @@ from seal.self_edit import FORMATS, get_format, instructions, own_question, pars
 from seal.runtime import SealError
 import pytest
 
+from seal.generation import ScriptedGenerator
+
 
 def test_lines_drop_preamble_bullets_fragments_and_repeats():
     text = (
@@ -94,34 +96,29 @@ def test_own_question_takes_the_first_line_only():
     assert own_question("The tower is tall.\nWho built it?") is None and own_question("") is None
 
 
-def test_two_stage_format_answers_its_own_questions_from_the_sentence(tiny_lm, monkeypatch):
-    import seal.self_edit as se
+def test_two_stage_format_answers_its_own_questions_from_the_sentence(tiny_lm):
+    def respond(prompt, sampling, adapters):
+        if "\nAnswer:" in prompt:  # stage two
+            return " Volthaven\nSentence: more"
+        # stage one: a question per sentence (the second sentence gets none)
+        return " Who built the tower?\n" if "tower" in prompt.rsplit("Sentence:", 1)[1] else " It is tall.\n"
 
-    calls = []
-
-    def fake_generate(lm, prompts, **kw):
-        calls.append((prompts, kw))
-        if len(calls) == 1:  # stage one: a question per sentence (the second sentence gets none)
-            return [[" Who built the tower?\n"], [" It is tall.\n"]]
-        return [[" Volthaven\nSentence: more"]]
-
-    monkeypatch.setattr(se, "generate", fake_generate)
+    tiny_lm.generator = gen = ScriptedGenerator(respond)
     passage = "Volthaven built the tower in 2026. It cost 41 million euros."
     (edit,) = sample_self_edits(tiny_lm, FORMATS["sentence-ask"], "T", passage, k=1, temperature=0.0, top_p=1.0)
     assert edit.sequences == ["Q: Who built the tower?\nA: Volthaven"]
-    (answer_prompt_,) = calls[1][0]
+    assert len(gen.calls) == 2 and len(gen.calls[0].prompts) == 2
+    (answer_prompt_,) = gen.calls[1].prompts
     assert answer_prompt_.endswith("Sentence: Volthaven built the tower in 2026.\nQuestion: Who built the tower?\nAnswer:")
-    assert calls[1][1]["temperature"] == 0.0 and "<|im_start|>" not in calls[0][0][0]  # plain prompts, greedy answers
+    assert gen.calls[1].sampling.temperature == 0.0 and "<|im_start|>" not in gen.calls[0].prompts[0]  # plain prompts, greedy answers
 
 
-def test_recall_format_answers_with_the_sentence_itself(tiny_lm, monkeypatch):
-    import seal.self_edit as se
-
-    calls = []
-    monkeypatch.setattr(se, "generate", lambda lm, prompts, **kw: calls.append(prompts) or [[" Who built it?"], [" How much?"]])
+def test_recall_format_answers_with_the_sentence_itself(tiny_lm):
+    tiny_lm.generator = gen = ScriptedGenerator(lambda prompt, *_: " Who built it?" if "tower" in prompt.rsplit("Sentence:", 1)[1]
+                                                else " How much?")
     passage = "Volthaven built the tower in 2026. It cost 41 million euros."
     (edit,) = sample_self_edits(tiny_lm, FORMATS["sentence-recall"], "T", passage, k=1, temperature=0.0, top_p=1.0)
-    assert len(calls) == 1  # no second generation
+    assert len(gen.calls) == 1  # no second generation
     assert edit.sequences == ["Q: Who built it?\nA: Volthaven built the tower in 2026.", "Q: How much?\nA: It cost 41 million euros."]
 
 

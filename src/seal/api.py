@@ -128,20 +128,17 @@ class Seal:
 
     def ask(self, question: str, topic: str | None = None, version: int | None = None) -> Answer:
         """A closed-book answer (`seal ask`) from the head, an older version, or 0 (the golden copy)."""
-        from .inner_loop import applied_adapters
         from .knowledge import answer_questions, check_question_fits
 
         if not question.strip():
             raise UsageError("empty question")
         v = self.version(version)
         check_question_fits(self.lm, question, topic)
-        with applied_adapters(self.lm.model, self._adapters(v)):
-            return Answer(answer_questions(self.lm, [(question, topic)], AnswerConfig())[0], v)
+        return Answer(answer_questions(self.lm, [(question, topic)], AnswerConfig(), adapters=self._adapters(v))[0], v)
 
     def eval(self, data: str | list[Passage], version: int | None = None, ids: list[str] | None = None,
              n: int | None = None, reporter=None):
         """Closed-book accuracy (`seal eval`) on a dataset name/path or passages; an `EvalResult`."""
-        from .inner_loop import applied_adapters
         from .knowledge import evaluate_with_progress
         from .progress import NullReporter
 
@@ -149,8 +146,8 @@ class Seal:
         if not any(p.questions for p in passages):
             raise UsageError(f"{data if isinstance(data, str) else 'passages'}: no questions to evaluate")
         v = self.version(version)
-        with applied_adapters(self.lm.model, self._adapters(v)):
-            return evaluate_with_progress(self.lm, passages, reporter or NullReporter(), f"closed-book QA, version {v}")
+        return evaluate_with_progress(self.lm, passages, reporter or NullReporter(), f"closed-book QA, version {v}",
+                                      adapters=self._adapters(v))
 
     # -- the store -----------------------------------------------------------------------------
     def history(self) -> list[dict]:

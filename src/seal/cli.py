@@ -429,7 +429,7 @@ def serve(
     with err.status("loading model (two copies: one serves, one learns)"):
         seal_ = Seal(store=store, model=model)
         server = Server(seal_)
-    err.print(f"serving {seal_.store.root} (head v{server.version}) on http://{host}:{port}/v1"
+    err.print(f"serving {seal_.store.root} (head v{seal_.store.head if seal_.store.exists else 0}) on http://{host}:{port}/v1"
               + ("" if api_key else "; learning endpoints are off without --api-key"))
     uvicorn.run(create_app(server, api_key=api_key, host=host, max_body=max_body_kb * 1024), host=host, port=port,
                 log_level="warning")
@@ -451,7 +451,6 @@ def demo(
     import shutil
 
     from .data import load_dataset
-    from .inner_loop import applied_adapters
     from .knowledge import evaluate, evaluate_with_progress
     from .learn import learn as run_learn
     from .models import cache_root
@@ -485,15 +484,13 @@ def demo(
         if outcome.guard:
             err.print(f"  guard: {_guard_line(outcome.guard, outcome.parent)}")
         # what the head knows now: every article so far, and a few ordinary questions
-        with applied_adapters(lm.model, st.adapter_dirs()):
-            seen = evaluate(lm, passages[: i + 1]).by_passage()
-            answers = ask_general(lm, general)
+        seen = evaluate(lm, passages[: i + 1], adapters=st.adapter_dirs()).by_passage()
+        answers = ask_general(lm, general, adapters=st.adapter_dirs())
         kept = sum(a["correct"] for a, g in zip(answers, golden) if g["correct"])
         err.print("  head v{}: {}; general questions {}/{} that the golden copy answers (e.g. {!r} -> {!r})".format(
             st.head, ", ".join(f"{q.title[:28]} {seen[q.id]:.0%}" for q in passages[: i + 1]), kept,
             sum(g["correct"] for g in golden), general[0].question, answers[0]["prediction"]))
-    with applied_adapters(lm.model, st.adapter_dirs()):
-        after = evaluate_with_progress(lm, passages, rep, f"closed-book QA of the head (v{st.head})")
+    after = evaluate_with_progress(lm, passages, rep, f"closed-book QA of the head (v{st.head})", adapters=st.adapter_dirs())
     rows = [(b.question, b.gold, b.prediction, b.correct, a.prediction, a.correct) for b, a in zip(before.per_question, after.per_question)]
     _print_qa_table(f"{n} unseen articles, closed-book: base model vs after `seal learn` ({format})", rows)
     out.print(

@@ -136,17 +136,20 @@ def edit_key(strategy: str, sequence: int, step: int) -> str:
     return f"{strategy}|{sequence}|{step}"
 
 
-def measure(lm: LoadedModel, passages, base_general: list[dict] | None, documents: list[str], general_qs) -> dict:
-    """Closed-book accuracy per passage, general questions and canary of the weights active now."""
-    result = evaluate(lm, passages)
+def measure(lm: LoadedModel, passages, base_general: list[dict] | None, documents: list[str], general_qs,
+            adapters: list[Path] = ()) -> dict:
+    """Closed-book accuracy per passage, general questions and canary of the model with `adapters`."""
+    result = evaluate(lm, passages, adapters=adapters)
     row = result.by_passage()
-    answers = ask_general(lm, general_qs)
+    answers = ask_general(lm, general_qs, adapters=adapters)
+    with applied_adapters(lm.model, list(adapters)):  # scoring, not generation
+        canary = canary_scores(lm)
     return {
         "row": {p.id: round(row.get(p.id, 0.0), 4) for p in passages},
         "predictions": {p.id: [q.prediction for q in result.per_question if q.passage_id == p.id] for p in passages},
         "general": general_summary(answers, base_general or answers, documents, general_qs),
         "general_answers": answers,
-        "canary": canary_scores(lm),
+        "canary": canary,
     }
 
 
@@ -238,8 +241,7 @@ def run_edit(lm: LoadedModel, store: KnowledgeStore, recipe: LearnConfig, order,
     manifest = store.manifest(max(store.state()["versions"]))  # this edit's version, even when the guard rejected it
     guard = manifest.get("guard") or {}
     seen = order[: step + 1]
-    with applied_adapters(lm.model, store.adapter_dirs()):
-        m = measure(lm, seen, base_general, [p.context for p in seen], general_qs)
+    m = measure(lm, seen, base_general, [p.context for p in seen], general_qs, store.adapter_dirs())
     timings = manifest["timings"]
     return {
         "passage_id": order[step].id, "version": manifest["version"], "resumed": resumed, **m,

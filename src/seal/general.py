@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 from .config import AnswerConfig
 from .grading import local_grade, normalize
@@ -43,10 +44,12 @@ def is_correct(q: GeneralQuestion, prediction: str) -> bool:
     return any(local_grade(q.question, gold, prediction).correct for gold in q.answers)
 
 
-def ask_general(lm: LoadedModel, questions: list[GeneralQuestion] | None = None, max_new_tokens: int = 24) -> list[dict]:
-    """Answers of the model as it is now (whatever adapters are applied), closed-book, no topic."""
+def ask_general(lm: LoadedModel, questions: list[GeneralQuestion] | None = None, max_new_tokens: int = 24,
+                adapters: Sequence[Path] = ()) -> list[dict]:
+    """Answers of the model with `adapters` (none: the golden copy), closed-book, no topic."""
     questions = questions if questions is not None else load_general()
-    preds = answer_questions(lm, [(q.question, None) for q in questions], AnswerConfig(max_new_tokens=max_new_tokens, batch_size=16))
+    preds = answer_questions(lm, [(q.question, None) for q in questions], AnswerConfig(max_new_tokens=max_new_tokens, batch_size=16),
+                             adapters=adapters)
     return [{"id": q.id, "prediction": p, "correct": is_correct(q, p)} for q, p in zip(questions, preds)]
 
 

@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from .canary import canary_scores
 from .config import AnswerConfig, GuardConfig
@@ -92,11 +92,11 @@ def chain_probes(manifests: list[dict]) -> list[Probe]:
     return [Probe(**p) for m in manifests for p in [*m.get("inherited_probes", []), *m.get("probes", [])]]
 
 
-def ask_probes(lm: LoadedModel, probes: list[Probe]) -> list[bool]:
-    """Whether the model as it is now answers each probe (closed-book, with the document's title)."""
+def ask_probes(lm: LoadedModel, probes: list[Probe], adapters: Sequence[Path] = ()) -> list[bool]:
+    """Whether the model with `adapters` answers each probe (closed-book, with the document's title)."""
     if not probes:
         return []
-    preds = answer_questions(lm, [(p.question, p.topic) for p in probes], AnswerConfig(batch_size=16))
+    preds = answer_questions(lm, [(p.question, p.topic) for p in probes], AnswerConfig(batch_size=16), adapters=adapters)
     out = []
     for p, pred in zip(probes, preds):
         g = local_grade(p.question, p.answer, pred)
@@ -104,12 +104,13 @@ def ask_probes(lm: LoadedModel, probes: list[Probe]) -> list[bool]:
     return out
 
 
-def _general(lm: LoadedModel, questions: list[GeneralQuestion]) -> list[bool]:
-    return [a["correct"] for a in ask_general(lm, questions)]
+def _general(lm: LoadedModel, questions: list[GeneralQuestion], adapters: Sequence[Path] = ()) -> list[bool]:
+    return [a["correct"] for a in ask_general(lm, questions, adapters=adapters)]
 
 
-def _ability(lm: LoadedModel) -> dict:
-    c = canary_scores(lm)
+def _ability(lm: LoadedModel, adapters: Sequence[Path] = ()) -> dict:
+    with applied_adapters(lm.model, list(adapters)):  # scoring, not generation: the weights carry the chain
+        c = canary_scores(lm)
     return {"canary_accuracy": c["reasoning_accuracy"], "canary_margin": c["margin"], "perplexity": c["perplexity"]}
 
 
@@ -159,8 +160,7 @@ def run_guard(
     t0 = time.perf_counter()
     questions = load_guard_questions()
     golden = golden_reference(lm, questions)
-    with applied_adapters(lm.model, head):
-        head_knew = ask_probes(lm, earlier)
+    head_knew = ask_probes(lm, earlier, head)
     budget = {"general_kept": cfg.general_kept, "retention": cfg.retention,
               "canary_accuracy": round(golden["canary_accuracy"] - cfg.canary_drop, 4),
               "perplexity": round(golden["perplexity"] * cfg.perplexity_ratio, 3)}
@@ -171,28 +171,27 @@ def run_guard(
         if scale != applied_scale:
             scale_adapter(candidate[-1], scale / applied_scale)
             applied_scale = scale
-        with applied_adapters(lm.model, candidate):
-            general = _general(lm, questions)
-            retained = ask_probes(lm, earlier)
-            own_flags = ask_probes(lm, own)
-            own_full = own_full or own_flags
-            m = {
-                "scale": scale,
-                "general_kept": _share(general, golden["general"]),
-                "retention": _share(retained, head_knew),
-                "own_probes": round(sum(own_flags) / len(own_flags), 4) if own_flags else None,
-                # a scaled delta must still recall what the full one did, or scaling only undoes the learn
-                "own_kept": _share(own_flags, own_full) if scale != 1.0 else None,
-            }
-            m["over"] = [k for k, bad in (
-                ("general_kept", m["general_kept"] is not None and m["general_kept"] < cfg.general_kept),
-                ("retention", m["retention"] is not None and m["retention"] < cfg.retention),
-                ("own_kept", m["own_kept"] is not None and m["own_kept"] < cfg.own_kept),
-            ) if bad]
-            if not m["over"]:  # the canary and perplexity cost most: measured only when the rest fits
-                m.update(_ability(lm))
-                m["over"] += [k for k, bad in (("canary_accuracy", m["canary_accuracy"] < budget["canary_accuracy"]),
-                                               ("perplexity", m["perplexity"] > budget["perplexity"])) if bad]
+        general = _general(lm, questions, candidate)
+        retained = ask_probes(lm, earlier, candidate)
+        own_flags = ask_probes(lm, own, candidate)
+        own_full = own_full or own_flags
+        m = {
+            "scale": scale,
+            "general_kept": _share(general, golden["general"]),
+            "retention": _share(retained, head_knew),
+            "own_probes": round(sum(own_flags) / len(own_flags), 4) if own_flags else None,
+            # a scaled delta must still recall what the full one did, or scaling only undoes the learn
+            "own_kept": _share(own_flags, own_full) if scale != 1.0 else None,
+        }
+        m["over"] = [k for k, bad in (
+            ("general_kept", m["general_kept"] is not None and m["general_kept"] < cfg.general_kept),
+            ("retention", m["retention"] is not None and m["retention"] < cfg.retention),
+            ("own_kept", m["own_kept"] is not None and m["own_kept"] < cfg.own_kept),
+        ) if bad]
+        if not m["over"]:  # the canary and perplexity cost most: measured only when the rest fits
+            m.update(_ability(lm, candidate))
+            m["over"] += [k for k, bad in (("canary_accuracy", m["canary_accuracy"] < budget["canary_accuracy"]),
+                                           ("perplexity", m["perplexity"] > budget["perplexity"])) if bad]
         checks.append(m)
         log(f"guard at scale {scale:g}: general kept {_pct(m['general_kept'])}, earlier documents kept {_pct(m['retention'])}, "
             f"own questions {_pct(m['own_probes'])}"

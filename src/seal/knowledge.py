@@ -7,11 +7,12 @@ title as the topic, greedily, and only the first line of its answer counts.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 from .config import AnswerConfig
 from .data import Passage
-from .generation import generate, render_prompt
+from .generation import Sampling, render_prompt
 from .grading import Grader, local_grade
 from .models import LoadedModel
 from .runtime import UsageError
@@ -35,7 +36,7 @@ def check_question_fits(lm: LoadedModel, question: str, topic: str | None, cfg: 
                          f"must fit this model's context of {context} tokens")
 
 
-def short_answers(lm: LoadedModel, pairs: list[tuple[str, str]], batch_size: int = 8) -> list[str]:
+def short_answers(lm: LoadedModel, pairs: list[tuple[str, str]], batch_size: int = 8, adapters: Sequence[Path] = ()) -> list[str]:
     """Recite, then answer: for each (question, the model's own closed-book answer), the same model
     copies out the few words of its answer that answer the question. Answers here are whole
     recalled sentences, so exact match and F1 only mean something on this short form. The document
@@ -43,10 +44,8 @@ def short_answers(lm: LoadedModel, pairs: list[tuple[str, str]], batch_size: int
     prompts = [render_prompt(lm, f"Sentence: {recalled}\nQuestion: {question}\n"
                                  "Copy the few words of the sentence that answer the question.")
                for question, recalled in pairs]
-    out: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        out += [first_line(o[0]) for o in generate(lm, prompts[i : i + batch_size], max_new_tokens=16, temperature=0.0)]
-    return out
+    outs = lm.generator.generate(prompts, adapters=adapters, sampling=Sampling(max_new_tokens=16), batch_size=batch_size)
+    return [first_line(o[0]) for o in outs]
 
 
 def first_line(text: str) -> str:
@@ -57,19 +56,15 @@ def first_line(text: str) -> str:
 
 
 def answer_questions(
-    lm: LoadedModel, questions: list[tuple[str, str | None]], cfg: AnswerConfig | None = None, on_batch=None
+    lm: LoadedModel, questions: list[tuple[str, str | None]], cfg: AnswerConfig | None = None, on_batch=None,
+    adapters: Sequence[Path] = (),
 ) -> list[str]:
-    """Greedy short answers to (question, topic) pairs, batched."""
+    """Greedy short answers to (question, topic) pairs, batched, from the model with `adapters`."""
     cfg = cfg or AnswerConfig()
     prompts = [answer_prompt(lm, q, t) for q, t in questions]
-    answers: list[str] = []
-    for i in range(0, len(prompts), cfg.batch_size):
-        batch = prompts[i : i + cfg.batch_size]
-        outs = generate(lm, batch, max_new_tokens=cfg.max_new_tokens, temperature=0.0)
-        answers += [first_line(o[0]) for o in outs]
-        if on_batch:
-            on_batch(len(batch))
-    return answers
+    outs = lm.generator.generate(prompts, adapters=adapters, sampling=Sampling(max_new_tokens=cfg.max_new_tokens),
+                                 batch_size=cfg.batch_size, on_batch=on_batch)
+    return [first_line(o[0]) for o in outs]
 
 
 @dataclass
@@ -136,10 +131,12 @@ def evaluate(
     grader: Grader = local_grade,
     cfg: AnswerConfig | None = None,
     on_batch: Callable[[int], None] | None = None,
+    adapters: Sequence[Path] = (),
 ) -> EvalResult:
-    """Closed-book accuracy of the model as it is now on the passages' questions."""
+    """Closed-book accuracy on the passages' questions of the model with `adapters` (stored
+    adapters, applied by the generator on top of the model as it stands)."""
     items = [(p, q) for p in passages for q in p.questions]
-    preds = answer_questions(lm, [(q.question, p.title or None) for p, q in items], cfg, on_batch)
+    preds = answer_questions(lm, [(q.question, p.title or None) for p, q in items], cfg, on_batch, adapters)
     result = EvalResult()
     for (p, q), pred in zip(items, preds):
         g = grader(q.question, q.answer, pred)
@@ -149,10 +146,11 @@ def evaluate(
     return result
 
 
-def evaluate_with_progress(lm: LoadedModel, passages: list[Passage], reporter, label: str) -> EvalResult | None:
+def evaluate_with_progress(lm: LoadedModel, passages: list[Passage], reporter, label: str,
+                           adapters: Sequence[Path] = ()) -> EvalResult | None:
     """`evaluate` behind a progress bar of one step per question; None when there are no questions."""
     n = sum(len(p.questions) for p in passages)
     if not n:
         return None
     with reporter.task(label, n) as task:
-        return evaluate(lm, passages, on_batch=task.advance)
+        return evaluate(lm, passages, on_batch=task.advance, adapters=adapters)

@@ -127,28 +127,26 @@ def learn(
         parent = store.head
         head = store.adapter_dirs(parent)
         quizzed = [p for p in passages if p.questions]
-        with applied_adapters(lm.model, head):
-            before = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (before)")
+        before = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (before)", adapters=head)
 
         t0 = time.perf_counter()
         edits: dict[str, list[SelfEdit]] = {}
         warnings: list[str] = []
-        # The writer: the head (today's behaviour) or the golden copy, whose self-edits do not drift.
-        with applied_adapters(lm.model, head if cfg.writer == "head" else []), \
-                reporter.task(f"writing self-edits ({fmt.name}, k={cfg.sampling.k})", len(passages)) as task:
+        # The writer: the head (today's behaviour) or the golden copy, whose self-edits do not drift;
+        # a trained generator (ReST-EM) writes on top of it.
+        writer = [*(head if cfg.writer == "head" else []), *(generator or [])]
+        with reporter.task(f"writing self-edits ({fmt.name}, k={cfg.sampling.k})", len(passages)) as task:
             for p in passages:
                 if cfg.sampling.k == 0:  # passage only: the paper's "train on passage" baseline
                     edits[p.id] = []
                     task.advance()
                     continue
-                # A trained generator (ReST-EM) writes on top of the writer; its deltas leave after.
-                with applied_adapters(lm.model, generator or []):
-                    edits[p.id] = sample_self_edits(
-                        lm, fmt, p.title, p.context,
-                        k=cfg.sampling.k, temperature=cfg.sampling.temperature,
-                        top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.seed,
-                        min_faithfulness=cfg.sampling.min_faithfulness,
-                    )
+                edits[p.id] = sample_self_edits(
+                    lm, fmt, p.title, p.context,
+                    k=cfg.sampling.k, temperature=cfg.sampling.temperature,
+                    top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.seed,
+                    min_faithfulness=cfg.sampling.min_faithfulness, adapters=writer,
+                )
                 for i, e in enumerate(edits[p.id]):
                     if not e.usable:
                         warnings.append(f"{p.id}: self-edit {i} unusable ({e.rejected[-1]})")
@@ -200,8 +198,8 @@ def learn(
             with reporter.task("guard: general questions, earlier documents, canary", None):
                 decision = run_guard(lm, cfg.guard, head, [*train_on, folder], earlier_probes, probes, log=reporter.log)
             if decision["scale"] != 1.0 and quizzed:  # the delta was scaled: measure what it now recalls
-                with applied_adapters(lm.model, [*train_on, folder]):
-                    after = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after, scaled)")
+                after = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after, scaled)",
+                                               adapters=[*train_on, folder])
         memory = peak_memory_mb()
         final_loss = sum(result.losses[-per_epoch:]) / min(per_epoch, len(result.losses))
         manifest = {

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .environment import default_device
@@ -30,13 +30,21 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 @dataclass
 class LoadedModel:
-    """A base model with its tokenizer. `checksum` identifies the base weights in a store."""
+    """A base model with its tokenizer. `checksum` identifies the base weights in a store.
+    `generator` writes its text (`seal.generation`; transformers on this model unless given)."""
 
     model: object  # transformers PreTrainedModel
     tokenizer: object  # transformers PreTrainedTokenizer
     name: str
     path: Path
     checksum: str
+    generator: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.generator is None:
+            from .generation import HFGenerator
+
+            self.generator = HFGenerator(self)
 
     @property
     def is_chat(self) -> bool:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
 from .domains import Samples
 from .faithfulness import check_lines, sentences
-from .generation import generate, render_prompt
+from .generation import Sampling, render_prompt
 from .inner_loop import TrainExample
 from .knowledge import answer_prompt, first_line
 from .models import LoadedModel
@@ -307,25 +309,21 @@ def sample_completions(
     top_p: float,
     max_new_tokens: int | None = None,
     seed: int = 0,
+    adapters: Sequence[Path] = (),
 ) -> Samples:
     """Sample k self-edits for one passage as one batch (k per prompt; a sentence-unit format has a
-    prompt per sentence and self-edit j joins their j-th completions); the seed is derived from the passage."""
+    prompt per sentence and self-edit j joins their j-th completions) from the model with
+    `adapters` (e.g. a trained generator); the seed is derived from the passage."""
     units = _units(fmt, passage)
     prompts = [_render(lm, fmt, i) for i in instructions(fmt, title, passage, units)]
-    per_prompt = generate(
-        lm,
-        prompts,
-        max_new_tokens=max_new_tokens or fmt.max_new_tokens,
-        temperature=resolved_temperature(temperature, fmt),
-        top_p=top_p,
-        num_return_sequences=k,
-        seed=derive_seed(seed, "self-edit", fmt.name, title, passage),
-    )
+    per_prompt = lm.generator.generate(prompts, adapters=adapters, sampling=Sampling(
+        max_new_tokens=max_new_tokens or fmt.max_new_tokens, temperature=resolved_temperature(temperature, fmt),
+        top_p=top_p, n=k, seed=derive_seed(seed, "self-edit", fmt.name, title, passage)))
     if fmt.answer_instruction or fmt.answer_with_sentence:
         # The generator writes only the question (stage one); the answer is stage two's or the sentence.
         questions = [[own_question(c) for c in p] for p in per_prompt]
         pairs = [[(pr, f" {q[j]}\n") for pr, q in zip(prompts, questions) if q[j]] for j in range(k)]
-        per_prompt = _answer_own_questions(lm, fmt, title, passage, units, questions)
+        per_prompt = _answer_own_questions(lm, fmt, title, passage, units, questions, adapters)
     else:
         pairs = [[(pr, p[j]) for pr, p in zip(prompts, per_prompt)] for j in range(k)]
     return Samples(["\n".join(p[j].strip() for p in per_prompt) for j in range(k)], pairs)
@@ -347,7 +345,8 @@ def own_question(completion: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def _answer_own_questions(lm, fmt, title, passage, units: list[str], questions: list[list[str | None]]) -> list[list[str]]:
+def _answer_own_questions(lm, fmt, title, passage, units: list[str], questions: list[list[str | None]],
+                          adapters: Sequence[Path] = ()) -> list[list[str]]:
     """Stage two of a two-stage format: answer each sampled question (per unit, None where the
     completion asked none) with its sentence and the article in reach (greedy, one batch), or take
     that sentence as the answer; completions become "Q: ...\nA: ..." ("" without a question)."""
@@ -357,7 +356,7 @@ def _answer_own_questions(lm, fmt, title, passage, units: list[str], questions: 
     else:
         prompts = [_render(lm, fmt, fmt.answer_instruction.format(title=title, passage=passage, sentence=u, question=q))
                    for u, q in asked if q]
-        answers = iter(generate(lm, prompts, max_new_tokens=32, temperature=0.0) if prompts else [])
+        answers = iter(lm.generator.generate(prompts, adapters=adapters, sampling=Sampling(max_new_tokens=32)) if prompts else [])
     flat = [f"Q: {q}\nA: {first_line(next(answers)[0])}" if q else "" for _, q in asked]
     width = len(questions[0]) if questions else 0
     return [flat[i : i + width] for i in range(0, len(flat), width)]

@@ -21,7 +21,6 @@ import queue
 import threading
 import time
 import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from fastapi import Request  # at module level: the route signatures below are resolved by name
@@ -29,8 +28,7 @@ from fastapi import Request  # at module level: the route signatures below are r
 from .api import Seal
 from .config import LearnConfig
 from .data import document_passages
-from .generation import generate, generate_stream
-from .inner_loop import applied_adapters
+from .generation import HFGenerator, Sampling
 from .models import LoadedModel
 from .runtime import SealError
 
@@ -75,28 +73,19 @@ class Server:
         base = seal.lm
         self.serving = LoadedModel(model=copy.deepcopy(base.model), tokenizer=base.tokenizer, name=base.name,
                                    path=base.path, checksum=base.checksum)
+        # The serving copy is this generator's alone, so the chain it last served stays applied.
+        self.generator = HFGenerator(self.serving, resident=True)
         self.lock = threading.Lock()  # held by every generation and by a head switch
-        self._applied = ExitStack()
-        self.version = -1
         self.jobs: dict[str, Job] = {}
         self._queue: queue.Queue[tuple[Job, str]] = queue.Queue()
         self._ids = itertools.count(1)
         with self.lock:
-            self._switch(seal.store.head if seal.store.exists else 0)
+            self.generator.preload(self._chain(seal.store.head if seal.store.exists else 0))
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._worker.start()
 
-    # -- weights ---------------------------------------------------------------------------------
-    def _switch(self, version: int) -> None:
-        """Make the serving copy answer as `version` (call with the lock held)."""
-        if version == self.version:
-            return
-        self._applied.close()  # restores the base weights exactly
-        self._applied = ExitStack()
-        self.version = -1
-        if version:
-            self._applied.enter_context(applied_adapters(self.serving.model, self.seal.store.adapter_dirs(version)))
-        self.version = version
+    def _chain(self, version: int) -> list:
+        return self.seal.store.adapter_dirs(version) if version else []
 
     def resolve(self, name: str | None) -> int:
         head = self.seal.store.head if self.seal.store.exists else 0
@@ -117,20 +106,18 @@ class Server:
         return [{"id": n, "object": "model", "created": 0, "owned_by": "seal"} for n in names]
 
     # -- answering -------------------------------------------------------------------------------
-    def complete(self, version: int, prompt: str, sampling: dict) -> str:
+    def complete(self, version: int, prompt: str, sampling: Sampling) -> str:
         with self.lock:
-            self._switch(version)
-            return generate(self.serving, [prompt], **sampling)[0][0]
+            return self.generator.generate([prompt], adapters=self._chain(version), sampling=sampling)[0][0]
 
-    def stream(self, version: int, prompt: str, sampling: dict):
+    def stream(self, version: int, prompt: str, sampling: Sampling):
         with self.lock:
-            self._switch(version)
-            yield from generate_stream(self.serving, prompt, **sampling)
+            yield from self.generator.stream(prompt, adapters=self._chain(version), sampling=sampling)
 
     def after_commit(self) -> None:
         """A learn or rollback moved the head: serve it from the next request on."""
         with self.lock:
-            self._switch(self.seal.store.head)
+            self.generator.preload(self._chain(self.seal.store.head))
 
     # -- learning --------------------------------------------------------------------------------
     def submit(self, text: str, title: str) -> Job:
@@ -159,7 +146,7 @@ class Server:
 
 # -- the ASGI app ----------------------------------------------------------------------------------
 
-def _sampling(body: dict) -> dict:
+def _sampling(body: dict) -> Sampling:
     def number(key, lo, hi, default, integer=False):
         value = body.get(key, default)
         if value is None:
@@ -178,18 +165,13 @@ def _sampling(body: dict) -> dict:
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop) and len(stop) <= 4):
         raise ApiError(400, "stop must be a string or a list of up to 4 non-empty strings", param="stop")
     limit = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-    return {
-        "max_new_tokens": number(limit, 1, MAX_TOKENS, 128, integer=True),
-        "temperature": number("temperature", 0, 2, 0.0),
-        "top_p": number("top_p", 1e-6, 1, 1.0),
-        "seed": number("seed", 0, 2**32 - 1, 0, integer=True),
-        "stop_strings": stop,
-    }
+    return Sampling(max_new_tokens=number(limit, 1, MAX_TOKENS, 128, integer=True), temperature=number("temperature", 0, 2, 0.0),
+                    top_p=number("top_p", 1e-6, 1, 1.0), seed=number("seed", 0, 2**32 - 1, 0, integer=True), stop=tuple(stop or ()))
 
 
-def _trim(text: str, stop: list[str] | None) -> tuple[str, str]:
+def _trim(text: str, stop: tuple[str, ...]) -> tuple[str, str]:
     """Cut at the first stop string, as OpenAI does (the stop string itself is not returned)."""
-    for s in stop or []:
+    for s in stop:
         i = text.find(s)
         if i >= 0:
             return text[:i], "stop"
@@ -257,7 +239,7 @@ def create_app(server: Server, api_key: str | None = None, host: str = "127.0.0.
         return "data: " + json.dumps({"id": rid, "object": obj, "created": int(time.time()), "model": model,
                                       "choices": [choice]}) + "\n\n"
 
-    def respond(kind: str, model: str, version: int, prompt: str, sampling: dict, stream: bool):
+    def respond(kind: str, model: str, version: int, prompt: str, sampling: Sampling, stream: bool):
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:12]}"
         n_prompt = len(server.serving.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         if stream:
@@ -270,7 +252,7 @@ def create_app(server: Server, api_key: str | None = None, host: str = "127.0.0.
                     if stopped:
                         continue  # let the generation finish; send nothing after a stop string
                     before = len(text)
-                    text, stopped = _trim(text + piece, sampling["stop_strings"])
+                    text, stopped = _trim(text + piece, sampling.stop)
                     stopped = stopped if stopped == "stop" else None
                     if len(text) > before:
                         yield chunk(kind, rid, model, text[before:], None)
@@ -278,9 +260,9 @@ def create_app(server: Server, api_key: str | None = None, host: str = "127.0.0.
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        text, finish = _trim(server.complete(version, prompt, sampling), sampling["stop_strings"])
+        text, finish = _trim(server.complete(version, prompt, sampling), sampling.stop)
         n_out = len(server.serving.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if finish == "length" and n_out < sampling["max_new_tokens"]:
+        if finish == "length" and n_out < sampling.max_new_tokens:
             finish = "stop"
         choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish} if kind == "chat"
                   else {"index": 0, "text": text, "finish_reason": finish})

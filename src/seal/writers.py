@@ -12,7 +12,6 @@ A writer is anything with `write(passage, seed) -> list[SelfEdit]`:
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Protocol
 
 from .config import SamplingConfig
 from .data import Passage, read_text_file
-from .inner_loop import ADAPTER_CONFIG, applied_adapters
+from .inner_loop import ADAPTER_CONFIG
 from .models import LoadedModel
 from .remote import ChatEndpoint, RemoteError
 from .runtime import RuntimeFailure, SealError, derive_seed
@@ -41,13 +40,11 @@ class ModelWriter:
     adapters: list[Path] = field(default_factory=list)  # e.g. a generator adapter over the student
 
     def write(self, passage: Passage, seed: int) -> list[SelfEdit]:
-        ctx = applied_adapters(self.lm.model, self.adapters) if self.adapters else contextlib.nullcontext()
-        with ctx:
-            return sample_self_edits(
-                self.lm, self.fmt, passage.title, passage.context, k=self.sampling.k,
-                temperature=self.sampling.temperature, top_p=self.sampling.top_p,
-                max_new_tokens=self.sampling.max_new_tokens, seed=seed, min_faithfulness=self.sampling.min_faithfulness,
-            )
+        return sample_self_edits(
+            self.lm, self.fmt, passage.title, passage.context, k=self.sampling.k,
+            temperature=self.sampling.temperature, top_p=self.sampling.top_p, max_new_tokens=self.sampling.max_new_tokens,
+            seed=seed, min_faithfulness=self.sampling.min_faithfulness, adapters=self.adapters,
+        )
 
 
 @dataclass

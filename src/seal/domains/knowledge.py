@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..config import InnerLoopConfig, SamplingConfig
 from ..data import Passage, Question, load_dataset, select_passages
-from ..generation import generate, render_prompt
+from ..generation import Sampling, render_prompt
 from ..inner_loop import TrainExample, applied_adapters, run_inner_loop
 from ..knowledge import evaluate
 from ..metrics import pearson
@@ -49,8 +49,10 @@ class KnowledgeDomain:
         """Trials rewarded by self-questions are also scored by the gold questions: reported beside."""
         return {"gold": "gold_reward"} if self.reward_source != "gold" else {}
 
+
     def _current(self):
-        """The current model: golden base + the generator's adapters (the paper updates one model)."""
+        """The current model for training on: golden base + the generator's adapters in the
+        weights (the paper updates one model); generation takes them as `adapters=` instead."""
         return applied_adapters(self.lm.model, self.generator) if self.generator else contextlib.nullcontext()
 
     def load_items(self, spec: str, n: int | None) -> list[Passage]:
@@ -65,11 +67,11 @@ class KnowledgeDomain:
             raise UsageError("the training items have no questions; use --reward self-questions")
 
     def sample(self, item: Passage, k: int, seed: int) -> Samples:
-        with self._current():
-            drawn = sample_completions(
-                self.lm, get_format(self.format), item.title, item.context, k=k, temperature=self.sampling.temperature,
-                top_p=self.sampling.top_p, max_new_tokens=self.sampling.max_new_tokens, seed=seed,
-            )
+        # The current model: golden base + the generator's adapters (the paper updates one model).
+        drawn = sample_completions(
+            self.lm, get_format(self.format), item.title, item.context, k=k, temperature=self.sampling.temperature,
+            top_p=self.sampling.top_p, max_new_tokens=self.sampling.max_new_tokens, seed=seed, adapters=self.generator,
+        )
         if self.reward_source == "self-questions":
             drawn.context = {"self_questions": [asdict(q) for q in self.self_questions(item, seed)]}
         return drawn
@@ -77,15 +79,13 @@ class KnowledgeDomain:
     def self_questions(self, item: Passage, seed: int) -> list[Question]:
         """Q/A pairs the current model writes with the passage in context (greedy)."""
         prompt = render_prompt(self.lm, SELF_QUESTION_PROMPT.format(title=item.title, passage=item.context))
-        with self._current():
-            text = generate(self.lm, [prompt], max_new_tokens=200, temperature=0.0, seed=seed)[0][0]
+        text = self.lm.generator.generate([prompt], adapters=self.generator, sampling=Sampling(max_new_tokens=200, seed=seed))[0][0]
         pairs, _ = parse_qa(text)
         return [Question(*(part.split(": ", 1)[1] for part in pair.split("\n", 1))) for pair in pairs]
 
     def no_update(self, item: Passage, context: dict | None = None) -> dict:
         """The current model's score without any update (the table's base row)."""
-        with self._current():
-            acc = evaluate(self.lm, [item]).accuracy if item.questions else None
+        acc = evaluate(self.lm, [item], adapters=self.generator).accuracy if item.questions else None
         return {"reward": acc or 0.0, "gold_reward": acc}
 
     def reward(self, item: Passage, self_edit: str | None, seed: int, context: dict | None = None) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...config import InnerLoopConfig, SamplingConfig
-from ...generation import generate, render_prompt
+from ...generation import Sampling, render_prompt
 from ...inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
 from ...models import LoadedModel
 from ...runtime import UsageError, derive_seed
@@ -48,6 +48,8 @@ class ArcDomain:
     skipped: list[Skipped] = field(default_factory=list)  # tasks over the context budget, reported in stats
 
     def _current(self):
+        """The current model for training on: golden base + the generator's adapters in the
+        weights; generation takes them as `adapters=` instead."""
         return applied_adapters(self.lm.model, self.generator) if self.generator else contextlib.nullcontext()
 
     def load_items(self, spec: str, n: int | None) -> list[ArcTask]:
@@ -74,16 +76,14 @@ class ArcDomain:
         model, asked for JSON without it, wrote prose or code in 12 of 12 samples); the self-edit is
         PREFILL + its continuation, and the generator is fine-tuned on (prompt + PREFILL -> continuation)."""
         prompt = self.prompt(item) + PREFILL
-        with self._current():
-            texts = generate(self.lm, [prompt], max_new_tokens=self.sampling.max_new_tokens or 80,
-                             temperature=self.sampling.temperature or 0.0, top_p=self.sampling.top_p,
-                             num_return_sequences=k, seed=derive_seed(seed, "arc-self-edit", item.id), stop_strings=["}"])[0]
+        texts = self.lm.generator.generate([prompt], adapters=self.generator, sampling=Sampling(
+            max_new_tokens=self.sampling.max_new_tokens or 80, temperature=self.sampling.temperature or 0.0,
+            top_p=self.sampling.top_p, n=k, seed=derive_seed(seed, "arc-self-edit", item.id), stop=("}",)))[0]
         return Samples([PREFILL + t for t in texts], [[(prompt, t)] for t in texts])
 
     def no_update(self, item: ArcTask, context: dict | None = None) -> dict:
         """In-context only: the current model answers from the demonstrations, no training."""
-        with self._current():
-            result = answer(self.lm, item, self.ttt)
+        result = answer(self.lm, item, self.ttt, adapters=self.generator)
         return {"reward": float(result["solved"]), **result}
 
     def reward(self, item: ArcTask, self_edit: str | None, seed: int, context: dict | None = None) -> dict:

@@ -18,10 +18,12 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 from ...config import InnerLoopConfig
-from ...generation import generate
-from ...inner_loop import TrainExample, lora_adapter, train
+from ...generation import Sampling
+from ...inner_loop import TrainExample, applied_adapters, lora_adapter, train
 from .augment import GEOMETRIC, augment_pairs, colour_permutation, forward, inverse, max_side
 from .grids import ArcTask, Grid, Pair, answer_text, grid_text, parse_grid, task_prompt
 from .self_edit import ArcSelfEdit
@@ -141,13 +143,17 @@ def truth_logprob(lm, task: ArcTask) -> float:
     return float(logp.gather(1, torch.tensor(target, device=logp.device)[:, None]).sum())
 
 
-def answer(lm, task: ArcTask, cfg: TTTConfig) -> dict:
-    """Greedy answers under `cfg.views` views of the task, mapped back and voted."""
+def answer(lm, task: ArcTask, cfg: TTTConfig, adapters: Sequence[Path] = ()) -> dict:
+    """Greedy answers under `cfg.views` views of the task from the model with `adapters`, mapped
+    back and voted."""
     views = VIEWS[: max(1, min(cfg.views, len(VIEWS)))]
     prompts = [task_prompt(augment_pairs(v, task.train), forward(v, task.test[0].input)) for v in views]
     # An answer ends at its blank line (the next `input:` would follow): stop there, not at the budget.
-    texts = [c[0] for c in generate(lm, prompts, max_new_tokens=answer_budget(task), temperature=0.0, stop_strings=["\n\n"])]
-    return {**score_views(task, views, texts, cfg.attempts), "truth_logprob": round(truth_logprob(lm, task), 4)}
+    texts = [c[0] for c in lm.generator.generate(prompts, adapters=adapters,
+                                                 sampling=Sampling(max_new_tokens=answer_budget(task), stop=("\n\n",)))]
+    with applied_adapters(lm.model, list(adapters)):  # scoring, not generation
+        logprob = truth_logprob(lm, task)
+    return {**score_views(task, views, texts, cfg.attempts), "truth_logprob": round(logprob, 4)}
 
 
 def inner_config(edit: ArcSelfEdit, cfg: TTTConfig) -> InnerLoopConfig:
