@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from seal.run_records import read_trials
-from seal.store import KnowledgeStore
+from seal.core.run_records import read_trials
+from seal.core.store import KnowledgeStore
 
 FAST = ["--epochs", "2", "--lora-r", "4", "--lora-alpha", "8", "--max-new-tokens", "16"]
 

@@ -18,13 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from seal.config import LearnConfig
-from seal.data import load_dataset, select
+from seal.core.config import LearnConfig
+from seal.domains.knowledge.data import load_dataset, select
 from seal.learn import learn
-from seal.models import load_model
-from seal.progress import NullReporter
-from seal.self_edit import get_format
-from seal.store import KnowledgeStore
+from seal.core.models import load_model
+from seal.core.progress import NullReporter
+from seal.domains.knowledge.self_edit import get_format
+from seal.core.store import KnowledgeStore
 
 
 def summarize(records: list[dict]) -> dict:

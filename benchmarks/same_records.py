@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from seal.runtime import sha256_file
+from seal.core.runtime import sha256_file
 
 VOLATILE = ("seconds", "peak_", "created", "timings", "memory")
 UNORDERED = {"target_modules"}  # PEFT writes a set as a list in hash order

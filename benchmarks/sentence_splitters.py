@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from seal.bench import select_passages
-from seal.faithfulness import sentences as pysbd_split
+from seal.bench.knowledge import select_passages
+from seal.domains.knowledge.faithfulness import sentences as pysbd_split
 
 # The splitter seal used before issue 18.
 _REGEX = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'\u201c])")

@@ -62,7 +62,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_lm(tiny_model_dir):
     import torch
 
-    from seal.models import load_model
+    from seal.core.models import load_model
 
     # A 32-wide model gains nothing from threads, and spinning OpenMP threads slow it down
     # badly whenever another process shares the two cores.
@@ -74,7 +74,7 @@ def tiny_lm(tiny_model_dir):
 def embedded_lm():
     import torch
 
-    from seal.models import load_model
+    from seal.core.models import load_model
 
     # OMP_NUM_THREADS (if set) wins: lets the slow tier share the cores with another job.
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))

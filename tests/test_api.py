@@ -7,8 +7,8 @@ import pytest
 
 import seal
 from seal import Seal, SealError
-from seal.config import InnerLoopConfig, LearnConfig, SamplingConfig
-from seal.runtime import UsageError
+from seal.core.config import InnerLoopConfig, LearnConfig, SamplingConfig
+from seal.core.runtime import UsageError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 FAST = LearnConfig(sampling=SamplingConfig(k=0), inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1, lr=5e-3))
@@ -74,7 +74,7 @@ def test_the_readme_example_runs_as_written(tiny_model_dir, tmp_path, monkeypatc
     # the same code, with the tiny model standing in for the embedded one and the cheap recipe
     from seal import api
 
-    from seal.models import load_model
+    from seal.core.models import load_model
 
     monkeypatch.setattr(api, "load_model", lambda spec=None: load_model(str(tiny_model_dir)))
     monkeypatch.setattr(api, "LearnConfig", lambda: FAST)

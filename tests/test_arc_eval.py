@@ -8,7 +8,7 @@ import pytest
 
 from seal.domains.arc.evaluate import ArcEvalConfig, report_arc_eval, run_arc_eval
 from seal.domains.arc.ttt import TTTConfig
-from seal.runtime import UsageError
+from seal.core.runtime import UsageError
 
 from conftest import run_seal
 

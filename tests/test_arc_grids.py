@@ -11,7 +11,7 @@ from seal.domains.arc.augment import GEOMETRIC, augment_pairs, check, colour_per
 from seal.domains.arc.families import FAMILIES, generate_task, generated_split
 from seal.domains.arc.grids import Pair, as_grid, grid_text, parse_grid, task_prompt
 from seal.domains.arc.tasks import check_no_overlap, held_out_of, load_tasks, select_tasks, within_budget
-from seal.runtime import UsageError
+from seal.core.runtime import UsageError
 
 
 def random_grid(rng: random.Random, lo: int = 1, hi: int = 10):

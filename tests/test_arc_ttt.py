@@ -11,7 +11,7 @@ from seal.domains.arc.families import generate_task
 from seal.domains.arc.grids import ArcTask, Pair
 from seal.domains.arc.self_edit import parse_arc_self_edit
 from seal.domains.arc.ttt import TTTConfig, run_ttt
-from seal.writers import GENERATOR_MANIFEST
+from seal.domains import GENERATOR_MANIFEST
 
 SMALL = TTTConfig(lora_r=8, lora_alpha=16, max_sequences=8, views=3)
 EDIT = '{"augmentations": ["basic"], "loss": "outputs", "lr": 0.001, "epochs": 1}'
@@ -92,7 +92,7 @@ def test_tasks_over_the_context_budget_are_skipped_with_a_warning(tiny_lm):
 
 
 def test_rest_em_runs_on_the_arc_domain(tiny_lm, tmp_path):
-    from seal.rest_em import RestEMConfig, run_rest_em
+    from seal.rl.rest_em import RestEMConfig, run_rest_em
 
     cfg = RestEMConfig(data="generated:train", n=2, iterations=1, k=2, repeats=1, exclude=[])
     domain = ArcDomain(tiny_lm, ttt=TTTConfig(lora_r=8, lora_alpha=16, max_sequences=4, views=2))
@@ -109,7 +109,7 @@ def test_rest_em_runs_on_the_arc_domain(tiny_lm, tmp_path):
 
 
 def test_training_split_must_not_overlap_its_evaluation_split(tiny_lm):
-    from seal.runtime import UsageError
+    from seal.core.runtime import UsageError
 
     domain = ArcDomain(tiny_lm)
     items = domain.load_items("generated:eval", 2)
@@ -119,7 +119,7 @@ def test_training_split_must_not_overlap_its_evaluation_split(tiny_lm):
 
 
 def test_generation_stops_at_a_stop_string_with_the_same_greedy_text(tiny_lm):
-    from seal.generation import Sampling
+    from seal.core.generation import Sampling
 
     prompts = ["input:\n12\noutput:\n", "The quick brown"]
     full = [c[0] for c in tiny_lm.generator.generate(prompts, sampling=Sampling(max_new_tokens=12))]

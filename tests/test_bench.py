@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from seal.bench import BenchConfig, merge_runs, parse_condition, report_run, run_bench
-from seal.data import select_passages
-from seal.config import InnerLoopConfig, SamplingConfig, as_json
-from seal.floors import random_sentence_floor
-from seal.judge import LLMJudge, parse_verdict
-from seal.metrics import bootstrap_ci
-from seal.remote import ChatEndpoint
-from seal.run_records import TrialLog
-from seal.runtime import RuntimeFailure, SealError
+from seal.bench.knowledge import BenchConfig, merge_runs, parse_condition, report_run, run_bench
+from seal.domains.knowledge.data import select_passages
+from seal.core.config import InnerLoopConfig, SamplingConfig, as_json
+from seal.bench.floors import random_sentence_floor
+from seal.domains.knowledge.judge import LLMJudge, parse_verdict
+from seal.core.metrics import bootstrap_ci
+from seal.core.remote import ChatEndpoint
+from seal.core.run_records import TrialLog
+from seal.core.runtime import RuntimeFailure, SealError
 
 SEAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "seal" / "knowledge-incorporation" / "data"
 
@@ -285,7 +285,7 @@ def test_config_records_the_environment_and_a_resume_on_another_one_is_listed_no
 
 
 def test_moving_average_means_the_last_window_values():
-    from seal.plots import moving_average
+    from seal.core.plots import moving_average
 
     assert moving_average([4.0, 2.0, 0.0, 2.0], 2) == [4.0, 3.0, 1.0, 1.0]
     assert moving_average([1.0, 3.0], 5) == [1.0, 2.0]

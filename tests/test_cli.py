@@ -129,10 +129,10 @@ def test_help_keeps_square_brackets():
 
 
 def test_learn_with_a_trained_generator(tiny_model_dir, tmp_path, doc):
-    from seal.config import InnerLoopConfig, SamplingConfig
-    from seal.models import load_model
-    from seal.domains.knowledge import knowledge_domain
-    from seal.rest_em import RestEMConfig, run_rest_em
+    from seal.core.config import InnerLoopConfig, SamplingConfig
+    from seal.core.models import load_model
+    from seal.domains.knowledge.domain import knowledge_domain
+    from seal.rl.rest_em import RestEMConfig, run_rest_em
 
     data = tmp_path / "train.jsonl"
     data.write_text(json.dumps({"id": "t", "title": "Harbour", "context": "Daesan sold cranes to the harbour in 2026.",

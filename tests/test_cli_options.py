@@ -18,7 +18,7 @@ def test_version_prints_the_installed_package_version():
 # A command that warns the way transformers and peft do; it is added to the real app in a fresh process.
 _WARN = """
 import warnings
-from seal import cli
+from seal.cli import commands as cli
 
 @cli.app.command("warn")
 def _warn():

@@ -4,15 +4,15 @@ import json
 
 import pytest
 
-from seal.config import InnerLoopConfig, LearnConfig, SamplingConfig
-from seal.continual import ContinualConfig, edit_key, parse_strategy, run_continual, store_dir
-from seal.continual_report import matrix, sequence_metrics
-from seal.data import Passage, Question
-from seal.general import copies_document, general_summary, is_correct, load_general
-from seal.inner_loop import TrainExample, lora_adapter, train
+from seal.core.config import InnerLoopConfig, LearnConfig, SamplingConfig
+from seal.bench.continual import ContinualConfig, edit_key, parse_strategy, run_continual, store_dir
+from seal.bench.continual_report import matrix, sequence_metrics
+from seal.domains.knowledge.data import Passage, Question
+from seal.guard.general import copies_document, general_summary, is_correct, load_general
+from seal.core.inner_loop import TrainExample, lora_adapter, train
 from seal.learn import chain_examples, learn
-from seal.runtime import SealError
-from seal.store import KnowledgeStore
+from seal.core.runtime import SealError
+from seal.core.store import KnowledgeStore
 
 
 def tiny_learn(**kw) -> LearnConfig:

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from seal.data import chunk_text, load_dataset, load_document, select
-from seal.runtime import SealError
+from seal.domains.knowledge.data import chunk_text, load_dataset, load_document, select
+from seal.core.runtime import SealError
 
 
 @pytest.mark.parametrize("split", ["train", "eval"])

@@ -13,11 +13,11 @@ import time
 import pytest
 
 from conftest import run_seal
-from seal.config import LearnConfig
-from seal.data import load_dataset, select
+from seal.core.config import LearnConfig
+from seal.domains.knowledge.data import load_dataset, select
 from seal.learn import learn
-from seal.runtime import sha256_file
-from seal.store import KnowledgeStore
+from seal.core.runtime import sha256_file
+from seal.core.store import KnowledgeStore
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +28,9 @@ ARTICLES = ["ff-eval-001", "ff-eval-002"]
 
 
 def test_two_articles_in_sequence_are_both_kept_and_general_questions_survive(embedded_lm, tmp_path):
-    from seal.general import ask_general, general_summary
-    from seal.inner_loop import applied_adapters
-    from seal.knowledge import evaluate
+    from seal.guard.general import ask_general, general_summary
+    from seal.core.inner_loop import applied_adapters
+    from seal.domains.knowledge.qa import evaluate
 
     first, second = select(load_dataset("fresh-facts:eval"), ARTICLES)
     store = KnowledgeStore(tmp_path / "store")
@@ -55,7 +55,7 @@ def _exports_equal_the_head(lm, store, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from seal.export import export_version
-    from seal.inner_loop import applied_adapters
+    from seal.core.inner_loop import applied_adapters
 
     ids = lm.tokenizer("Topic: Bergen ferry. Question: Who built the charging tower?", return_tensors="pt")["input_ids"]
     with torch.no_grad(), applied_adapters(lm.model, store.adapter_dirs()):
@@ -105,7 +105,7 @@ def test_sigkill_mid_learn_leaves_history_and_head(tmp_path, delay):
 
 
 def test_half_written_model_cache_is_never_trusted(tmp_path, monkeypatch):
-    from seal import models
+    from seal.core import models
 
     monkeypatch.setenv("SEAL_CACHE", str(tmp_path))
     final = models.embedded_cache_dir()
@@ -119,8 +119,8 @@ def test_half_written_model_cache_is_never_trusted(tmp_path, monkeypatch):
 
 
 def test_bench_knowledge_on_three_articles(embedded_lm, tmp_path):
-    from seal.bench import BenchConfig, run_bench
-    from seal.config import InnerLoopConfig
+    from seal.bench.knowledge import BenchConfig, run_bench
+    from seal.core.config import InnerLoopConfig
 
     cfg = BenchConfig(data="fresh-facts:eval", n=3, conditions=["base", "passage"], canary_sample=1,
                       inner=InnerLoopConfig(lr=3e-3))
@@ -136,9 +136,9 @@ def test_bench_knowledge_on_three_articles(embedded_lm, tmp_path):
 def test_rest_em_smoke_one_iteration_two_passages_k2(embedded_lm, tmp_path):
     """ReST-EM on the real model: 2 train passages, k=2, R=1, one iteration. The inner loop is cut
     to 1 epoch and self-edits to 96 tokens so this stays a smoke test (a few minutes)."""
-    from seal.config import InnerLoopConfig, SamplingConfig
-    from seal.domains.knowledge import knowledge_domain
-    from seal.rest_em import RestEMConfig, run_rest_em
+    from seal.core.config import InnerLoopConfig, SamplingConfig
+    from seal.domains.knowledge.domain import knowledge_domain
+    from seal.rl.rest_em import RestEMConfig, run_rest_em
 
     cfg = RestEMConfig(data="fresh-facts:train", n=2, iterations=1, k=2, repeats=1,
                        sampling=SamplingConfig(max_new_tokens=96), inner=InnerLoopConfig(lr=3e-3, epochs=1),

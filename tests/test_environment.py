@@ -2,7 +2,7 @@
 
 import torch
 
-from seal.environment import ENVIRONMENTS, add_environment, config_differences, environment
+from seal.core.environment import ENVIRONMENTS, add_environment, config_differences, environment
 
 
 def test_environment_names_versions_threads_and_the_models_device():

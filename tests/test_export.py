@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from seal.config import InnerLoopConfig, LearnConfig, SamplingConfig
-from seal.data import Passage
+from seal.core.config import InnerLoopConfig, LearnConfig, SamplingConfig
+from seal.domains.knowledge.data import Passage
 from seal.export import export_version
-from seal.inner_loop import applied_adapters
+from seal.core.inner_loop import applied_adapters
 from seal.learn import learn
-from seal.runtime import UsageError
-from seal.store import KnowledgeStore
+from seal.core.runtime import UsageError
+from seal.core.store import KnowledgeStore
 
 PROMPTS = ["Porto ferry battery", "Q: Who built it? A: Volthaven built it in 2026.", "Numbers 0 1 2 3"]
 

@@ -1,7 +1,7 @@
 """Faithfulness and coverage of self-edit lines against their passage (issue 6)."""
 
-from seal.faithfulness import check_lines, coverage, key_terms, sentences
-from seal.self_edit import FORMATS, parse_self_edit
+from seal.domains.knowledge.faithfulness import check_lines, coverage, key_terms, sentences
+from seal.domains.knowledge.self_edit import FORMATS, parse_self_edit
 
 TITLE = "Bergen electric ferry charging tower"
 PASSAGE = ("In March 2026 the Bergen port authority opened the Ladefjord charging tower. "
@@ -73,7 +73,7 @@ def test_sentences_are_verbatim_substrings_in_order():
 
 
 def test_bundled_passages_split_where_the_old_regex_did_not():
-    from seal.data import load_dataset
+    from seal.domains.knowledge.data import load_dataset
 
     by_id = {p.id: p for p in load_dataset("fresh-facts")}
     assert [s for s in sentences(by_id["ff-eval-002"].context) if s.endswith("Dr.")] == []

@@ -2,9 +2,9 @@
 
 import pytest
 
-from seal.data import Passage, Question, load_dataset
-from seal.floors import random_sentence_floor
-from seal.grading import local_grade
+from seal.domains.knowledge.data import Passage, Question, load_dataset
+from seal.bench.floors import random_sentence_floor
+from seal.domains.knowledge.grading import local_grade
 
 TOWER = Passage("tower", "Tower", "The tower opened in 2026. It cost 41 million euros. Engineers from Volthaven built it.", [
     Question("When did the tower open?", "2026"),  # in 1 of 3 sentences
@@ -30,7 +30,7 @@ def test_floor_uses_the_grader_it_is_given():
 
 
 def test_floor_of_the_bundled_data_matches_a_direct_count():
-    from seal.faithfulness import sentences
+    from seal.domains.knowledge.faithfulness import sentences
 
     passages = load_dataset("fresh-facts:eval")
     per_question = [sum(local_grade(q.question, q.answer, s).correct for s in sentences(p.context)) / len(sentences(p.context))

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from seal.config import InnerLoopConfig
-from seal.generation import HFGenerator, Sampling, ScriptedGenerator
-from seal.inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
+from seal.core.config import InnerLoopConfig
+from seal.core.generation import HFGenerator, Sampling, ScriptedGenerator
+from seal.core.inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
 
 CFG = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=2, lr=5e-2)
 PROMPTS = ["Porto ferry battery", "The quick brown"]
@@ -86,4 +86,4 @@ def test_only_the_generation_module_calls_model_generate():
     src = Path(__file__).resolve().parents[1] / "src" / "seal"
     callers = {str(p.relative_to(src)) for p in src.rglob("*.py") if re.search(r"\.generate\((?!\[|prompts|\[prompt)", p.read_text())
                and "model.generate(" in p.read_text()}
-    assert callers == {"generation.py"}
+    assert callers == {"core/generation.py"}

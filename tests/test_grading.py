@@ -1,6 +1,6 @@
 import pytest
 
-from seal.grading import contains, exact_match, local_grade, normalize, token_f1
+from seal.domains.knowledge.grading import contains, exact_match, local_grade, normalize, token_f1
 
 
 def test_normalize_like_squad():

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from seal.anchors import golden_anchors, load_anchor_prompts
-from seal.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig
-from seal.data import Passage, Question
-from seal.general import load_general
-from seal.guard import Probe, chain_probes, document_probes, load_guard_questions, run_guard, scale_adapter
-from seal.inner_loop import Rehearsal, TrainExample, lora_adapter, lora_factors, train
+from seal.guard.anchors import golden_anchors, load_anchor_prompts
+from seal.core.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig
+from seal.domains.knowledge.data import Passage, Question
+from seal.guard.general import load_general
+from seal.guard.check import Probe, chain_probes, document_probes, load_guard_questions, run_guard, scale_adapter
+from seal.core.inner_loop import Rehearsal, TrainExample, lora_adapter, lora_factors, train
 from seal.learn import learn
-from seal.runtime import SealError, UsageError
-from seal.store import KnowledgeStore
+from seal.core.runtime import SealError, UsageError
+from seal.core.store import KnowledgeStore
 
 
 def cfg(lr=5e-3, epochs=1, **guard) -> LearnConfig:

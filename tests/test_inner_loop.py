@@ -2,8 +2,8 @@
 
 import torch
 
-from seal.config import InnerLoopConfig
-from seal.inner_loop import (
+from seal.core.config import InnerLoopConfig
+from seal.core.inner_loop import (
     IGNORE, TrainExample, applied_adapters, collate, lora_adapter, save_adapter, tokenize_example, train,
 )
 

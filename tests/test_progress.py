@@ -5,7 +5,7 @@ import io
 import pytest
 from rich.console import Console
 
-from seal.progress import RichReporter, _LineTask
+from seal.core.progress import RichReporter, _LineTask
 
 
 def test_line_task_throttles_and_estimates_time_left():

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from seal.config import InnerLoopConfig, SamplingConfig
-from seal.data import Passage, Question
-from seal.generation import ScriptedGenerator
-from seal.domains.knowledge import KnowledgeDomain, check_no_overlap, knowledge_domain
-from seal.rest_em import RestEMConfig, iteration_stats, run_rest_em, select_best
-from seal.runtime import SealError
+from seal.core.config import InnerLoopConfig, SamplingConfig
+from seal.domains.knowledge.data import Passage, Question
+from seal.core.generation import ScriptedGenerator
+from seal.domains.knowledge.domain import KnowledgeDomain, check_no_overlap, knowledge_domain
+from seal.rl.rest_em import RestEMConfig, iteration_stats, run_rest_em, select_best
+from seal.core.runtime import SealError
 
 
 def cfg_for(tmp_path, **kw):
@@ -159,7 +159,7 @@ def test_a_sentence_format_trains_the_generator_on_its_question_per_sentence(tin
 
 
 def test_refuses_training_on_evaluation_passages(tmp_path):
-    from seal.data import load_dataset
+    from seal.domains.knowledge.data import load_dataset
 
     with pytest.raises(SealError, match="also appear in the evaluation set"):
         check_no_overlap(load_dataset("fresh-facts:eval")[:2], ["fresh-facts:eval"])
@@ -167,7 +167,7 @@ def test_refuses_training_on_evaluation_passages(tmp_path):
 
 
 def test_generator_plugs_into_the_benchmark(tiny_lm, tmp_path):
-    from seal.bench import BenchConfig, run_bench
+    from seal.bench.knowledge import BenchConfig, run_bench
 
     cfg = cfg_for(tmp_path)
     run_rest_em(knowledge_domain(cfg, tiny_lm), cfg, tmp_path / "run")
@@ -185,7 +185,7 @@ def _comparable(path):
 @pytest.fixture(scope="module")
 def ray_executor():
     pytest.importorskip("ray")
-    from seal.ray_executor import RayExecutor
+    from seal.rl.ray_executor import RayExecutor
 
     with RayExecutor(workers=2) as ex:
         yield ex
@@ -208,8 +208,8 @@ def test_ray_trial_of_a_killed_worker_is_retried_not_lost_or_doubled(tiny_lm, tm
     import os
     import signal
 
-    from seal.domains.knowledge import KnowledgeDomain
-    from seal.rest_em import LocalExecutor, TrialJob
+    from seal.domains.knowledge.domain import KnowledgeDomain
+    from seal.rl.rest_em import LocalExecutor, TrialJob
 
     cfg = cfg_for(tmp_path)
     domain = KnowledgeDomain(tiny_lm, cfg.format, cfg.sampling, cfg.inner)

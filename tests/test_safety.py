@@ -8,15 +8,15 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from conftest import run_seal as _run_seal
-from seal.bench import BenchConfig, run_bench
-from seal.cli_common import cli_errors
-from seal.config import InnerLoopConfig, LearnConfig, SamplingConfig, check_inner
-from seal.data import Passage, chunk_text
+from seal.bench.knowledge import BenchConfig, run_bench
+from seal.cli.common import cli_errors
+from seal.core.config import InnerLoopConfig, LearnConfig, SamplingConfig, check_inner
+from seal.domains.knowledge.data import Passage, chunk_text
 from seal.learn import learn
-from seal.models import CACHE_MARKER, weights_checksum
-from seal.run_records import MARKER
-from seal.runtime import RuntimeFailure, UsageError
-from seal.store import KnowledgeStore
+from seal.core.models import CACHE_MARKER, weights_checksum
+from seal.core.run_records import MARKER
+from seal.core.runtime import RuntimeFailure, UsageError
+from seal.core.store import KnowledgeStore
 
 FAST = ["--epochs", "1", "--lora-r", "4", "--lora-alpha", "8", "--max-new-tokens", "16"]
 DOC = Passage("d1", "Lisbon ferry", "In March 2026 Volthaven supplied batteries for the ferry Maria Quiteria.")

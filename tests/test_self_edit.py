@@ -1,8 +1,8 @@
-from seal.self_edit import FORMATS, get_format, instructions, own_question, parse_lines, parse_qa, parse_self_edit, sample_self_edits, shown, training_examples
-from seal.runtime import SealError
+from seal.domains.knowledge.self_edit import FORMATS, get_format, instructions, own_question, parse_lines, parse_qa, parse_self_edit, sample_self_edits, shown, training_examples
+from seal.core.runtime import SealError
 import pytest
 
-from seal.generation import ScriptedGenerator
+from seal.core.generation import ScriptedGenerator
 
 
 def test_lines_drop_preamble_bullets_fragments_and_repeats():
@@ -63,7 +63,7 @@ def test_training_sequences_prefix_title_and_add_passage(tiny_lm):
 
 
 def test_answer_formats_train_exactly_the_closed_book_prompt(tiny_lm):
-    from seal.knowledge import answer_prompt
+    from seal.domains.knowledge.qa import answer_prompt
 
     edit = parse_self_edit(FORMATS["self-qa-chat"], "Q: Who built it?\nA: Volthaven")
     (ex,) = training_examples(tiny_lm, "Lisbon ferry", "The passage.", [edit], include_passage=False)

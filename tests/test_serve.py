@@ -12,7 +12,7 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
 from seal.api import Seal  # noqa: E402
-from seal.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig  # noqa: E402
+from seal.core.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig  # noqa: E402
 from seal.serve import Server, create_app  # noqa: E402
 
 KEY = "test-key"

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from seal.runtime import SealError
-from seal.store import KnowledgeStore
+from seal.core.runtime import SealError
+from seal.core.store import KnowledgeStore
 
 
 def make_store(tmp_path):
@@ -64,7 +64,7 @@ def test_second_writer_fails_clearly(tmp_path):
     st = make_store(tmp_path)
     holder = subprocess.Popen(
         [sys.executable, "-c", (
-            "import sys, time; from pathlib import Path; from seal.store import KnowledgeStore\n"
+            "import sys, time; from pathlib import Path; from seal.core.store import KnowledgeStore\n"
             f"with KnowledgeStore(Path({str(st.root)!r})).lock():\n"
             "    print('locked', flush=True); time.sleep(30)"
         )],

@@ -10,15 +10,15 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # `from seal import Seal` without importing torch and transformers for `import seal` alone
     if name in ("Seal", "Answer"):
-        from . import api
+        from seal import api
 
         return getattr(api, name)
     if name in ("SealError", "UsageError", "RuntimeFailure"):
-        from . import runtime
+        from seal.core import runtime
 
         return getattr(runtime, name)
     if name in ("LearnConfig", "GuardConfig", "InnerLoopConfig", "SamplingConfig"):
-        from . import config
+        from seal.core import config
 
         return getattr(config, name)
     raise AttributeError(f"module 'seal' has no attribute {name!r}")

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ContextManager, Iterable, Union
 
-from .config import AnswerConfig, LearnConfig
-from .data import Passage, document_passages, load_dataset, load_document, select
-from .models import LoadedModel, load_model
-from .runtime import SealError, UsageError
-from .store import KnowledgeStore, default_store_dir
+from seal.core.config import AnswerConfig, LearnConfig
+from seal.domains.knowledge.data import Passage, document_passages, load_dataset, load_document, select
+from seal.core.models import LoadedModel, load_model
+from seal.core.runtime import SealError, UsageError
+from seal.core.store import KnowledgeStore, default_store_dir
 
 Source = Union[str, Path, Passage]
 
@@ -87,7 +87,7 @@ class Seal:
     # -- learning ------------------------------------------------------------------------------
     def passages(self, sources: Source | Iterable[Source], max_chunk_words: int | None = None) -> list[Passage]:
         """Documents as passages: a Path (a .txt/.md file), a str (a file path if one exists, else
-        the text itself), or Passage objects (e.g. from `seal.data.load_dataset`)."""
+        the text itself), or Passage objects (e.g. from `seal.domains.knowledge.data.load_dataset`)."""
         if isinstance(sources, (str, Path, Passage)):
             sources = [sources]
         words = max_chunk_words or LearnConfig.max_chunk_words
@@ -106,7 +106,7 @@ class Seal:
     def learn(self, sources: Source | Iterable[Source], config: LearnConfig | None = None, reporter=None, **options):
         """Learn documents into a new version (`seal learn`); returns a `LearnOutcome`. Keyword
         options set fields of `LearnConfig` (e.g. strategy="replay", anchors=8)."""
-        from .learn import learn as run_learn
+        from seal.learn import learn as run_learn
 
         cfg = dataclasses.replace(config or LearnConfig(), **options)
         passages = self.passages(sources, cfg.max_chunk_words)
@@ -128,7 +128,7 @@ class Seal:
 
     def ask(self, question: str, topic: str | None = None, version: int | None = None) -> Answer:
         """A closed-book answer (`seal ask`) from the head, an older version, or 0 (the golden copy)."""
-        from .knowledge import answer_questions, check_question_fits
+        from seal.domains.knowledge.qa import answer_questions, check_question_fits
 
         if not question.strip():
             raise UsageError("empty question")
@@ -139,8 +139,8 @@ class Seal:
     def eval(self, data: str | list[Passage], version: int | None = None, ids: list[str] | None = None,
              n: int | None = None, reporter=None):
         """Closed-book accuracy (`seal eval`) on a dataset name/path or passages; an `EvalResult`."""
-        from .knowledge import evaluate_with_progress
-        from .progress import NullReporter
+        from seal.domains.knowledge.qa import evaluate_with_progress
+        from seal.core.progress import NullReporter
 
         passages = (select(load_dataset(data), ids or []) if isinstance(data, str) else list(data))[: n or None]
         if not any(p.questions for p in passages):
@@ -169,7 +169,7 @@ class Seal:
 
     def export(self, out: str | Path, version: int | None = None, format: str = "merged") -> dict:
         """Write a version out of the store (`seal export`); returns the export manifest."""
-        from .export import FORMATS, export_version
+        from seal.export import FORMATS, export_version
 
         if format not in FORMATS:
             raise UsageError(f"unknown export format {format!r} (merged or adapter)")

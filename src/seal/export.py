@@ -25,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from .inner_loop import ADAPTER_CONFIG, ADAPTER_WEIGHTS, applied_adapters, lora_factors
-from .models import LoadedModel
-from .runtime import UsageError, fsync_dir, fsync_tree, json_text, sha256_file
-from .store import KnowledgeStore
+from seal.core.inner_loop import ADAPTER_CONFIG, ADAPTER_WEIGHTS, applied_adapters, lora_factors
+from seal.core.models import LoadedModel
+from seal.core.runtime import UsageError, fsync_dir, fsync_tree, json_text, sha256_file
+from seal.core.store import KnowledgeStore
 
 FORMATS = ("merged", "adapter")
 MANIFEST = "seal-export.json"

@@ -16,18 +16,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .anchors import golden_anchors
-from .config import LearnConfig, check_inner, check_sampling
-from .data import Passage
-from .environment import environment
-from .guard import chain_probes, check_guard, document_probes, run_guard
-from .inner_loop import Rehearsal, TrainExample, applied_adapters, run_inner_loop, tokenize_example
-from .knowledge import EvalResult, evaluate_with_progress
-from .models import LoadedModel
-from .progress import NullReporter, Reporter
-from .runtime import SealError, derive_seed, peak_memory_mb
-from .self_edit import SelfEdit, get_format, sample_self_edits, shown, training_examples
-from .store import KnowledgeStore
+from seal.guard.anchors import golden_anchors
+from seal.core.config import LearnConfig, check_inner, check_sampling
+from seal.domains.knowledge.data import Passage
+from seal.core.environment import environment
+from seal.guard.check import chain_probes, check_guard, document_probes, run_guard
+from seal.core.inner_loop import Rehearsal, TrainExample, applied_adapters, run_inner_loop, tokenize_example
+from seal.domains.knowledge.qa import EvalResult, evaluate_with_progress
+from seal.core.models import LoadedModel
+from seal.core.progress import NullReporter, Reporter
+from seal.core.runtime import SealError, derive_seed, peak_memory_mb
+from seal.domains.knowledge.self_edit import SelfEdit, get_format, sample_self_edits, shown, training_examples
+from seal.core.store import KnowledgeStore
 
 
 @dataclass
@@ -44,7 +44,7 @@ class LearnOutcome:
     before: EvalResult | None = None
     after: EvalResult | None = None
     warnings: list[str] = field(default_factory=list)
-    guard: dict | None = None  # the guard's decision and measurements (seal.guard.run_guard)
+    guard: dict | None = None  # the guard's decision and measurements (seal.guard.check.run_guard)
 
     @property
     def head_moved(self) -> bool:

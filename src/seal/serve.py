@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 
 from fastapi import Request  # at module level: the route signatures below are resolved by name
 
-from .api import Seal
-from .config import LearnConfig
-from .data import document_passages
-from .generation import HFGenerator, Sampling
-from .models import LoadedModel
-from .runtime import SealError
+from seal.api import Seal
+from seal.core.config import LearnConfig
+from seal.domains.knowledge.data import document_passages
+from seal.core.generation import HFGenerator, Sampling
+from seal.core.models import LoadedModel
+from seal.core.runtime import SealError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_TOKENS = 512  # the most a request may ask to generate

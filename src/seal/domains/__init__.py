@@ -2,7 +2,7 @@
 
 A domain loads items, samples self-edits from its current generator, scores a self-edit by the
 inner loop (the reward), and fine-tunes its generator on the self-edits the outer loop keeps. The
-outer loop (`seal.rest_em`) is written once against this contract and names no domain's types:
+outer loop (`seal.rl.rest_em`) is written once against this contract and names no domain's types:
 `seal.domains.knowledge` (passages and closed-book questions), `seal.domains.arc` (few-shot ARC:
 self-edits that configure test-time training) and `seal.domains.toy` (no model: a contract test)
 implement it.
@@ -10,9 +10,16 @@ implement it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
+
+from seal.core.inner_loop import ADAPTER_CONFIG
+
+# A trained generator's folder (written by the outer loop, read by whoever samples with it):
+# its adapter, and a manifest naming the domain's format and the chain of links it builds on.
+GENERATOR_MANIFEST = "generator.json"  # written next to a trained generator: {"format": ...}
 
 
 @dataclass
@@ -64,3 +71,22 @@ class Domain(Protocol):
     def worker_recipe(self) -> tuple[Callable[..., Any], dict]:
         """(factory, keyword arguments): how a worker process builds an equal domain (the executor
         calls factory(**kwargs) there, e.g. loading the model from its path); picklable."""
+
+
+def generator_format(path: Path, default: str) -> str:
+    manifest = path / GENERATOR_MANIFEST
+    return json.loads(manifest.read_text()).get("format", default) if manifest.is_file() else default
+
+
+def generator_chain(path: Path) -> list[Path]:
+    """Adapters that make up a trained generator, oldest first (ReST-EM iterations build on each other)."""
+    manifest = path / GENERATOR_MANIFEST
+    if manifest.is_file():
+        chain = json.loads(manifest.read_text()).get("chain")
+        if chain:
+            return [path.parent / c for c in chain]
+    return [path]
+
+
+def is_adapter(path: Path) -> bool:
+    return (path / ADAPTER_CONFIG).is_file()

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..runtime import UsageError, derive_seed
-from . import Samples
+from seal.core.runtime import UsageError, derive_seed
+from seal.domains import Samples
 
 TABLE = "adapter_toy.json"
 

@@ -9,8 +9,8 @@
     domain.py     ArcDomain: the Domain contract, so run_rest_em(ArcDomain(lm), cfg, out) works
 """
 
-from .domain import ArcDomain
-from .families import FAMILIES
-from .tasks import select_tasks
+from seal.domains.arc.domain import ArcDomain
+from seal.domains.arc.families import FAMILIES
+from seal.domains.arc.tasks import select_tasks
 
 __all__ = ["ArcDomain", "FAMILIES", "select_tasks"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 
-from .grids import Grid, Pair
+from seal.domains.arc.grids import Grid, Pair
 
 GEOMETRIC = ("identity", "rot90", "rot180", "rot270", "flip_h", "flip_v", "transpose", "anti_transpose")
 _GEO_INVERSE = {"rot90": "rot270", "rot270": "rot90"}  # every other symmetry is its own inverse

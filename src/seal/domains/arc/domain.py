@@ -15,16 +15,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from ...config import InnerLoopConfig, SamplingConfig
-from ...generation import Sampling, render_prompt
-from ...inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
-from ...models import LoadedModel
-from ...runtime import UsageError, derive_seed
-from .. import Samples
-from .grids import ArcTask, pair_text
-from .self_edit import parse_arc_self_edit, self_edit_instruction
-from .tasks import Skipped, check_no_overlap, held_out_of, select_tasks, within_budget
-from .ttt import DEFAULT_EDIT, TTTConfig, answer, run_ttt
+from seal.core.config import InnerLoopConfig, SamplingConfig
+from seal.core.generation import Sampling, render_prompt
+from seal.core.inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
+from seal.core.models import LoadedModel
+from seal.core.runtime import UsageError, derive_seed
+from seal.domains import Samples
+from seal.domains.arc.grids import ArcTask, pair_text
+from seal.domains.arc.self_edit import parse_arc_self_edit, self_edit_instruction
+from seal.domains.arc.tasks import Skipped, check_no_overlap, held_out_of, select_tasks, within_budget
+from seal.domains.arc.ttt import DEFAULT_EDIT, TTTConfig, answer, run_ttt
 
 
 PREFILL = '{"augmentations": ['  # the start of every self-edit: the model continues the JSON object
@@ -128,6 +128,6 @@ class ArcDomain:
 
 
 def build_arc_domain(model_path: str, **settings) -> ArcDomain:
-    from ...models import load_model
+    from seal.core.models import load_model
 
     return ArcDomain(lm=load_model(model_path), **settings)

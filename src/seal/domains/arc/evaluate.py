@@ -17,14 +17,14 @@ import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ...config import SamplingConfig, as_json
-from ...metrics import bootstrap_ci, mean
-from ...models import LoadedModel
-from ...progress import NullReporter, Reporter
-from ...run_records import TrialLog, prepare_run_dir, read_trials
-from ...runtime import UsageError, derive_seed, json_text, peak_memory_mb
-from .domain import ArcDomain
-from .ttt import TTTConfig
+from seal.core.config import SamplingConfig, as_json
+from seal.core.metrics import bootstrap_ci, mean
+from seal.core.models import LoadedModel
+from seal.core.progress import NullReporter, Reporter
+from seal.core.run_records import TrialLog, prepare_run_dir, read_trials
+from seal.core.runtime import UsageError, derive_seed, json_text, peak_memory_mb
+from seal.domains.arc.domain import ArcDomain
+from seal.domains.arc.ttt import TTTConfig
 
 METHODS = ("icl", "ttt", "self-edit")
 # The paper's table (Llama-3.2-1B, % solved): in-context 0, TTT + untrained self-edits 20, SEAL 72.5, oracle TTT 100.
@@ -99,7 +99,7 @@ def run_arc_eval(cfg: ArcEvalConfig, out: Path, lm: LoadedModel, fresh: bool = F
 
 def report_arc_eval(out: Path) -> dict:
     """Rewrite results.json from the trials a run has so far (finished, running or killed); no model."""
-    from ...run_records import read_config
+    from seal.core.run_records import read_config
 
     conf = read_config(out, RUN_KIND, check_config, "seal arc eval")
     conf.pop("seal_run", None)

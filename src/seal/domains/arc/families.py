@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from ...runtime import derive_seed
-from .augment import colour_permutation, forward
-from .grids import ArcTask, Grid, Pair
+from seal.core.runtime import derive_seed
+from seal.domains.arc.augment import colour_permutation, forward
+from seal.domains.arc.grids import ArcTask, Grid, Pair
 
 SPLIT_SIZE = 40  # tasks per split: 4 of each family
 

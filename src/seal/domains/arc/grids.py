@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...runtime import sha256_text
+from seal.core.runtime import sha256_text
 
 Grid = tuple[tuple[int, ...], ...]
 MAX_SIDE = 30  # ARC's largest grid

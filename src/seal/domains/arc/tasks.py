@@ -16,10 +16,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...data import seal_data_dir
-from ...runtime import UsageError
-from .families import generated_split
-from .grids import ArcTask, Pair, as_grid, task_prompt, answer_text
+from seal.domains.knowledge.data import seal_data_dir
+from seal.core.runtime import UsageError
+from seal.domains.arc.families import generated_split
+from seal.domains.arc.grids import ArcTask, Pair, as_grid, task_prompt, answer_text
 
 ARC_FILES = {
     "arc-1b:train": "arc-agi_training_{}_filtered_1B_training_set.json",

@@ -8,7 +8,7 @@ For one task and one self-edit:
   3. a fresh LoRA adapter trained on them (loss on the answer grid, or on every token), then
   4. the test input answered under several invertible views of the whole task, each answer mapped
      back, a majority vote (ties: the earlier view), 2 attempts; solved if one is exactly right.
-The adapter is discarded after the answer (seal.inner_loop.lora_adapter restores the base weights).
+The adapter is discarded after the answer (seal.core.inner_loop.lora_adapter restores the base weights).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ...config import InnerLoopConfig
-from ...generation import Sampling
-from ...inner_loop import TrainExample, applied_adapters, lora_adapter, train
-from .augment import GEOMETRIC, augment_pairs, colour_permutation, forward, inverse, max_side
-from .grids import ArcTask, Grid, Pair, answer_text, grid_text, parse_grid, task_prompt
-from .self_edit import ArcSelfEdit
+from seal.core.config import InnerLoopConfig
+from seal.core.generation import Sampling
+from seal.core.inner_loop import TrainExample, applied_adapters, lora_adapter, train
+from seal.domains.arc.augment import GEOMETRIC, augment_pairs, colour_permutation, forward, inverse, max_side
+from seal.domains.arc.grids import ArcTask, Grid, Pair, answer_text, grid_text, parse_grid, task_prompt
+from seal.domains.arc.self_edit import ArcSelfEdit
 
 VIEWS = ("identity", "transpose", "flip_h", "flip_v", "rot90", "rot180", "rot270", "anti_transpose")
 

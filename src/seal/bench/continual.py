@@ -1,0 +1,253 @@
+"""`seal bench continual`: learn N passages one after another and measure what is kept.
+
+For each strategy (a `seal learn` recipe, see `parse_strategy`) and each of S seeded orderings of
+the passages, a fresh knowledge store learns the passages in order with the real `seal learn`
+code. After every edit the head is asked, closed-book, the questions of every passage learned so
+far (one row of the lower-triangular accuracy matrix), the general questions (seal.guard.general), and
+the canary (multiple-choice accuracy and margin, held-out perplexity).
+
+Every edit is one fsynced record in OUT/trials.jsonl (the knowledge benchmark's TrialLog); the
+stores live in OUT/stores/STRATEGY/seqS. A killed run resumes: finished edits are skipped, and an
+edit whose version was committed but whose record was lost is measured without relearning. A
+run grows: more strategies or orderings asked later on the same folder join it (`grown_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seal.domains.knowledge.data import select_passages
+from seal.guard.canary import canary_scores
+from seal.core.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig, as_json
+from seal.guard.general import ask_general, general_summary, load_general
+from seal.core.inner_loop import applied_adapters
+from seal.domains.knowledge.qa import evaluate
+from seal.learn import STRATEGIES, WRITERS, check_config, learn
+from seal.core.models import LoadedModel, load_model
+from seal.core.progress import NullReporter, Reporter
+from seal.core.environment import ENVIRONMENTS, environment
+from seal.core.run_records import MARKER, TrialLog, prepare_run_dir, read_config
+from seal.core.runtime import SealError, derive_seed, write_json_atomic
+from seal.domains.knowledge.self_edit import get_format
+from seal.core.store import KnowledgeStore
+
+BENCHMARK = "continual"  # config.json key that tells `seal bench report` which report to write
+RUN_KIND = "bench-continual"
+RUN_FILES = ("config.json", "trials.jsonl", "trials.tmp", "results.json", "report.md", "plot.png", "heatmap_*.png", "stores")
+
+
+@dataclass
+class ContinualConfig:
+    """Everything a continual run depends on; written to OUT/config.json."""
+
+    benchmark: str = BENCHMARK
+    data: str = "fresh-facts:eval"  # bundled name or SEAL-format JSON/JSONL
+    n: int = 8  # passages learned one after another
+    offset: int = 0  # start of the slice (after the paper's seed-42 shuffle for SEAL JSON lists)
+    sequences: int = 1  # seeded orderings of the passages
+    strategies: list[str] = field(default_factory=lambda: ["stack", "replay", "consolidate"])
+    seed: int = 0  # root of the orderings and of every learn's seed
+    model: str | None = None  # None: the embedded model
+    learn: LearnConfig = field(default_factory=LearnConfig)  # the recipe each strategy starts from
+
+
+_OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
+    "lr": ("inner.lr", float),
+    "epochs": ("inner.epochs", int),
+    "stop-loss": ("inner.stop_loss", float),
+    "replay": ("replay", int),
+    "writer": ("writer", str),
+    "anchors": ("anchors", int),
+    "guard": ("guard.enabled", lambda v: {"on": True, "off": False}[v]),
+}
+
+
+def parse_strategy(spec: str, base: LearnConfig) -> LearnConfig:
+    """'replay:lr=1e-3:writer=base' -> the LearnConfig of that recipe (base with these changes)."""
+    name, *opts = spec.split(":")
+    cfg = dataclasses.replace(base, inner=dataclasses.replace(base.inner), sampling=dataclasses.replace(base.sampling),
+                              guard=dataclasses.replace(base.guard), strategy=name)
+    for opt in opts:
+        key, sep, value = opt.partition("=")
+        if not sep or key not in _OPTIONS:
+            raise SealError(f"strategy {spec!r}: bad option {opt!r} (options: {', '.join(k + '=V' for k in _OPTIONS)})")
+        path, cast = _OPTIONS[key]
+        try:
+            v = cast(value)
+        except (ValueError, KeyError):
+            raise SealError(f"strategy {spec!r}: {key} cannot be {value!r}") from None
+        if cast is float and not (v > 0 and v < float("inf")):
+            raise SealError(f"strategy {spec!r}: {key} must be a positive finite number")
+        section, _, attr = path.rpartition(".")
+        setattr(getattr(cfg, section) if section else cfg, attr, v)
+    try:
+        check_config(cfg)
+    except SealError as e:
+        raise SealError(f"strategy {spec!r}: {e} (a strategy is NAME[:OPTION=V...], NAME in {', '.join(STRATEGIES)}, "
+                        f"writer in {', '.join(WRITERS)})") from None
+    if cfg.inner.epochs < 1:
+        raise SealError(f"strategy {spec!r}: epochs must be >= 1")
+    return cfg
+
+
+def config_from_json(d: dict) -> ContinualConfig:
+    d = dict(d)
+    learn_d = dict(d.get("learn", {}))
+    learn_d["sampling"] = SamplingConfig(**learn_d.get("sampling", {}))
+    inner = dict(learn_d.get("inner", {}))
+    if "target_modules" in inner:
+        inner["target_modules"] = tuple(inner["target_modules"])
+    learn_d["inner"] = InnerLoopConfig(**inner)
+    # runs written before the guard existed learned without it, and resume that way
+    guard = dict(learn_d.get("guard", {"enabled": False}))
+    if "scales" in guard:
+        guard["scales"] = tuple(guard["scales"])
+    learn_d["guard"] = GuardConfig(**guard)
+    d["learn"] = LearnConfig(**learn_d)
+    return ContinualConfig(**{f.name: d[f.name] for f in dataclasses.fields(ContinualConfig) if f.name in d})
+
+
+def check_run_config(d: dict) -> ContinualConfig:
+    """The ContinualConfig of a config.json; KeyError if it lacks what every continual run writes."""
+    if not {"benchmark", "strategies", "learn"} <= set(d):
+        raise KeyError("no benchmark, strategies or learn")
+    return config_from_json(d)
+
+
+def ordering(ids: list[str], cfg: ContinualConfig, sequence: int) -> list[str]:
+    """Sequence 0 keeps the data order; the others are seeded shuffles. Same for every strategy."""
+    order = list(ids)
+    if sequence:
+        random.Random(derive_seed(cfg.seed, "order", sequence)).shuffle(order)
+    return order
+
+
+def store_dir(out: Path, strategy: str, sequence: int) -> Path:
+    return out / "stores" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", strategy) / f"seq{sequence}"
+
+
+def edit_key(strategy: str, sequence: int, step: int) -> str:
+    return f"{strategy}|{sequence}|{step}"
+
+
+def measure(lm: LoadedModel, passages, base_general: list[dict] | None, documents: list[str], general_qs,
+            adapters: list[Path] = ()) -> dict:
+    """Closed-book accuracy per passage, general questions and canary of the model with `adapters`."""
+    result = evaluate(lm, passages, adapters=adapters)
+    row = result.by_passage()
+    answers = ask_general(lm, general_qs, adapters=adapters)
+    with applied_adapters(lm.model, list(adapters)):  # scoring, not generation
+        canary = canary_scores(lm)
+    return {
+        "row": {p.id: round(row.get(p.id, 0.0), 4) for p in passages},
+        "predictions": {p.id: [q.prediction for q in result.per_question if q.passage_id == p.id] for p in passages},
+        "general": general_summary(answers, base_general or answers, documents, general_qs),
+        "general_answers": answers,
+        "canary": canary,
+    }
+
+
+def grown_config(out: Path, cfg: ContinualConfig) -> ContinualConfig:
+    """A run folder may grow: strategies or orderings asked later join it when every other setting
+    agrees. The folder's config.json then lists the union, and its report covers all of them."""
+    path = out / "config.json"
+    if not path.is_file():
+        return cfg
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return cfg  # prepare_out says what is wrong with it
+    grows = ("strategies", "sequences", MARKER, ENVIRONMENTS)  # the last two are records, not settings
+    new = as_json(cfg)
+    if old.get("benchmark") != BENCHMARK or {k: v for k, v in old.items() if k not in grows} != {
+            k: v for k, v in new.items() if k not in grows}:
+        return cfg  # prepare_run_dir refuses it with the list of differences
+    union = dataclasses.replace(cfg, strategies=old["strategies"] + [x for x in cfg.strategies if x not in old["strategies"]],
+                                sequences=max(old["sequences"], cfg.sequences))
+    kept = {k: old[k] for k in (MARKER, ENVIRONMENTS) if k in old}
+    if {**kept, **as_json(union)} != old:
+        write_json_atomic(path, {**kept, **as_json(union)})
+    return union
+
+
+def read_run_config(out: Path) -> dict:
+    """config.json of a continual run folder (without its marker), or a one-line error."""
+    return read_config(out, RUN_KIND, check_run_config, "continual benchmark")
+
+
+def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter: Reporter | None = None,
+                  lm: LoadedModel | None = None) -> dict:
+    from seal.bench.continual_report import write_artifacts
+
+    reporter = reporter or NullReporter()
+    recipes = {s: parse_strategy(s, cfg.learn) for s in cfg.strategies}
+    if not recipes:
+        raise SealError("no strategies given")
+    if len(set(cfg.strategies)) != len(cfg.strategies):
+        raise SealError(f"a strategy is listed twice: {', '.join(cfg.strategies)}")
+    if cfg.n < 1 or cfg.sequences < 1:
+        raise SealError("--n and --sequences must be >= 1")
+    get_format(cfg.learn.format)
+    passages = select_passages(cfg.data, cfg.n, cfg.offset)
+    if len(passages) < cfg.n:
+        raise SealError(f"{cfg.data} has {len(passages)} passages from offset {cfg.offset}, fewer than --n {cfg.n}")
+    if not all(p.questions for p in passages):
+        raise SealError(f"{cfg.data}: every passage needs questions to measure what is kept")
+    by_id = {p.id: p for p in passages}
+    whole = cfg if fresh else grown_config(out, cfg)  # what the folder holds; cfg is what this command runs
+    prepare_run_dir(out, RUN_KIND, as_json(whole), fresh, RUN_FILES, check_run_config, "continual benchmark", environment())
+    log = TrialLog(out / "trials.jsonl")
+    lm = lm or load_model(cfg.model)
+    general_qs = load_general()
+
+    if "base" not in log.done:  # the golden copy: the reference for general questions and canary
+        with reporter.task("golden copy: passages, general questions, canary", 1) as task:
+            m = measure(lm, passages, None, [], general_qs)
+            log.append({"key": "base", "strategy": "base", **m})
+            task.advance()
+    base = next(r for r in log.records if r["key"] == "base")
+
+    plan = [(s, q, r) for s in cfg.strategies for q in range(cfg.sequences) for r in range(cfg.n)]
+    todo = [t for t in plan if edit_key(*t) not in log.done]
+    with reporter.task(f"edits ({len(plan) - len(todo)} of {len(plan)} already done)", len(todo)) as task:
+        for strategy, seq, step in todo:
+            order = ordering([p.id for p in passages], cfg, seq)
+            store = KnowledgeStore(store_dir(out, strategy, seq))
+            record = run_edit(lm, store, recipes[strategy], [by_id[i] for i in order], step, base["general_answers"], general_qs)
+            log.append({"key": edit_key(strategy, seq, step), "strategy": strategy, "sequence": seq, "step": step,
+                        "order": order, **record})
+            task.advance(info=f"{strategy} seq {seq} step {step}: {record['row'][order[step]]:.0%} just learned")
+    return write_artifacts(out, whole, log.records)
+
+
+def run_edit(lm: LoadedModel, store: KnowledgeStore, recipe: LearnConfig, order, step: int,
+             base_general: list[dict], general_qs) -> dict:
+    """Learn passage `step` of `order` into the store (unless a killed run already committed it) and measure."""
+    done = len(store.state()["versions"]) if store.exists else 0
+    if done > step + 1 or done < step:
+        raise SealError(f"store {store.root} holds {done} versions, expected {step} or {step + 1}; delete it or use --fresh")
+    resumed = done == step + 1
+    t0 = time.perf_counter()
+    if not resumed:
+        # The passage's questions are asked below, after the edit; learn() need not ask them too.
+        learn(lm, store, [dataclasses.replace(order[step], questions=[])], recipe, source=f"continual:{order[step].id}")
+    edit_seconds = time.perf_counter() - t0
+    manifest = store.manifest(max(store.state()["versions"]))  # this edit's version, even when the guard rejected it
+    guard = manifest.get("guard") or {}
+    seen = order[: step + 1]
+    m = measure(lm, seen, base_general, [p.context for p in seen], general_qs, store.adapter_dirs())
+    timings = manifest["timings"]
+    return {
+        "passage_id": order[step].id, "version": manifest["version"], "resumed": resumed, **m,
+        "edit_seconds": round(timings["generate_seconds"] + timings["train_seconds"] if resumed else edit_seconds, 2),
+        **timings, "epochs_run": manifest["metrics"].get("epochs_run"), "final_loss": manifest["metrics"]["final_loss"],
+        "n_examples": len(manifest.get("training_examples", [])), "rehearsal": manifest.get("rehearsal", {}),
+        "n_inherited": len(manifest.get("inherited_examples", [])), **manifest["memory"],
+        "guard": guard.get("decision"), "guard_scale": guard.get("scale"), "guard_seconds": guard.get("seconds"),
+    }

@@ -1,0 +1,5 @@
+import sys
+
+from seal.cli.commands import main
+
+sys.exit(main())

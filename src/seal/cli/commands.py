@@ -1,0 +1,512 @@
+"""The `seal` command line: learn, ask, eval, history, rollback, export, demo.
+
+Progress goes to stderr, results to stdout (`--json` gives one JSON object), and every error a
+user can cause is one line on stderr with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from seal.cli.arc import arc_app
+from seal.cli.bench import bench_app
+from seal.cli.train import train_app
+from seal.cli.common import HELP_MARKUP, JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, finite, out
+from seal.core.config import GuardConfig, DEFAULT_TARGET_MODULES, LEARN_LR, InnerLoopConfig, LearnConfig, SamplingConfig
+from seal.core.runtime import SealError, json_text, quiet_libraries
+
+app = typer.Typer(
+    rich_markup_mode=HELP_MARKUP,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="SEAL: a language model that writes its own training data and keeps what it reads.",
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from seal import __version__
+
+        out.print(f"seal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Let library warnings (transformers, peft, torch) through to stderr."),
+):
+    # Runs before every command (the app's help text stays the one given to typer.Typer above).
+    quiet_libraries(verbose)
+
+
+def _store(path: Optional[Path]):
+    from seal.core.store import KnowledgeStore, default_store_dir
+
+    return KnowledgeStore(path or default_store_dir())
+
+
+def _warn(notes: list[str]) -> None:
+    for note in dict.fromkeys(notes):  # each once, in order
+        err.print(Text.assemble(("warning:", "yellow"), f" {note}"), soft_wrap=True)
+
+
+def _warn_notes(st) -> None:
+    """What the store repaired or found on the way (printed once, as warnings)."""
+    _warn(st.notes)
+    st.notes.clear()
+
+
+def _estimate(st, n: int) -> str:
+    """A time estimate from this store's earlier versions (seconds per document), when it has any."""
+    per_doc = []
+    if st.exists:
+        for m in st.manifests():
+            t = m.get("timings", {})
+            if m.get("documents"):
+                per_doc.append((t.get("generate_seconds", 0) + t.get("train_seconds", 0)) / len(m["documents"]))
+    if not per_doc:
+        return "no estimate yet (this store has no earlier version to time; about 2-3 min per 200-word passage for the embedded model on 2 CPU cores)"
+    median = sorted(per_doc)[len(per_doc) // 2]
+    return f"about {n * median / 60:.0f} min at this store's median of {median:.0f} s per passage"
+
+
+def _weights_note(base: dict) -> str:
+    """What the base weights are: the embedded model is a 4-bit GGUF dequantized to float32."""
+    from seal.core.models import EMBEDDED_GGUF, EMBEDDED_NAME
+
+    if base.get("name") == EMBEDDED_NAME:
+        return f"{EMBEDDED_GGUF} (Q4_1), dequantized to float32"
+    return "loaded as float32"
+
+
+def _load(model: Optional[str]):
+    from seal.core.models import embedded_cache_dir, load_model
+
+    first_time = model is None and not (embedded_cache_dir() / "seal-cache.json").is_file()
+    msg = "converting the embedded GGUF model to a safetensors cache (once, ~20 s)" if first_time else "loading model"
+    with err.status(msg):
+        return load_model(model)
+
+
+def _seal(store: Optional[Path], model: Optional[str]):
+    """The API object the commands stand on; its model is loaded on first use, behind a status line."""
+    from seal.api import Seal
+    from seal.core.models import embedded_cache_dir
+
+    if model is None and not (embedded_cache_dir() / "seal-cache.json").is_file():
+        msg = "converting the embedded GGUF model to a safetensors cache (once, ~20 s)"
+    else:
+        msg = "loading model"
+    return Seal(store=store or None, model=model, loading=lambda: err.status(msg))
+
+
+def _split_ids(ids: Optional[List[str]]) -> list[str]:
+    return [i for chunk in ids or [] for i in chunk.split(",") if i]
+
+
+def _mark(ok: bool | None) -> Text | str:
+    return "" if ok is None else Text("✓", style="green") if ok else Text("✗", style="red")
+
+
+def _print_qa_table(title: str, rows: list[tuple[str, str, str, bool, str | None, bool | None]]) -> None:
+    table = Table(title=title, show_lines=False)
+    for col in ("question", "gold", "before", "", "after", ""):
+        table.add_column(col, overflow="fold")
+    for q, gold, before, ok_before, after, ok_after in rows:
+        table.add_row(q, gold, before, _mark(ok_before), after or "", _mark(ok_after))
+    out.print(table)
+
+
+@app.command()
+@cli_errors
+def learn(
+    files: List[Path] = typer.Argument(None, help=".txt/.md documents to learn (title = first heading, else file name)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset to learn items from: fresh-facts[:train|eval] or a SEAL JSON/JSONL file."),
+    ids: Optional[List[str]] = typer.Option(None, "--ids", help="Item ids of --data (repeat or comma-separate)."),
+    format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format: sentence-recall (best measured for the embedded model), implications (the paper's), implications-long, rewrite, self-qa, self-qa-chat, sentence-ask, sentence-qa, sentence-rewrite."),
+    k: int = typer.Option(SamplingConfig.k, "--k", min=0, help="Self-edits sampled per passage (one batch); all usable ones are trained on. 0 = passage only."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, callback=finite, help="Sampling temperature of self-edits (0 = greedy) [default: the format's: 1.0 for the paper's formats, 0 for sentence formats]."),
+    top_p: float = typer.Option(SamplingConfig.top_p, "--top-p", min=0.0, max=1.0, callback=finite, help="Nucleus sampling mass."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Length limit of a self-edit [default: per format]."),
+    min_faithfulness: Optional[float] = MinFaithOpt,
+    no_passage: bool = typer.Option(False, "--no-passage", help="Do not add the raw passage to the training sequences."),
+    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help="LoRA learning rate (AdamW, linear decay); the paper's 1e-3. 3e-3 recalls no more and forgets far more (docs/RESULTS.md)."),
+    epochs: int = typer.Option(InnerLoopConfig.epochs, "--epochs", min=1, help="Passes over the training sequences."),
+    lora_r: int = typer.Option(InnerLoopConfig.lora_r, "--lora-r", min=1, help="LoRA rank."),
+    lora_alpha: int = typer.Option(InnerLoopConfig.lora_alpha, "--lora-alpha", min=1, help="LoRA alpha (scale = alpha / r)."),
+    target_modules: str = typer.Option(",".join(DEFAULT_TARGET_MODULES), "--target-modules", help="Comma-separated module names that get LoRA."),
+    batch_size: int = typer.Option(InnerLoopConfig.batch_size, "--batch-size", min=1, help="Sequences per optimiser step."),
+    max_chunk_words: int = typer.Option(LearnConfig.max_chunk_words, "--chunk-words", min=20, help="Long documents are split into chunks of about this many words."),
+    seed: int = typer.Option(LearnConfig.seed, "--seed", help="Root seed; trial seeds derive from it and the document."),
+    generator: Optional[Path] = typer.Option(None, "--generator", help="A ReST-EM generator (seal train ... OUT/iter_N) that writes the self-edits."),
+    strategy: str = typer.Option(LearnConfig.strategy, "--strategy", help="stack (train on top of the head), replay (also on a sample of the head chain's stored examples) or consolidate (retrain one adapter from the golden base on all of them)."),
+    replay: int = typer.Option(LearnConfig.replay, "--replay", min=0, help="replay: stored examples of earlier versions rehearsed per epoch (a fresh sample each epoch)."),
+    writer: str = typer.Option(LearnConfig.writer, "--writer", help="Who writes the self-edits: head (the current head) or base (the golden copy)."),
+    anchors: int = typer.Option(LearnConfig.anchors, "--anchors", min=0, help="Golden-copy answers to ordinary prompts rehearsed per epoch, so other questions keep their answers (0: none)."),
+    stop_loss: Optional[float] = typer.Option(None, "--stop-loss", min=0.0, help="Stop training after the first epoch whose mean loss is below this [default: all epochs]."),
+    no_guard: bool = typer.Option(False, "--no-guard", help="Commit without the forgetting guard's checks."),
+    force: bool = typer.Option(False, "--force", help="Make the new version head even when the guard finds it over budget (recorded as forced)."),
+    guard_general: float = typer.Option(GuardConfig.general_kept, "--guard-general", min=0.0, max=1.0, callback=finite, help="Guard: share of the general questions the golden copy answers that must still be answered."),
+    guard_retention: float = typer.Option(GuardConfig.retention, "--guard-retention", min=0.0, max=1.0, callback=finite, help="Guard: share of the earlier documents' probes the head answers that must still be answered."),
+    guard_canary: float = typer.Option(GuardConfig.canary_drop, "--guard-canary-drop", min=0.0, max=1.0, callback=finite, help="Guard: how far canary accuracy may fall below the golden copy's."),
+    guard_perplexity: float = typer.Option(GuardConfig.perplexity_ratio, "--guard-perplexity", min=1.0, callback=finite, help="Guard: held-out perplexity may reach this multiple of the golden copy's."),
+    store: Optional[Path] = StoreOpt,
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+):
+    """Learn documents: write self-edits, train a LoRA version on top of the head, and commit it
+    as the new head if the forgetting guard finds it kept what the model knew (else it is scaled
+    down, or stored as rejected while the head stays)."""
+    from seal.domains.knowledge.data import load_dataset, load_document, select
+    from seal.learn import learn as run_learn
+    from seal.core.progress import RichReporter
+
+    if not files and not data:
+        raise SealError("nothing to learn: give .txt/.md files or --data NAME_OR_PATH")
+    if ids and not data:
+        raise SealError("--ids needs --data")
+    cfg = LearnConfig(
+        format=format,
+        include_passage=not no_passage,
+        seed=seed,
+        max_chunk_words=max_chunk_words,
+        strategy=strategy,
+        replay=replay,
+        writer=writer,
+        anchors=anchors,
+        guard=GuardConfig(enabled=not no_guard, force=force, general_kept=guard_general, retention=guard_retention,
+                          canary_drop=guard_canary, perplexity_ratio=guard_perplexity),
+        sampling=replace(SamplingConfig(), k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens or 0,
+                         min_faithfulness=min_faithfulness),
+        inner=replace(
+            InnerLoopConfig(), lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size, stop_loss=stop_loss,
+            target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
+        ),
+    )
+    from seal.domains.knowledge.self_edit import get_format
+    from seal.domains import generator_chain, generator_format, is_adapter
+
+    if generator is not None:
+        if not is_adapter(generator):
+            raise SealError(f"not a generator adapter folder: {generator} (expected OUT/iter_N of `seal train`)")
+        format = generator_format(generator, format)
+        cfg.format = format
+    fmt = get_format(format)  # validate before any heavy work
+    from seal.learn import check_config
+
+    check_config(cfg)
+    if not max_new_tokens:
+        cfg.sampling.max_new_tokens = fmt.max_new_tokens
+    # Read every input before touching the store: bad input leaves it untouched.
+    notes: list[str] = []
+    passages = [p for f in files or [] for p in load_document(f, max_chunk_words, notes)]
+    if data:
+        passages += select(load_dataset(data), _split_ids(ids))
+    source = " ".join([str(f) for f in files or []] + ([f"{data}:{','.join(_split_ids(ids))}"] if data else []))
+    lm = _load(model)
+    st = _store(store)
+    if st.exists:
+        st.check_base(lm.name, lm.checksum)
+    chain = generator_chain(generator) if generator else None
+    _warn(notes)
+    if len(passages) > 1:
+        err.print(f"{len(passages)} passages to learn into one version; {_estimate(st, len(passages))}")
+    try:
+        outcome = run_learn(lm, st, passages, cfg, RichReporter(err), source=source, generator=chain)
+    finally:
+        _warn_notes(st)
+    summary = outcome.to_json()
+    if as_json:
+        print(json_text(summary))
+        return
+    if outcome.before is not None:
+        rows = [
+            (b.question, b.gold, b.prediction, b.correct, a.prediction, a.correct)
+            for b, a in zip(outcome.before.per_question, outcome.after.per_question)
+        ]
+        _print_qa_table("closed-book answers, before vs after", rows)
+    title = (f"learned version {outcome.version} (parent {outcome.parent})" if outcome.head_moved
+             else f"version {outcome.version} stored as rejected; the head stays v{outcome.parent}")
+    table = Table(title=title, show_header=False)
+    table.add_row("documents", ", ".join(sorted({p.title for p in passages})))
+    table.add_row("self-edits usable", f"{summary['n_usable_self_edits']}/{summary['n_self_edits']} ({format})")
+    table.add_row("sequences trained", str(summary["n_sequences"]))
+    table.add_row("generation time", f"{summary['generate_seconds']:.1f} s")
+    table.add_row("training time", f"{summary['train_seconds']:.1f} s (final loss {summary['final_loss']:.3f})")
+    table.add_row("peak memory", f"{summary['peak_rss_mb']:.0f} MB RSS" + (f", {summary['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in summary else ""))
+    if "accuracy_before" in summary:
+        table.add_row("closed-book accuracy", f"{summary['accuracy_before']:.0%} -> {summary['accuracy_after']:.0%} ({summary['n_questions']} questions)")
+    if outcome.guard:
+        table.add_row("guard", _guard_line(outcome.guard, outcome.parent))
+    out.print(table)
+
+
+def _guard_line(g: dict, parent: int) -> str:
+    last = g["checks"][-1]
+    shown = (f"general kept {_share(last['general_kept'])}, earlier documents kept {_share(last['retention'])}, "
+             f"own questions {_share(last['own_probes'])}"
+             + (f", canary {last['canary_accuracy']:.1%} (golden {g['golden']['canary_accuracy']:.1%}), "
+                f"perplexity {last['perplexity']:.1f} (golden {g['golden']['perplexity']:.1f})" if "perplexity" in last else "")
+             + f"; {g['seconds']:.0f} s")
+    if g["decision"] == "accepted":
+        return f"accepted: {shown}"
+    if g["decision"] == "scaled":
+        return f"scaled to {g['scale']:g} of the trained delta to fit the budget: {shown}"
+    over = ", ".join(g["checks"][-1]["over"])
+    if g["decision"] == "forced":
+        return f"FORCED over budget ({over}) by --force: {shown}"
+    return f"REJECTED, over budget ({over}) at every scale; head stays v{parent} (seal rollback N makes it head anyway): {shown}"
+
+
+def _share(x) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
+@app.command()
+@cli_errors
+def ask(
+    question: str = typer.Argument(..., help="The question, answered closed-book (no document in the prompt)."),
+    topic: Optional[str] = typer.Option(None, "--topic", help="Topic (document title) given with the question."),
+    version: Optional[int] = typer.Option(None, "--version", min=0, help="Ask an older version [default: head]."),
+    base: bool = typer.Option(False, "--base", help="Ask the golden copy (base model, no versions)."),
+    store: Optional[Path] = StoreOpt,
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+):
+    """Answer a question from what the model has learned."""
+    s = _seal(store, model)
+    answer = s.ask(question, topic=topic, version=0 if base else version)
+    _warn_notes(s.store)
+    if as_json:
+        print(json_text(answer.to_json()))
+    else:
+        out.print(answer.text)
+
+
+@app.command("eval")
+@cli_errors
+def eval_(
+    data: str = typer.Argument(..., help="fresh-facts[:train|eval] or a SEAL-format JSON/JSONL file."),
+    ids: Optional[List[str]] = typer.Option(None, "--ids", help="Only these item ids (repeat or comma-separate)."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="Only the first N items."),
+    version: Optional[int] = typer.Option(None, "--version", min=0, help="Evaluate an older version [default: head]."),
+    base: bool = typer.Option(False, "--base", help="Evaluate the golden copy."),
+    store: Optional[Path] = StoreOpt,
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+):
+    """Closed-book QA accuracy of a version on a dataset (local grader: EM, containment, F1)."""
+    from seal.core.progress import RichReporter
+
+    s = _seal(store, model)
+    v = s.version(0 if base else version)
+    result = s.eval(data, version=v, ids=_split_ids(ids), n=n, reporter=RichReporter(err))
+    passages = {q.passage_id for q in result.per_question}
+    _warn_notes(s.store)
+    if as_json:
+        print(json_text({"version": v, **result.to_json()}))
+        return
+    table = Table(title=f"{data}: version {v}")
+    for col in ("question", "gold", "prediction", ""):
+        table.add_column(col, overflow="fold")
+    for q in result.per_question:
+        table.add_row(q.question, q.gold, q.prediction, _mark(q.correct))
+    out.print(table)
+    s = result.summary()
+    out.print(f"accuracy {s['accuracy']:.1%}  exact match {s['exact_match']:.1%}  F1 {s['f1']:.3f}  ({s['n_questions']} questions, {len(passages)} passages)")
+
+
+@app.command()
+@cli_errors
+def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
+    """List the store's versions; the active ones make up the head."""
+    st = _store(store)
+    if not st.exists:
+        raise SealError(f"no knowledge store at {st.root} (it is created by the first `seal learn`)")
+    head = st.head
+    active = set(st.chain(head))
+    rows = []
+    for m in st.manifests():
+        g = m.get("guard") or {}
+        last = (g.get("checks") or [{}])[-1]
+        rows.append({
+            "version": m["version"], "parent": m["parent"], "created": m["created"],
+            "titles": sorted({d["title"] for d in m["documents"]}), "n_sequences": len(m["training_sequences"]),
+            "train_seconds": m["timings"]["train_seconds"], "active": m["version"] in active, "head": m["version"] == head,
+            "strategy": m.get("strategy", "stack"),
+            # the guard's measurements of this version when it was learned (None: learned without the guard)
+            "guard": g.get("decision"), "scale": g.get("scale"), "own_questions": last.get("own_probes"),
+            "earlier_kept": last.get("retention"), "general_kept": last.get("general_kept"),
+            "canary_accuracy": last.get("canary_accuracy"), "perplexity": last.get("perplexity"),
+            "guard_seconds": g.get("seconds"),
+        })
+    base = st.info()["base"]
+    _warn_notes(st)
+    if as_json:
+        print(json_text({"store": str(st.root), "base": {**base, "weights": _weights_note(base)}, "head": head, "versions": rows}))
+        return
+    table = Table(title=f"{st.root}  (base {base['name']}, {_weights_note(base)}; head v{head})")
+    for col in ("version", "parent", "created", "documents", "sequences", "strategy", "train s", "own Qs", "earlier kept",
+                "general kept", "canary", "ppl", "guard", "state"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        state = "head" if r["head"] else ("active" if r["active"] else "inactive")
+        guard = "off" if r["guard"] is None else r["guard"] + (f" x{r['scale']:g}" if r["guard"] == "scaled" else "")
+        table.add_row(str(r["version"]), str(r["parent"]), r["created"], "; ".join(r["titles"]), str(r["n_sequences"]),
+                      r["strategy"], f"{r['train_seconds']:.1f}", _share(r["own_questions"]), _share(r["earlier_kept"]),
+                      _share(r["general_kept"]), _share(r["canary_accuracy"]),
+                      "n/a" if r["perplexity"] is None else f"{r['perplexity']:.1f}", guard, state)
+    out.print(table)
+
+
+@app.command()
+@cli_errors
+def rollback(
+    version: int = typer.Argument(..., min=0, help="Version to make head (0 = the base model). Later versions are kept."),
+    store: Optional[Path] = StoreOpt,
+):
+    """Make an earlier (or, to undo a rollback, a later) version the head."""
+    s = _seal(store, None)
+    old = s.rollback(version)
+    st = s.store
+    _warn_notes(st)
+    out.print(f"head: v{old} -> v{version} (active: {st.chain(version) or 'base only'})")
+
+
+@app.command()
+@cli_errors
+def export(
+    out_dir: Path = typer.Option(..., "--out", help="New folder to write."),
+    version: Optional[int] = typer.Option(None, "--version", min=0, help="Version to export [default: head; 0 = the golden copy]."),
+    format: str = typer.Option("merged", "--format", help="merged: a Hugging Face model folder (base + the version's deltas); adapter: one PEFT LoRA adapter equal to the whole chain (exact: ranks concatenated)."),
+    store: Optional[Path] = StoreOpt,
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+):
+    """Write a version out of the store for transformers, PEFT, vLLM or lm-eval, with a manifest of what went in."""
+    s = _seal(store, model)
+    v = s.version(version) if s.store.exists else (version or 0)
+    with err.status(f"exporting version {v} ({format})"):
+        record = s.export(out_dir, version=v, format=format)
+    _warn_notes(s.store)
+    if as_json:
+        print(json_text(record))
+        return
+    docs = sorted({d["title"] for d in record["documents"]})
+    out.print(f"exported version {v} (chain {record['chain'] or 'base only'}; {len(docs)} document(s)) as {format} to {out_dir}")
+
+
+@app.command()
+@cli_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; beyond localhost every endpoint needs the API key."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SEAL_API_KEY", help="Bearer token; learning and rollback need it always [env: SEAL_API_KEY]."),
+    max_body_kb: int = typer.Option(1024, "--max-body-kb", min=1, help="Largest request body accepted (413 above)."),
+    store: Optional[Path] = StoreOpt,
+    model: Optional[str] = ModelOpt,
+):
+    """Serve the head over an OpenAI-compatible API (chat, completions, streaming) that also learns
+    documents posted to POST /v1/learn, in the background, behind the forgetting guard."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise SealError("seal serve needs FastAPI and uvicorn: pip install -e '.[serve]'") from None
+    from seal.api import Seal
+    from seal.serve import LOCAL_HOSTS, Server, create_app
+
+    if host not in LOCAL_HOSTS and not api_key:
+        raise SealError(f"binding to {host} needs an API key: --api-key KEY or SEAL_API_KEY")
+    with err.status("loading model (two copies: one serves, one learns)"):
+        seal_ = Seal(store=store, model=model)
+        server = Server(seal_)
+    err.print(f"serving {seal_.store.root} (head v{seal_.store.head if seal_.store.exists else 0}) on http://{host}:{port}/v1"
+              + ("" if api_key else "; learning endpoints are off without --api-key"))
+    uvicorn.run(create_app(server, api_key=api_key, host=host, max_body=max_body_kb * 1024), host=host, port=port,
+                log_level="warning")
+
+
+DEMO_GENERAL = ("g001", "g019", "g036", "g048", "g058", "g023")  # asked after every article of `seal demo`
+
+
+@app.command()
+@cli_errors
+def demo(
+    n: int = typer.Option(3, "--n", min=1, help="Articles of fresh-facts:eval to learn."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Store for the demo [default: a fresh one in the cache dir]."),
+    model: Optional[str] = ModelOpt,
+    format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format."),
+    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help="LoRA learning rate (seal learn's default; docs/RESULTS.md)."),
+):
+    """Learn a few unseen fictional articles and show closed-book answers before vs after."""
+    import shutil
+
+    from seal.domains.knowledge.data import load_dataset
+    from seal.domains.knowledge.qa import evaluate, evaluate_with_progress
+    from seal.learn import learn as run_learn
+    from seal.core.models import cache_root
+    from seal.core.progress import RichReporter
+    from seal.domains.knowledge.self_edit import get_format, resolved_temperature
+    from seal.core.store import KnowledgeStore
+
+    root = store or cache_root() / "demo-store"
+    if store is None and root.exists():
+        shutil.rmtree(root)
+    st = KnowledgeStore(root)
+    passages = load_dataset("fresh-facts:eval")[:n]
+    lm = _load(model)
+    rep = RichReporter(err)
+    before = evaluate_with_progress(lm, passages, rep, "closed-book QA of the base model")
+    cfg = LearnConfig(format=format)
+    cfg.inner.lr = lr
+    inner = cfg.inner
+    temp = resolved_temperature(cfg.sampling.temperature, get_format(format))
+    err.print(f"recipe: {format} self-edits (k={cfg.sampling.k}, T={temp:g}) + passage; LoRA r={inner.lora_r} "
+              f"alpha={inner.lora_alpha} lr={inner.lr:g} epochs={inner.epochs}; each article a new version on top of the last, "
+              f"rehearsing {cfg.replay} earlier examples ({cfg.strategy}) and {cfg.anchors} golden-copy answers per epoch; "
+              "the forgetting guard checks each version before it becomes head")
+    from seal.guard.general import ask_general, load_general
+
+    general = [q for q in load_general() if q.id in DEMO_GENERAL]
+    golden = ask_general(lm, general)
+    for i, p in enumerate(passages):
+        err.print(Text.assemble(("learning", "bold"), f" {p.title!r}"))
+        outcome = run_learn(lm, st, [p], cfg, rep, source=f"fresh-facts:eval:{p.id}")
+        if outcome.guard:
+            err.print(f"  guard: {_guard_line(outcome.guard, outcome.parent)}")
+        # what the head knows now: every article so far, and a few ordinary questions
+        seen = evaluate(lm, passages[: i + 1], adapters=st.adapter_dirs()).by_passage()
+        answers = ask_general(lm, general, adapters=st.adapter_dirs())
+        kept = sum(a["correct"] for a, g in zip(answers, golden) if g["correct"])
+        err.print("  head v{}: {}; general questions {}/{} that the golden copy answers (e.g. {!r} -> {!r})".format(
+            st.head, ", ".join(f"{q.title[:28]} {seen[q.id]:.0%}" for q in passages[: i + 1]), kept,
+            sum(g["correct"] for g in golden), general[0].question, answers[0]["prediction"]))
+    after = evaluate_with_progress(lm, passages, rep, f"closed-book QA of the head (v{st.head})", adapters=st.adapter_dirs())
+    rows = [(b.question, b.gold, b.prediction, b.correct, a.prediction, a.correct) for b, a in zip(before.per_question, after.per_question)]
+    _print_qa_table(f"{n} unseen articles, closed-book: base model vs after `seal learn` ({format})", rows)
+    out.print(
+        f"correct: before {sum(q.correct for q in before.per_question)}/{before.n_questions}, "
+        f"after {sum(q.correct for q in after.per_question)}/{after.n_questions}   (store: {root})"
+    )
+
+
+app.add_typer(bench_app, name="bench")
+app.add_typer(train_app, name="train")
+app.add_typer(arc_app, name="arc")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Configuration dataclasses. Defaults are the paper's (SEAL, section 4 / appendix B).
+
+Each field is also an option of the CLI command that uses it; a run writes the resolved config
+next to its results (`dataclasses.asdict`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+from seal.core.runtime import UsageError
+
+# All attention and MLP projections of Llama/Qwen/Mistral-style models. The reference code
+# trained q/v only; SEAL.md asks for every linear projection.
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class InnerLoopConfig:
+    """LoRA fine-tuning on a self-edit's training sequences (the inner loop)."""
+
+    lora_r: int = 32  # LoRA rank
+    lora_alpha: int = 64  # LoRA scaling numerator (scale = alpha / r)
+    lora_dropout: float = 0.0  # dropout on the LoRA branch
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES  # module names that get adapters
+    lr: float = 1e-3  # AdamW peak learning rate, decayed linearly to 0
+    epochs: int = 10  # passes over the training sequences
+    batch_size: int = 1  # sequences per optimiser step
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_seq_len: int = 512  # longer sequences are truncated (tokens)
+    stop_loss: float | None = None  # stop after the first epoch whose mean loss is below this (None: all epochs)
+
+
+@dataclass
+class SamplingConfig:
+    """How self-edits are sampled from the generator."""
+
+    temperature: float | None = None  # 0 means greedy; None: the format's own (the paper's 1.0, greedy for sentence formats)
+    top_p: float = 0.95  # nucleus sampling mass
+    max_new_tokens: int | None = None  # length limit of one self-edit (per sentence for sentence formats); None: the format's
+    k: int = 1  # self-edits sampled per passage, generated as one batch
+    min_faithfulness: float | None = None  # drop lines whose names/numbers are < this share in the passage
+
+
+@dataclass
+class AnswerConfig:
+    """Closed-book question answering used for evaluation."""
+
+    max_new_tokens: int = 40  # this model restates the question first; only the first line is kept
+    batch_size: int = 8  # questions answered per generate() call
+
+
+@dataclass
+class GuardConfig:
+    """The forgetting guard of `seal learn` (seal.guard): the budget a candidate version must keep."""
+
+    enabled: bool = True  # measure every candidate before it becomes head
+    # Defaults from docs/RESULTS.md ("Continual learning"): what the default recipe keeps, with a
+    # margin, so that the guard stops the damaging recipes (lr 3e-3 without anchors kept 6% of the
+    # general questions, perplexity 4.3x) but not the default one. They are looser than the goals
+    # of issue 14 (90% kept, 1.5x), which the default recipe does not reach yet.
+    general_kept: float = 0.5  # of the guard's general questions the golden copy answers, the share still answered
+    retention: float = 0.8  # of the earlier versions' probes the head answers, the share still answered
+    canary_drop: float = 0.02  # canary accuracy may fall this much below the golden copy's (absolute)
+    perplexity_ratio: float = 2.0  # held-out perplexity may reach this multiple of the golden copy's
+    scales: tuple[float, ...] = (0.5, 0.25)  # over budget: the delta is scaled by each in turn and measured again
+    own_kept: float = 0.5  # a scaled delta must still answer this share of its document's probes the full delta answered
+    force: bool = False  # commit as head even when over budget at every scale (recorded as "forced")
+
+
+LEARN_LR = 1e-3  # `seal learn`'s default, the paper's: with anchors and replay it recalls as much as 3e-3 and forgets far less
+
+
+@dataclass
+class LearnConfig:
+    """Everything `seal learn` resolves: self-edit format, sampling, inner loop."""
+
+    # The best recipe measured for the embedded 135M model (docs/RESULTS.md): its own question per
+    # passage sentence, trained as question -> sentence; each learn also rehearses earlier
+    # versions' examples (replay) and the golden copy's answers to ordinary prompts (anchors), at
+    # the paper's lr 1e-3, behind the forgetting guard. The paper's recipe is --format implications.
+    format: str = "sentence-recall"  # self-edit format name (see seal.domains.knowledge.self_edit.FORMATS)
+    include_passage: bool = True  # also train on the raw passage, as the paper does
+    seed: int = 0  # root seed; each trial's seed is derived from it and the trial identity
+    max_chunk_words: int = 200  # long documents are split into chunks of about this size
+    # How a new version relates to the versions already learned (seal.learn.STRATEGIES): "stack"
+    # trains on top of the head; "replay" also trains on a sample of the chain's stored training
+    # examples; "consolidate" retrains one adapter from the golden base on all of them.
+    strategy: str = "replay"
+    replay: int = 8  # replay: stored examples of earlier versions rehearsed per epoch (a fresh sample each epoch)
+    writer: str = "head"  # who writes the self-edits: "head" (the current head) or "base" (the golden copy)
+    anchors: int = 16  # golden-copy answers to ordinary prompts rehearsed per epoch (seal.guard.anchors); 0: none
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    inner: InnerLoopConfig = field(default_factory=lambda: InnerLoopConfig(lr=LEARN_LR))
+    guard: GuardConfig = field(default_factory=GuardConfig)
+
+
+def as_json(cfg) -> dict:
+    """A config dataclass as the plain dict written to (and compared with) a run's config.json:
+    tuples become lists, exactly as a JSON round trip returns them."""
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def _bad(value, ok: bool) -> bool:
+    return value is not None and (isinstance(value, float) and not math.isfinite(value) or not ok)
+
+
+def check_inner(cfg: InnerLoopConfig, what: str = "inner loop") -> None:
+    """Refuse hyper-parameters that cannot train (NaN, inf, zero or negative) before any work starts."""
+    checks = [
+        ("lr", cfg.lr, cfg.lr > 0), ("epochs", cfg.epochs, cfg.epochs >= 1), ("lora_r", cfg.lora_r, cfg.lora_r >= 1),
+        ("lora_alpha", cfg.lora_alpha, cfg.lora_alpha > 0), ("lora_dropout", cfg.lora_dropout, 0 <= cfg.lora_dropout < 1),
+        ("batch_size", cfg.batch_size, cfg.batch_size >= 1), ("weight_decay", cfg.weight_decay, cfg.weight_decay >= 0),
+        ("max_seq_len", cfg.max_seq_len, cfg.max_seq_len >= 8),
+    ]
+    for name, value, ok in checks:
+        if _bad(value, ok):
+            raise UsageError(f"{what}: {name} = {value} is out of range")
+    if not cfg.target_modules:
+        raise UsageError(f"{what}: no target modules for LoRA")
+
+
+def check_sampling(cfg: SamplingConfig) -> None:
+    t, p = cfg.temperature, cfg.top_p
+    mf = cfg.min_faithfulness
+    for name, value, ok in (("temperature", t, t is None or t >= 0), ("top_p", p, 0 < p <= 1), ("k", cfg.k, cfg.k >= 0),
+                            ("min_faithfulness", mf, mf is None or 0 <= mf <= 1)):
+        if _bad(value, ok):
+            raise UsageError(f"sampling: {name} = {value} is out of range")

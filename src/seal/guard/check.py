@@ -1,0 +1,227 @@
+"""The forgetting guard: a candidate version becomes head only if it kept what the model knew.
+
+After `seal learn` trains a candidate adapter, and before it commits it, the guard asks:
+
+(a) retention probes: questions of the earlier versions in the head's chain (their gold
+    questions for dataset items; for user documents, the questions the model wrote about them
+    with the sentences that answer them). Of the probes the current head answers, the share the
+    candidate still answers.
+(b) general questions (resources/general/guard.jsonl), asked closed-book with no topic: of those
+    the golden copy answers correctly, the share the candidate still answers. Generative on
+    purpose: a head that answers everything with a sentence of its document passes a
+    multiple-choice test far more often than this.
+(c) the canary (multiple-choice accuracy, and its margin) and held-out perplexity, against the
+    golden copy's.
+
+Over budget, the candidate's delta is scaled down (each `scales` factor in turn, measured
+again) as long as the scaled delta still answers `own_kept` of the questions about its own
+document that the full delta answered (below that, scaling only undoes the learn); if no scale
+fits, the version is stored as rejected and the head does not move, unless `force` is set. The
+cheap generative checks run first; the canary and perplexity only for a scale that passed them. The decision and every measurement are written to the manifest.
+
+The guard's questions are disjoint from the general questions the benchmarks report
+(questions.jsonl) and from the anchors that learning rehearses (anchors.txt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Sequence
+
+from seal.guard.canary import canary_scores
+from seal.core.config import AnswerConfig, GuardConfig
+from seal.domains.knowledge.data import Passage
+from seal.guard.general import GeneralQuestion, ask_general, load_general
+from seal.domains.knowledge.grading import local_grade
+from seal.core.inner_loop import ADAPTER_WEIGHTS, applied_adapters
+from seal.domains.knowledge.qa import answer_questions
+from seal.core.models import LoadedModel, cache_root
+from seal.core.runtime import UsageError, write_json_atomic
+
+PROBES_PER_DOCUMENT = 6  # retention probes stored per document (a seeded sample)
+RECALL_F1 = 0.5  # a recalled sentence counts when it contains the sentence or overlaps it this much (token F1)
+
+
+@dataclass
+class Probe:
+    question: str
+    topic: str | None
+    answer: str
+    kind: str  # "gold": a dataset question and its short answer; "self": the model's own question and the sentence
+
+
+def check_guard(cfg: GuardConfig) -> None:
+    for name, value, ok in (("general_kept", cfg.general_kept, 0 <= cfg.general_kept <= 1),
+                            ("retention", cfg.retention, 0 <= cfg.retention <= 1),
+                            ("canary_drop", cfg.canary_drop, cfg.canary_drop >= 0),
+                            ("perplexity_ratio", cfg.perplexity_ratio, cfg.perplexity_ratio >= 1)):
+        if not ok or value != value:
+            raise UsageError(f"guard: {name} = {value} is out of range")
+    if not 0 <= cfg.own_kept <= 1 or cfg.own_kept != cfg.own_kept:
+        raise UsageError(f"guard: own_kept = {cfg.own_kept} is out of range")
+    if any(not 0 < s < 1 for s in cfg.scales):
+        raise UsageError(f"guard: every scale must be between 0 and 1, not {list(cfg.scales)}")
+
+
+def load_guard_questions(path: Path | None = None) -> list[GeneralQuestion]:
+    return load_general(path or Path(str(resources.files("seal") / "resources" / "general" / "guard.jsonl")))
+
+
+def document_probes(passage: Passage, sequences: list[str], seed: int, n: int = PROBES_PER_DOCUMENT) -> list[Probe]:
+    """What to ask later to see whether this document is still known: its gold questions when it
+    has them, else the question -> sentence pairs of its self-edits ("Q: ...\\nA: ...")."""
+    if passage.questions:
+        probes = [Probe(q.question, passage.title or None, q.answer, "gold") for q in passage.questions]
+    else:
+        probes = []
+        for s in sequences:
+            q, sep, a = s.partition("\nA: ")
+            if sep and q.startswith("Q: ") and a.strip():
+                probes.append(Probe(q[3:].strip(), passage.title or None, a.strip(), "self"))
+    return random.Random(f"{seed}/{passage.sha256}").sample(probes, min(n, len(probes)))
+
+
+def chain_probes(manifests: list[dict]) -> list[Probe]:
+    """The probes of a chain's versions, with those a consolidated version inherited."""
+    return [Probe(**p) for m in manifests for p in [*m.get("inherited_probes", []), *m.get("probes", [])]]
+
+
+def ask_probes(lm: LoadedModel, probes: list[Probe], adapters: Sequence[Path] = ()) -> list[bool]:
+    """Whether the model with `adapters` answers each probe (closed-book, with the document's title)."""
+    if not probes:
+        return []
+    preds = answer_questions(lm, [(p.question, p.topic) for p in probes], AnswerConfig(batch_size=16), adapters=adapters)
+    out = []
+    for p, pred in zip(probes, preds):
+        g = local_grade(p.question, p.answer, pred)
+        out.append(g.correct or (p.kind == "self" and g.f1 >= RECALL_F1))
+    return out
+
+
+def _general(lm: LoadedModel, questions: list[GeneralQuestion], adapters: Sequence[Path] = ()) -> list[bool]:
+    return [a["correct"] for a in ask_general(lm, questions, adapters=adapters)]
+
+
+def _ability(lm: LoadedModel, adapters: Sequence[Path] = ()) -> dict:
+    with applied_adapters(lm.model, list(adapters)):  # scoring, not generation: the weights carry the chain
+        c = canary_scores(lm)
+    return {"canary_accuracy": c["reasoning_accuracy"], "canary_margin": c["margin"], "perplexity": c["perplexity"]}
+
+
+def golden_reference(lm: LoadedModel, questions: list[GeneralQuestion]) -> dict:
+    """The golden copy's guard answers, canary and perplexity; call with no adapters applied.
+    Cached per base model and question list, beside the model cache."""
+    key = hashlib.sha256(json.dumps([lm.checksum, [asdict(q) for q in questions]]).encode()).hexdigest()[:20]
+    path = cache_root() / "guard" / f"{key}.json"
+    try:
+        ref = json.loads(path.read_text(encoding="utf-8"))
+        if len(ref["general"]) == len(questions):
+            return ref
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    ref = {"general": _general(lm, questions), **_ability(lm)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, ref)
+    return ref
+
+
+def scale_adapter(folder: Path, factor: float) -> None:
+    """Multiply a stored LoRA adapter's delta by `factor` (its B matrices; A is left as is)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / ADAPTER_WEIGHTS)
+    save_file({k: (v * factor if ".lora_B." in k else v) for k, v in tensors.items()}, folder / ADAPTER_WEIGHTS,
+              metadata={"format": "pt"})
+
+
+def _share(flags: list[bool], among: list[bool]) -> float | None:
+    known = [f for f, a in zip(flags, among) if a]
+    return round(sum(known) / len(known), 4) if known else None
+
+
+def run_guard(
+    lm: LoadedModel,
+    cfg: GuardConfig,
+    head: list[Path],
+    candidate: list[Path],
+    earlier: list[Probe],
+    own: list[Probe],
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict:
+    """Measure the candidate (adapters `candidate`, whose last folder is the new version) against
+    the budget, scaling its delta down while it is over; returns the decision for the manifest.
+    Runs with no adapters applied; applies what it measures itself."""
+    t0 = time.perf_counter()
+    questions = load_guard_questions()
+    golden = golden_reference(lm, questions)
+    head_knew = ask_probes(lm, earlier, head)
+    budget = {"general_kept": cfg.general_kept, "retention": cfg.retention,
+              "canary_accuracy": round(golden["canary_accuracy"] - cfg.canary_drop, 4),
+              "perplexity": round(golden["perplexity"] * cfg.perplexity_ratio, 3)}
+    checks = []
+    applied_scale = 1.0
+    own_full: list[bool] = []
+    for scale in (1.0, *cfg.scales):
+        if scale != applied_scale:
+            scale_adapter(candidate[-1], scale / applied_scale)
+            applied_scale = scale
+        general = _general(lm, questions, candidate)
+        retained = ask_probes(lm, earlier, candidate)
+        own_flags = ask_probes(lm, own, candidate)
+        own_full = own_full or own_flags
+        m = {
+            "scale": scale,
+            "general_kept": _share(general, golden["general"]),
+            "retention": _share(retained, head_knew),
+            "own_probes": round(sum(own_flags) / len(own_flags), 4) if own_flags else None,
+            # a scaled delta must still recall what the full one did, or scaling only undoes the learn
+            "own_kept": _share(own_flags, own_full) if scale != 1.0 else None,
+        }
+        m["over"] = [k for k, bad in (
+            ("general_kept", m["general_kept"] is not None and m["general_kept"] < cfg.general_kept),
+            ("retention", m["retention"] is not None and m["retention"] < cfg.retention),
+            ("own_kept", m["own_kept"] is not None and m["own_kept"] < cfg.own_kept),
+        ) if bad]
+        if not m["over"]:  # the canary and perplexity cost most: measured only when the rest fits
+            m.update(_ability(lm, candidate))
+            m["over"] += [k for k, bad in (("canary_accuracy", m["canary_accuracy"] < budget["canary_accuracy"]),
+                                           ("perplexity", m["perplexity"] > budget["perplexity"])) if bad]
+        checks.append(m)
+        log(f"guard at scale {scale:g}: general kept {_pct(m['general_kept'])}, earlier documents kept {_pct(m['retention'])}, "
+            f"own questions {_pct(m['own_probes'])}"
+            + (f", canary {m['canary_accuracy']:.1%} (golden {golden['canary_accuracy']:.1%}), perplexity {m['perplexity']:.1f} "
+               f"(golden {golden['perplexity']:.1f})" if "perplexity" in m else "")
+            + (f"; over budget: {', '.join(m['over'])}" if m["over"] else "; within budget"))
+        if not m["over"] or "own_kept" in m["over"]:  # fits, or smaller scales would only forget more of the document
+            break
+    passed = not checks[-1]["over"]
+    if passed:
+        decision = "accepted" if applied_scale == 1.0 else "scaled"
+    elif cfg.force:
+        decision = "forced"
+    else:
+        decision = "rejected"
+    if not passed and applied_scale != 1.0:  # forced or rejected: store the delta as trained
+        scale_adapter(candidate[-1], 1.0 / applied_scale)
+        applied_scale = 1.0
+    return {
+        "decision": decision,
+        "scale": applied_scale,
+        "budget": budget,
+        "golden": {k: golden[k] for k in ("canary_accuracy", "canary_margin", "perplexity")}
+        | {"general_correct": sum(golden["general"]), "general_questions": len(questions)},
+        "head_probes_known": sum(head_knew),
+        "n_earlier_probes": len(earlier),
+        "checks": checks,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
