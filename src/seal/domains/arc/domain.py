@@ -17,7 +17,7 @@ from typing import Callable
 
 from seal.core.config import InnerLoopConfig, SamplingConfig
 from seal.core.generation import Sampling, render_prompt
-from seal.core.inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
+from seal.core.inner_loop import TrainExample, applied_adapters, run_inner_loop
 from seal.core.models import LoadedModel
 from seal.core.runtime import UsageError, derive_seed
 from seal.domains import Samples
@@ -114,9 +114,9 @@ class ArcDomain:
 
     def fine_tune(self, pairs: list[tuple[str, str]], seed: int, folder: Path, on_step: Callable | None = None) -> dict:
         examples = [TrainExample(c, prompt=p) for p, c in pairs]
-        with self._current(), lora_adapter(self.lm.model, self.sft, seed) as pm:
-            tr = train(pm, self.lm.tokenizer, examples, self.sft, seed, on_step=on_step)
-            save_adapter(pm, folder)
+        with self._current():
+            tr, _ = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.sft, seed, evaluate=lambda: None,
+                                   keep=folder, on_step=on_step)
         return {"losses": tr.losses, "train_seconds": tr.train_seconds}
 
     def describe(self) -> dict:

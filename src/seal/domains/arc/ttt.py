@@ -23,7 +23,7 @@ from typing import Sequence
 
 from seal.core.config import InnerLoopConfig
 from seal.core.generation import Sampling
-from seal.core.inner_loop import TrainExample, applied_adapters, lora_adapter, train
+from seal.core.inner_loop import TrainExample, applied_adapters, run_inner_loop
 from seal.domains.arc.augment import GEOMETRIC, augment_pairs, colour_permutation, forward, inverse, max_side
 from seal.domains.arc.grids import ArcTask, Grid, Pair, answer_text, grid_text, parse_grid, task_prompt
 from seal.domains.arc.self_edit import ArcSelfEdit
@@ -168,9 +168,8 @@ def run_ttt(lm, task: ArcTask, edit: ArcSelfEdit, cfg: TTTConfig, seed: int) -> 
     if not seqs:  # a single demonstration leaves nothing to hold out: answer without training
         return {**answer(lm, task, cfg), "n_sequences": 0, "train_seconds": 0.0, "seconds": round(time.perf_counter() - t0, 2)}
     inner = inner_config(edit, cfg)
-    with lora_adapter(lm.model, inner, seed) as peft_model:
-        tr = train(peft_model, lm.tokenizer, training_examples(seqs, edit.loss), inner, seed)
-        result = answer(lm, task, cfg)
+    tr, result = run_inner_loop(lm.model, lm.tokenizer, training_examples(seqs, edit.loss), inner, seed,
+                                evaluate=lambda: answer(lm, task, cfg))
     return {**result, "n_sequences": len(seqs), "augmenters": sorted({s for s, _, _ in seqs}),
             "train_seconds": round(tr.train_seconds, 2), "loss_first": round(tr.losses[0], 4), "loss_last": round(tr.losses[-1], 4),
             "seconds": round(time.perf_counter() - t0, 2)}
