@@ -30,6 +30,8 @@ def test_learn_ask_history_rollback_export(tiny_model_dir, tmp_path):
     assert answer.version == 1 and isinstance(answer.text, str) and answer.to_json()["version"] == 1
     assert s.ask("What did the heat pump cost?", version=0).version == 0
     assert [v["version"] for v in s.history()] == [1] and s.history()[0]["head"]
+    (row,) = s.versions()  # what `seal history` shows
+    assert row["version"] == 1 and row["head"] and row["titles"] == ["", "Heat pump"] and row["guard"] in ("accepted", "scaled")
     assert s.rollback(0) == 1 and s.store.head == 0
     manifest = s.export(tmp_path / "exported", version=1, format="adapter")
     assert manifest["version"] == 1 and (tmp_path / "exported" / "adapter_config.json").is_file()
@@ -47,6 +49,9 @@ def test_options_are_learn_config_fields_and_errors_are_seal_errors(tiny_model_d
         s.learn("   ", config=FAST)
     with pytest.raises(SealError, match="no version 3"):
         s.ask("Who?", version=3)
+    with pytest.raises(UsageError, match="not a generator adapter folder"):
+        s.learn("Some text.", config=FAST, generator=tmp_path)
+    assert s._lm is None and not s.store.exists  # refused before loading the model or creating the store
 
 
 def test_a_model_in_memory_is_wrapped_and_identified_by_its_weights(tiny_lm, tiny_model_dir, tmp_path):

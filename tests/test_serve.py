@@ -133,6 +133,30 @@ def test_beyond_localhost_every_endpoint_needs_the_key_and_learning_always(tiny_
     assert r.status_code == 403 and "--api-key" in r.json()["error"]["message"]
 
 
+def test_a_document_can_be_uploaded_as_a_file(tiny_model_dir, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache"))
+    server = Server(Seal(store=tmp_path / "store", model=tiny_model_dir), learn_config=LOUD)
+    client = TestClient(create_app(server, api_key=KEY))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    bad = client.post("/v1/learn", files={"file": ("notes.pdf", b"%PDF", "application/pdf")}, headers=auth)
+    assert bad.status_code == 400 and "expected .txt or .md" in bad.json()["error"]["message"]
+    latin = client.post("/v1/learn", files={"file": ("notes.txt", "Brønnøysund".encode("latin-1"), "text/plain")}, headers=auth)
+    assert latin.status_code == 400 and "not UTF-8" in latin.json()["error"]["message"]
+    assert client.post("/v1/learn", data={"title": "x"}, files={"other": ("a.md", b"x")}, headers=auth).status_code == 400
+    r = client.post("/v1/learn", files={"file": ("ferry_note.md", b"The Porto ferry got a Kestrel battery in 2026.\n", "text/markdown")},
+                    headers=auth)
+    assert r.status_code == 202
+    while server.jobs[r.json()["id"]].status in ("queued", "running"):
+        time.sleep(0.1)
+    assert server.jobs[r.json()["id"]].status == "committed"
+    titled = client.post("/v1/learn", data={"title": "Battery"}, files={"file": ("b.txt", b"It holds 2 MWh.", "text/plain")}, headers=auth)
+    while server.jobs[titled.json()["id"]].status in ("queued", "running"):
+        time.sleep(0.1)
+    assert [v["documents"] for v in client.get("/v1/versions").json()["versions"]] == [["ferry note"], ["Battery"]]
+
+
 def test_a_server_killed_while_learning_restarts_on_the_previous_head(tiny_model_dir, tmp_path):
     import os
     import signal

@@ -85,9 +85,12 @@ class Seal:
             self.store.check_base(self._lm.name, self._lm.checksum)
 
     # -- learning ------------------------------------------------------------------------------
-    def passages(self, sources: Source | Iterable[Source], max_chunk_words: int | None = None) -> list[Passage]:
+    @staticmethod
+    def passages(sources: Source | Iterable[Source], max_chunk_words: int | None = None,
+                 notes: list[str] | None = None) -> list[Passage]:
         """Documents as passages: a Path (a .txt/.md file), a str (a file path if one exists, else
-        the text itself), or Passage objects (e.g. from `seal.domains.knowledge.data.load_dataset`)."""
+        the text itself), or Passage objects (e.g. from `seal.domains.knowledge.data.load_dataset`).
+        What a file's reading noticed (e.g. chunking) is appended to `notes`."""
         if isinstance(sources, (str, Path, Passage)):
             sources = [sources]
         words = max_chunk_words or LearnConfig.max_chunk_words
@@ -96,21 +99,37 @@ class Seal:
             if isinstance(src, Passage):
                 out.append(src)
             elif isinstance(src, Path) or (isinstance(src, str) and "\n" not in src and len(src) < 4096 and Path(src).is_file()):
-                out += load_document(Path(src), words)
+                out += load_document(Path(src), words, notes)
             elif isinstance(src, str) and src.strip():
                 out += document_passages(src, f"text-{hashlib.sha256(src.encode()).hexdigest()[:12]}", "", words)
             else:
                 raise UsageError(f"cannot learn from {src!r}: give a file path, a non-empty text or a Passage")
         return out
 
-    def learn(self, sources: Source | Iterable[Source], config: LearnConfig | None = None, reporter=None, **options):
+    def learn(self, sources: Source | Iterable[Source], config: LearnConfig | None = None, reporter=None, *,
+              source: str | None = None, generator: str | Path | None = None, notes: list[str] | None = None, **options):
         """Learn documents into a new version (`seal learn`); returns a `LearnOutcome`. Keyword
-        options set fields of `LearnConfig` (e.g. strategy="replay", anchors=8)."""
-        from seal.learn import learn as run_learn
+        options set fields of `LearnConfig` (e.g. strategy="replay", anchors=8). `generator`: a
+        ReST-EM generator folder (`seal train ... OUT/iter_N`) writes the self-edits in its format.
+        Settings and inputs are checked before the model is loaded or the store is touched."""
+        from seal.domains import generator_chain, generator_format, is_adapter
+        from seal.domains.knowledge.self_edit import get_format
+        from seal.learn import check_config, learn as run_learn
 
         cfg = dataclasses.replace(config or LearnConfig(), **options)
-        passages = self.passages(sources, cfg.max_chunk_words)
-        return run_learn(self.lm, self.store, passages, cfg, reporter, source="python api")
+        chain = None
+        if generator is not None:
+            generator = Path(generator)
+            if not is_adapter(generator):
+                raise UsageError(f"not a generator adapter folder: {generator} (expected OUT/iter_N of `seal train`)")
+            cfg.format = generator_format(generator, cfg.format)
+            chain = generator_chain(generator)
+        fmt = get_format(cfg.format)
+        check_config(cfg)
+        if not cfg.sampling.max_new_tokens:
+            cfg.sampling = dataclasses.replace(cfg.sampling, max_new_tokens=fmt.max_new_tokens)
+        passages = self.passages(sources, cfg.max_chunk_words, notes)
+        return run_learn(self.lm, self.store, passages, cfg, reporter, source=source or "python api", generator=chain)
 
     # -- using what was learned ----------------------------------------------------------------
     def version(self, version: int | None = None) -> int:
@@ -157,6 +176,25 @@ class Seal:
         head = self.store.head
         active = set(self.store.chain(head))
         return [{**m, "head": m["version"] == head, "active": m["version"] in active} for m in self.store.manifests()]
+
+    def versions(self) -> list[dict]:
+        """One summary row per version (what `seal history` shows): documents, training, and the
+        guard's measurements when it was learned (None where it was learned without the guard)."""
+        out = []
+        for m in self.history():
+            g = m.get("guard") or {}
+            last = (g.get("checks") or [{}])[-1]
+            out.append({
+                "version": m["version"], "parent": m["parent"], "created": m["created"],
+                "titles": sorted({d["title"] for d in m["documents"]}), "n_sequences": len(m["training_sequences"]),
+                "train_seconds": m["timings"]["train_seconds"], "active": m["active"], "head": m["head"],
+                "strategy": m.get("strategy", "stack"),
+                "guard": g.get("decision"), "scale": g.get("scale"), "own_questions": last.get("own_probes"),
+                "earlier_kept": last.get("retention"), "general_kept": last.get("general_kept"),
+                "canary_accuracy": last.get("canary_accuracy"), "perplexity": last.get("perplexity"),
+                "guard_seconds": g.get("seconds"),
+            })
+        return out
 
     def rollback(self, version: int) -> int:
         """Make `version` the head (0: the golden copy); later versions are kept. Returns the old head."""

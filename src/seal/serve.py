@@ -7,7 +7,8 @@ between two requests, under the same lock every request takes: no answer ever co
 half-applied head. Requests are answered one at a time (a CPU gains nothing from interleaving).
 
 Endpoints: GET /v1/models; POST /v1/chat/completions and /v1/completions (the usual sampling
-fields, `stream` as server-sent events); POST /v1/learn {"text", "title"} -> {"id"}; GET
+fields, `stream` as server-sent events); POST /v1/learn {"text", "title"} or a multipart file
+upload (field `file`, .txt/.md; optional `title`) -> {"id"}; GET
 /v1/learn/{id}; GET /v1/versions; POST /v1/rollback {"version"}. Models are named `seal-head`,
 `seal-vN` and `seal-base` (the golden copy). Errors are OpenAI-style error objects.
 """
@@ -22,12 +23,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import Request  # at module level: the route signatures below are resolved by name
 
 from seal.api import Seal
 from seal.core.config import LearnConfig
-from seal.domains.knowledge.data import document_passages
+from seal.domains.knowledge.data import DOCUMENT_SUFFIXES, document_passages, file_title
 from seal.core.generation import HFGenerator, Sampling
 from seal.core.models import LoadedModel
 from seal.core.runtime import SealError
@@ -213,13 +215,17 @@ def create_app(server: Server, api_key: str | None = None, host: str = "127.0.0.
             raise ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)", "authentication_error",
                            code="invalid_api_key")
 
-    async def read_json(request: Request) -> dict:
+    async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
             raise ApiError(413, f"request body over {max_body} bytes", code="request_too_large")
         raw = await request.body()
         if len(raw) > max_body:
             raise ApiError(413, f"request body over {max_body} bytes", code="request_too_large")
+        return raw
+
+    async def read_json(request: Request) -> dict:
+        raw = await read_body(request)
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -307,11 +313,34 @@ def create_app(server: Server, api_key: str | None = None, host: str = "127.0.0.
         return await _run(respond, "text", body.get("model") or "seal-head", version, prompt, _sampling(body),
                           bool(body.get("stream")))
 
+    async def read_upload(request: Request) -> tuple[str, str]:
+        """A document uploaded as multipart/form-data: field `file` (.txt/.md, UTF-8), optional
+        `title` (else the first Markdown heading, else the file name)."""
+        await read_body(request)  # the size limit first; the form is parsed from the read body
+        try:
+            form = await request.form()
+        except Exception:
+            raise ApiError(400, "the body is not valid multipart/form-data") from None
+        upload, title = form.get("file"), form.get("title")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(400, "a multipart upload needs a file field named 'file'", param="file")
+        name = upload.filename or ""
+        if Path(name).suffix.lower() not in DOCUMENT_SUFFIXES:
+            raise ApiError(400, f"unsupported file type {Path(name).suffix or '(none)'}: {name!r} (expected .txt or .md)", param="file")
+        try:
+            text = (await upload.read()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, f"{name!r} is not UTF-8 text", param="file") from None
+        return text, title if isinstance(title, str) and title else file_title(name)
+
     @app.post("/v1/learn")
     async def learn(request: Request):
         check_auth(request, writes=True)
-        body = await read_json(request)
-        text, title = body.get("text"), body.get("title", "")
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            text, title = await read_upload(request)
+        else:
+            body = await read_json(request)
+            text, title = body.get("text"), body.get("title", "")
         if not isinstance(text, str) or not text.strip():
             raise ApiError(400, "text must be a non-empty string", param="text")
         if not isinstance(title, str):

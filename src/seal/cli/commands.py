@@ -166,9 +166,9 @@ def learn(
     """Learn documents: write self-edits, train a LoRA version on top of the head, and commit it
     as the new head if the forgetting guard finds it kept what the model knew (else it is scaled
     down, or stored as rejected while the head stays)."""
-    from seal.domains.knowledge.data import load_dataset, load_document, select
-    from seal.learn import learn as run_learn
+    from seal.api import Seal
     from seal.core.progress import RichReporter
+    from seal.domains.knowledge.data import load_dataset, select
 
     if not files and not data:
         raise SealError("nothing to learn: give .txt/.md files or --data NAME_OR_PATH")
@@ -192,38 +192,21 @@ def learn(
             target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
         ),
     )
-    from seal.domains.knowledge.self_edit import get_format
-    from seal.domains import generator_chain, generator_format, is_adapter
-
-    if generator is not None:
-        if not is_adapter(generator):
-            raise SealError(f"not a generator adapter folder: {generator} (expected OUT/iter_N of `seal train`)")
-        format = generator_format(generator, format)
-        cfg.format = format
-    fmt = get_format(format)  # validate before any heavy work
-    from seal.learn import check_config
-
-    check_config(cfg)
-    if not max_new_tokens:
-        cfg.sampling.max_new_tokens = fmt.max_new_tokens
-    # Read every input before touching the store: bad input leaves it untouched.
+    # Read every input before loading the model or touching the store: bad input leaves it untouched.
     notes: list[str] = []
-    passages = [p for f in files or [] for p in load_document(f, max_chunk_words, notes)]
+    passages = [p for f in files or [] for p in Seal.passages([Path(f)], max_chunk_words, notes)]
     if data:
         passages += select(load_dataset(data), _split_ids(ids))
     source = " ".join([str(f) for f in files or []] + ([f"{data}:{','.join(_split_ids(ids))}"] if data else []))
-    lm = _load(model)
-    st = _store(store)
-    if st.exists:
-        st.check_base(lm.name, lm.checksum)
-    chain = generator_chain(generator) if generator else None
+    s = _seal(store, model)
     _warn(notes)
     if len(passages) > 1:
-        err.print(f"{len(passages)} passages to learn into one version; {_estimate(st, len(passages))}")
+        err.print(f"{len(passages)} passages to learn into one version; {_estimate(s.store, len(passages))}")
     try:
-        outcome = run_learn(lm, st, passages, cfg, RichReporter(err), source=source, generator=chain)
+        outcome = s.learn(passages, cfg, RichReporter(err), source=source, generator=generator)
     finally:
-        _warn_notes(st)
+        _warn_notes(s.store)
+    format = s.store.manifest(outcome.version)["config"]["format"]  # a generator's own format, if one wrote
     summary = outcome.to_json()
     if as_json:
         print(json_text(summary))
@@ -329,26 +312,12 @@ def eval_(
 @cli_errors
 def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
     """List the store's versions; the active ones make up the head."""
-    st = _store(store)
+    s = _seal(store, None)
+    st = s.store
     if not st.exists:
         raise SealError(f"no knowledge store at {st.root} (it is created by the first `seal learn`)")
     head = st.head
-    active = set(st.chain(head))
-    rows = []
-    for m in st.manifests():
-        g = m.get("guard") or {}
-        last = (g.get("checks") or [{}])[-1]
-        rows.append({
-            "version": m["version"], "parent": m["parent"], "created": m["created"],
-            "titles": sorted({d["title"] for d in m["documents"]}), "n_sequences": len(m["training_sequences"]),
-            "train_seconds": m["timings"]["train_seconds"], "active": m["version"] in active, "head": m["version"] == head,
-            "strategy": m.get("strategy", "stack"),
-            # the guard's measurements of this version when it was learned (None: learned without the guard)
-            "guard": g.get("decision"), "scale": g.get("scale"), "own_questions": last.get("own_probes"),
-            "earlier_kept": last.get("retention"), "general_kept": last.get("general_kept"),
-            "canary_accuracy": last.get("canary_accuracy"), "perplexity": last.get("perplexity"),
-            "guard_seconds": g.get("seconds"),
-        })
+    rows = s.versions()
     base = st.info()["base"]
     _warn_notes(st)
     if as_json:

@@ -212,13 +212,21 @@ def chunk_text(text: str, max_words: int, warnings: list[str] | None = None) -> 
     return chunks
 
 
+DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
+
+
+def file_title(name: str) -> str:
+    """A document's title when it has no Markdown heading: its file name, words spaced."""
+    return Path(name).stem.replace("_", " ").replace("-", " ")
+
+
 def load_document(path: Path, max_words: int = 200, warnings: list[str] | None = None) -> list[Passage]:
     """A .txt/.md file as passages; title = first Markdown heading, else the file name."""
-    if path.suffix.lower() not in (".txt", ".md", ".markdown", ".text"):
+    if path.suffix.lower() not in DOCUMENT_SUFFIXES:
         if path.exists():
             raise SealError(f"unsupported file type {path.suffix or '(none)'}: {path} (expected .txt or .md)")
     notes: list[str] = []
-    out = document_passages(read_text_file(path), path.name, path.stem.replace("_", " ").replace("-", " "), max_words, notes)
+    out = document_passages(read_text_file(path), path.name, file_title(path.name), max_words, notes)
     if warnings is not None:
         warnings += [f"{path}: {note}" for note in notes]
     if not out:
