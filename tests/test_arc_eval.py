@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from seal.domains.arc.evaluate import ArcEvalConfig, report_arc_eval, run_arc_eval
+from seal.domains.arc.evaluate import ORACLE_GRID, ArcEvalConfig, report_arc_eval, run_arc_eval
 from seal.domains.arc.ttt import TTTConfig
 from seal.core.runtime import UsageError
 
@@ -49,3 +49,25 @@ def test_cli_refuses_unknown_methods_and_data_in_one_line(tiny_model_dir, tmp_pa
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown method(s) magic" in r.stderr
     r = run_seal("arc", "eval", "--data", "arc-9:eval", "--out", str(tmp_path / "b"), "--model", str(tiny_model_dir))
     assert r.returncode == 2 and "unknown ARC data" in r.stderr and not (tmp_path / "b").exists()
+
+
+def test_arc_train_then_the_seal_and_oracle_methods(tiny_model_dir, tiny_lm, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache"))
+    small = ["--model", str(tiny_model_dir), "--max-sequences", "3", "--views", "2", "--lora-r", "8"]
+    r = run_seal("arc", "train", "--n", "2", "--k", "2", "--out", str(tmp_path / "train"), "--json", *small)
+    assert r.returncode == 0, r.stderr
+    (stats,) = json.loads(r.stdout)
+    assert stats["iteration"] == 1 and stats["n_kept"] == 2  # through the one outer loop (rl.rest_em)
+    generator = tmp_path / "train" / "iter_1"
+    assert (generator / "adapter_model.safetensors").is_file()
+    r = run_seal("arc", "eval", "--methods", "seal", "--out", str(tmp_path / "x"), "--model", str(tiny_model_dir))
+    assert r.returncode == 2 and "needs --generator" in r.stderr
+    res = run_arc_eval(small_cfg(n=1, methods=["seal", "oracle"], generator=str(generator)), tmp_path / "eval", tiny_lm)
+    trials = {t["method"]: t for t in map(json.loads, (tmp_path / "eval" / "trials.jsonl").read_text().splitlines())}
+    assert trials["seal"]["self_edit_text"].startswith('{"augmentations": [')
+    oracle = trials["oracle"]
+    assert 1 <= len(oracle["tried"]) <= len(ORACLE_GRID) and oracle["oracle_grid"] == len(oracle["tried"]) - 1
+    assert oracle["reward"] == float(oracle["tried"][-1]["solved"]) and not any(t["solved"] for t in oracle["tried"][:-1])
+    assert res["methods"]["seal"]["paper_rate_percent"] == 72.5 and res["methods"]["oracle"]["paper_rate_percent"] == 100.0
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "| seal | " in report and "| oracle | " in report

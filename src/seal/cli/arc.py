@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from seal.cli.common import HELP_MARKUP, ModelOpt, cli_errors, err, finite, out
+from seal.cli.train import ExecutorOpt, RayAddressOpt, TrialCpusOpt, TrialGpusOpt, WorkersOpt, check_executor, run_outer_loop
 from seal.core.runtime import json_text
 
 arc_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="Few-shot ARC: self-edits that configure test-time training.")
@@ -20,7 +21,8 @@ def evaluate(
     out_dir: Path = typer.Option(..., "--out", help="Run folder: config.json, trials.jsonl, results.json (resumed when rerun)."),
     data: str = typer.Option("generated:eval", "--data", help="generated:eval|train, arc-1b:eval|train, arc-1:eval|train, or an ARC challenges JSON."),
     n: Optional[int] = typer.Option(20, "--n", min=1, help="First N tasks."),
-    methods: str = typer.Option("icl,ttt,self-edit", "--methods", help="Comma list of icl, ttt, self-edit."),
+    methods: str = typer.Option("icl,ttt,self-edit", "--methods", help="Comma list of icl (in context), ttt (one fixed configuration), self-edit (configured by the model's own JSON self-edit), seal (by the generator of `seal arc train`, --generator), oracle (a small grid of configurations until one solves: an upper bound)."),
+    generator: Optional[Path] = typer.Option(None, "--generator", help="The seal method's generator: OUT/iter_N of `seal arc train`."),
     seed: int = typer.Option(0, "--seed", help="Root seed of every trial."),
     model: Optional[str] = ModelOpt,
     max_sequences: int = typer.Option(24, "--max-sequences", min=1, help="Cap on augmented pseudo-tasks trained on per task."),
@@ -30,7 +32,8 @@ def evaluate(
     fresh: bool = typer.Option(False, "--fresh", help="Clear this run's records and start over (default: resume)."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
 ):
-    """Solve rate per method on ARC tasks (paper, Llama-3.2-1B: in-context 0%, TTT with untrained self-edits 20%)."""
+    """Solve rate per method on ARC tasks (paper, Llama-3.2-1B: in-context 0%, TTT with untrained self-edits 20%,
+    SEAL 72.5%, oracle TTT 100%)."""
     from seal.domains.arc.evaluate import ArcEvalConfig, check_methods, run_arc_eval
     from seal.domains.arc.ttt import TTTConfig
     from seal.core.config import SamplingConfig
@@ -38,13 +41,66 @@ def evaluate(
     from seal.core.progress import RichReporter
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    check_methods(chosen)
-    cfg = ArcEvalConfig(data=data, n=n, methods=chosen, seed=seed, model=model,
+    check_methods(chosen, str(generator) if generator else None)
+    cfg = ArcEvalConfig(data=data, n=n, methods=chosen, seed=seed, model=model, generator=str(generator) if generator else None,
                         ttt=TTTConfig(lora_r=lora_r, max_sequences=max_sequences, views=views),
                         sampling=SamplingConfig(temperature=temperature, max_new_tokens=80))
     with err.status("loading model"):
         lm = load_model(model)
     _show(run_arc_eval(cfg, out_dir, lm, fresh=fresh, reporter=RichReporter(err)), out_dir, as_json)
+
+
+@arc_app.command("train")
+@cli_errors
+def train(
+    out_dir: Path = typer.Option(..., "--out", help="Run folder: iter_N generators, work/ records, stats.jsonl (resumed when rerun)."),
+    data: str = typer.Option("generated:train", "--data", help="Training tasks: generated:train, arc-1b:train, arc-1:train or a challenges JSON (never their eval split)."),
+    n: Optional[int] = typer.Option(12, "--n", min=1, help="Training tasks per iteration."),
+    iterations: int = typer.Option(1, "--iterations", min=1, help="ReST-EM iterations."),
+    k: int = typer.Option(3, "--k", min=1, help="Self-edits sampled per task [paper: 15]."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="TTT runs per self-edit (distinct seeds)."),
+    seed: int = typer.Option(0, "--seed", help="Root seed."),
+    model: Optional[str] = ModelOpt,
+    max_sequences: int = typer.Option(24, "--max-sequences", min=1, help="Cap on augmented pseudo-tasks trained on per task."),
+    views: int = typer.Option(4, "--views", min=1, max=8, help="Invertible views of the test input that vote."),
+    lora_r: int = typer.Option(64, "--lora-r", min=1, help="LoRA rank of the per-task adapter."),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0, callback=finite, help="Self-edit sampling temperature."),
+    executor: str = ExecutorOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    workers: Optional[int] = WorkersOpt,
+    trial_cpus: float = TrialCpusOpt,
+    trial_gpus: float = TrialGpusOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the per-iteration statistics as JSON."),
+):
+    """ReST-EM on ARC through the same outer loop as `seal train knowledge`: sample k JSON self-edits
+    per task, score each by test-time training (solved or not), fine-tune the generator on the kept
+    ones. Evaluate it with `seal arc eval --methods seal --generator OUT/iter_N`."""
+    from seal.core.config import SamplingConfig
+    from seal.core.models import load_model
+    from seal.domains.arc.domain import ArcDomain
+    from seal.domains.arc.ttt import TTTConfig
+    from seal.rl.rest_em import RestEMConfig
+
+    check_executor(executor)
+    cfg = RestEMConfig(data=data, n=n, iterations=iterations, k=k, repeats=repeats, seed=seed, model=model, exclude=[],
+                       format="arc-self-edit", sampling=SamplingConfig(temperature=temperature, max_new_tokens=80))
+    with err.status("loading model"):
+        domain = ArcDomain(load_model(model), ttt=TTTConfig(lora_r=lora_r, max_sequences=max_sequences, views=views),
+                           sampling=cfg.sampling)
+    stats = run_outer_loop(domain, cfg, out_dir, executor, ray_address, workers, trial_cpus, trial_gpus)
+    if as_json:
+        print(json_text(stats))
+        return
+    table = Table(title=f"ReST-EM on ARC ({out_dir})")
+    for c in ("iteration", "mean solved", "best-of-k", "default TTT", "in context", "malformed", "kept", "s"):
+        table.add_column(c)
+    for st in stats:
+        table.add_row(str(st["iteration"]), f"{st['mean_reward']:.2f}", f"{st['best_of_k_reward']:.2f}",
+                      f"{st['passage_only_reward']:.2f}", f"{st['base_reward']:.2f}", str(st.get("malformed_self_edits", "")),
+                      str(st["n_kept"]), f"{st['seconds']:.0f}")
+    out.print(table)
+    names = ", ".join(str(out_dir / f"iter_{st['iteration']}") for st in stats)
+    out.print(f"generators: {names}", soft_wrap=True)
 
 
 @arc_app.command("report")

@@ -13,6 +13,13 @@ from seal.core.runtime import SealError, json_text
 
 train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="ReST-EM: train the self-edit generator.")
 
+# The executor's options, shared by every `train` command (knowledge here, ARC in cli/arc.py).
+ExecutorOpt = typer.Option("local", "--executor", help="local (this process) or ray (parallel trials on Ray actors; pip install 'seal[ray]').")
+RayAddressOpt = typer.Option(None, "--ray-address", help="Ray: join this cluster (auto, or ray://host:10001) [default: start a local one].")
+WorkersOpt = typer.Option(None, "--workers", min=1, help="Ray: trial workers, each holding a loaded model [default: as many as the cluster fits].")
+TrialCpusOpt = typer.Option(1.0, "--trial-cpus", callback=finite, help="Ray: CPUs (and torch threads) per worker.")
+TrialGpusOpt = typer.Option(0.0, "--trial-gpus", callback=finite, help="Ray: GPUs per worker, fractional allowed (0.25: four workers per GPU).")
+
 PRESETS = {
     # Sized for a 2-core CPU: a self-edit trial takes one to three minutes with the embedded model.
     "cpu": {"n": 20, "k": 3, "repeats": 1, "iterations": 2},
@@ -35,11 +42,11 @@ def knowledge(
     exclude: str = typer.Option("fresh-facts:eval", "--exclude", help="Comma list of evaluation sets that must not overlap the training passages."),
     seed: int = typer.Option(0, "--seed", help="Root seed."),
     model: Optional[str] = typer.Option(None, "--model", help="Base model folder [default: embedded]."),
-    executor: str = typer.Option("local", "--executor", help="local (this process) or ray (parallel trials on Ray actors; pip install 'seal[ray]')."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: join this cluster (auto, or ray://host:10001) [default: start a local one]."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray: trial workers, each holding a loaded model [default: as many as the cluster fits]."),
-    trial_cpus: float = typer.Option(1.0, "--trial-cpus", callback=finite, help="Ray: CPUs (and torch threads) per worker."),
-    trial_gpus: float = typer.Option(0.0, "--trial-gpus", callback=finite, help="Ray: GPUs per worker, fractional allowed (0.25: four workers per GPU)."),
+    executor: str = ExecutorOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    workers: Optional[int] = WorkersOpt,
+    trial_cpus: float = TrialCpusOpt,
+    trial_gpus: float = TrialGpusOpt,
     temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, callback=finite, help="Self-edit sampling temperature [the format's: 1.0, sentence formats 0 (greedy), which needs a temperature > 0 for k > 1]."),
     lr: Optional[float] = typer.Option(None, "--lr", callback=finite, help="Inner-loop learning rate [1e-3]."),
     min_faithfulness: Optional[float] = MinFaithOpt,
@@ -48,16 +55,14 @@ def knowledge(
     """Run ReST-EM: sample k self-edits per passage, score them by the inner loop, SFT on the best."""
     from seal.domains.knowledge.domain import knowledge_domain
     from seal.core.models import load_model
-    from seal.core.progress import RichReporter
-    from seal.rl.rest_em import LocalExecutor, RestEMConfig, run_rest_em
+    from seal.rl.rest_em import RestEMConfig
     from seal.domains.knowledge.self_edit import get_format
 
     if preset is not None and preset not in PRESETS:
         raise SealError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     if reward not in ("gold", "self-questions"):
         raise SealError(f"unknown reward {reward!r} (gold or self-questions)")
-    if executor not in ("local", "ray"):
-        raise SealError(f"unknown executor {executor!r} (local or ray)")
+    check_executor(executor)
     get_format(format)
     given = {"n": n, "iterations": iterations, "k": k, "repeats": repeats}
     values = {**PRESETS.get(preset or "", {}), **{key: v for key, v in given.items() if v is not None}}
@@ -69,15 +74,7 @@ def knowledge(
     cfg.sampling.temperature = temperature
     with err.status("loading model"):
         domain = knowledge_domain(cfg, load_model(cfg.model))
-    if executor == "ray":
-        from seal.rl.ray_executor import RayExecutor
-
-        with RayExecutor(ray_address, workers, trial_cpus, trial_gpus) as ex:
-            stats = run_rest_em(domain, cfg, out_dir, executor=ex, reporter=RichReporter(err))
-            if ex.retries:
-                err.print(f"{ex.retries} job(s) were retried after their Ray worker died", style="yellow")
-    else:
-        stats = run_rest_em(domain, cfg, out_dir, executor=LocalExecutor(), reporter=RichReporter(err))
+    stats = run_outer_loop(domain, cfg, out_dir, executor, ray_address, workers, trial_cpus, trial_gpus)
     if as_json:
         print(json_text(stats))
         return
@@ -97,6 +94,27 @@ def knowledge(
     names = ", ".join(str(out_dir / f"iter_{s['iteration']}") for s in stats)
     out.print(f"generators: {names}", soft_wrap=True)
     out.print(f"statistics: {out_dir / 'stats.jsonl'}  plot: {out_dir / 'plot.png'}", soft_wrap=True)
+
+
+def check_executor(executor: str) -> None:
+    if executor not in ("local", "ray"):
+        raise SealError(f"unknown executor {executor!r} (local or ray)")
+
+
+def run_outer_loop(domain, cfg, out_dir: Path, executor: str, ray_address, workers, trial_cpus: float, trial_gpus: float) -> list[dict]:
+    """ReST-EM on any domain, in this process or on Ray actors (each builds the domain itself)."""
+    from seal.core.progress import RichReporter
+    from seal.rl.rest_em import LocalExecutor, run_rest_em
+
+    if executor == "ray":
+        from seal.rl.ray_executor import RayExecutor
+
+        with RayExecutor(ray_address, workers, trial_cpus, trial_gpus) as ex:
+            stats = run_rest_em(domain, cfg, out_dir, executor=ex, reporter=RichReporter(err))
+            if ex.retries:
+                err.print(f"{ex.retries} job(s) were retried after their Ray worker died", style="yellow")
+        return stats
+    return run_rest_em(domain, cfg, out_dir, executor=LocalExecutor(), reporter=RichReporter(err))
 
 
 def _reward_cells(s: dict) -> list[str]:

@@ -22,7 +22,7 @@ from seal.core.models import LoadedModel
 from seal.core.runtime import UsageError, derive_seed
 from seal.domains import Samples
 from seal.domains.arc.grids import ArcTask, pair_text
-from seal.domains.arc.self_edit import parse_arc_self_edit, self_edit_instruction
+from seal.domains.arc.self_edit import ArcSelfEdit, parse_arc_self_edit, self_edit_instruction
 from seal.domains.arc.tasks import Skipped, check_no_overlap, held_out_of, select_tasks, within_budget
 from seal.domains.arc.ttt import DEFAULT_EDIT, TTTConfig, answer, run_ttt
 
@@ -94,10 +94,14 @@ class ArcDomain:
             if parsed.edit is None:
                 return {"reward": 0.0, "usable": False, "malformed": parsed.reason, "self_edit": None}
             edit = parsed.edit
+        result = self.configured(item, edit, seed)
+        return {"reward": float(result["solved"]), "usable": None if self_edit is None else True, "family": item.family, **result}
+
+    def configured(self, item: ArcTask, edit: ArcSelfEdit, seed: int) -> dict:
+        """TTT under a given configuration (the oracle's grid), on the current model."""
         with self._current():
             result = run_ttt(self.lm, item, edit, self.ttt, seed)
-        return {"reward": float(result["solved"]), "usable": None if self_edit is None else True,
-                "self_edit": {**asdict(edit), "augmentations": list(edit.augmentations)}, "family": item.family, **result}
+        return {"self_edit": {**asdict(edit), "augmentations": list(edit.augmentations)}, **result}
 
     def iteration_stats(self, trials: list[dict]) -> dict:
         edits = [t for t in trials if t.get("usable") is not None]

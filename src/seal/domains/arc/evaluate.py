@@ -4,7 +4,12 @@ Methods (each task answered once per method, a fresh adapter per task, discarded
   icl        in-context only: the demonstrations in the prompt, no training;
   ttt        test-time training with one fixed configuration (ttt.DEFAULT_EDIT);
   self-edit  test-time training configured by a self-edit the model writes (sampled once per task;
-             a malformed one scores 0 with its reason).
+             a malformed one scores 0 with its reason);
+  seal       the same, with the generator `seal arc train` trained (ReST-EM through the one outer
+             loop; `generator` names its OUT/iter_N): it writes the self-edit and is the model trained;
+  oracle     test-time training under each configuration of a small fixed grid (ORACLE_GRID) until
+             one solves the task: what a self-edit choosing perfectly among them could reach, an
+             upper bound (the paper's oracle is the best human-crafted configuration).
 Every trial is one JSONL record in OUT/trials.jsonl, appended as soon as it is done, so a killed
 run resumes; results.json is recomputed from the records at the end of every run.
 """
@@ -24,14 +29,23 @@ from seal.core.progress import NullReporter, Reporter
 from seal.core.run_records import TrialLog, prepare_run_dir, read_trials
 from seal.core.runtime import UsageError, derive_seed, json_text, peak_memory_mb
 from seal.domains.arc.domain import ArcDomain
-from seal.domains.arc.ttt import TTTConfig
+from seal.domains.arc.self_edit import ArcSelfEdit
+from seal.domains.arc.ttt import DEFAULT_EDIT, TTTConfig
 
-METHODS = ("icl", "ttt", "self-edit")
+METHODS = ("icl", "ttt", "self-edit", "seal", "oracle")
 # The paper's table (Llama-3.2-1B, % solved): in-context 0, TTT + untrained self-edits 20, SEAL 72.5, oracle TTT 100.
 # It has no fixed-configuration TTT row.
-PAPER = {"icl": 0.0, "ttt": None, "self-edit": 20.0}
+PAPER = {"icl": 0.0, "ttt": None, "self-edit": 20.0, "seal": 72.5, "oracle": 100.0}
+# The oracle's grid, tried in this order until one solves: the learning rates and groups that the
+# probe in SEAL.md found to matter per task at this size (DEFAULT_EDIT is the second).
+ORACLE_GRID = (
+    ArcSelfEdit(("basic",), "outputs", 1e-4, 2),
+    DEFAULT_EDIT,
+    ArcSelfEdit(("basic", "chain"), "outputs", 2e-3, 2),
+    ArcSelfEdit(("basic", "chain", "repeat"), "all", 5e-4, 3),
+)
 RUN_KIND = "arc-eval"
-WRITTEN = ("trials.jsonl", "results.json")
+WRITTEN = ("trials.jsonl", "results.json", "report.md")
 
 
 @dataclass
@@ -43,6 +57,7 @@ class ArcEvalConfig:
     methods: list[str] = field(default_factory=lambda: ["icl", "ttt", "self-edit"])
     seed: int = 0  # root of every derived seed
     model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
+    generator: str | None = None  # the `seal` method's generator: OUT/iter_N of `seal arc train`
     ttt: TTTConfig = field(default_factory=TTTConfig)
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=80))
 
@@ -53,27 +68,49 @@ def check_config(d: dict) -> ArcEvalConfig:
     return cfg
 
 
-def check_methods(methods: list[str]) -> None:
+def check_methods(methods: list[str], generator: str | None = None) -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UsageError(f"unknown method(s) {', '.join(unknown) or '(none given)'} (known: {', '.join(METHODS)})")
+    if "seal" in methods and not generator:
+        raise UsageError("the seal method needs --generator OUT/iter_N (a generator trained by `seal arc train`)")
+    if generator:
+        from seal.domains import is_adapter
+
+        if not is_adapter(Path(generator)):
+            raise UsageError(f"not a generator adapter folder: {generator} (expected OUT/iter_N of `seal arc train`)")
 
 
-def run_trial(domain: ArcDomain, task, method: str, seed: int) -> dict:
+def run_trial(domain: ArcDomain, task, method: str, seed: int, generator: list[Path] = ()) -> dict:
     t0 = time.perf_counter()
     if method == "icl":
         rec = domain.no_update(task)
     elif method == "ttt":
         rec = domain.reward(task, None, seed)
-    else:
-        text = domain.sample(task, 1, seed).texts[0]
-        rec = {"self_edit_text": text, **domain.reward(task, text, seed)}
+    elif method == "oracle":
+        tried = []
+        for i, edit in enumerate(ORACLE_GRID):
+            r = domain.configured(task, edit, seed)
+            tried.append({"grid": i, "solved": r["solved"], "truth_logprob": r.get("truth_logprob"), "seconds": r["seconds"]})
+            if r["solved"]:
+                break
+        rec = {**r, "reward": float(r["solved"]), "oracle_grid": i, "tried": tried}
+    else:  # self-edit (the model as it is) or seal (with the trained generator)
+        domain.generator = list(generator) if method == "seal" else []
+        try:
+            text = domain.sample(task, 1, seed).texts[0]
+            rec = {"self_edit_text": text, **domain.reward(task, text, seed)}
+        finally:
+            domain.generator = []
     return {**rec, "family": task.family, "seconds": round(time.perf_counter() - t0, 2), **peak_memory_mb()}
 
 
 def run_arc_eval(cfg: ArcEvalConfig, out: Path, lm: LoadedModel, fresh: bool = False, reporter: Reporter | None = None) -> dict:
+    from seal.domains import generator_chain
+
     reporter = reporter or NullReporter()
-    check_methods(cfg.methods)
+    check_methods(cfg.methods, cfg.generator)
+    chain = generator_chain(Path(cfg.generator)) if cfg.generator else []
     domain = ArcDomain(lm, ttt=cfg.ttt, sampling=cfg.sampling, exclude=[])
     with warnings.catch_warnings():  # skipped tasks go to results.json (and the CLI prints them)
         warnings.simplefilter("ignore", UserWarning)
@@ -84,17 +121,15 @@ def run_arc_eval(cfg: ArcEvalConfig, out: Path, lm: LoadedModel, fresh: bool = F
     log = TrialLog(out / "trials.jsonl")
     skipped = [s.__dict__ for s in domain.skipped]
     # written now too, so that `seal arc report` of a killed run still lists the skipped tasks
-    (out / "results.json").write_text(json_text(summarize(cfg, log.records, skipped), indent=2) + "\n", encoding="utf-8")
+    write_results(out, summarize(cfg, log.records, skipped))
     todo = [(t, m) for m in cfg.methods for t in tasks if f"{t.id}|{m}" not in log.done]
     with reporter.task(f"ARC: {len(tasks)} tasks x {len(cfg.methods)} methods", len(todo)) as bar:
         for task, method in todo:
             seed = derive_seed(cfg.seed, "arc-eval", task.id, method)
-            rec = run_trial(domain, task, method, seed)
+            rec = run_trial(domain, task, method, seed, chain)
             log.append({"key": f"{task.id}|{method}", "task_id": task.id, "method": method, "seed": seed, **rec})
             bar.advance(info=f"{task.id} {method}: {'solved' if rec['reward'] else 'not solved'}")
-    results = summarize(cfg, read_trials(out / "trials.jsonl")[0], skipped)
-    (out / "results.json").write_text(json_text(results, indent=2) + "\n", encoding="utf-8")
-    return results
+    return write_results(out, summarize(cfg, read_trials(out / "trials.jsonl")[0], skipped))
 
 
 def report_arc_eval(out: Path) -> dict:
@@ -104,9 +139,31 @@ def report_arc_eval(out: Path) -> dict:
     conf = read_config(out, RUN_KIND, check_config, "seal arc eval")
     conf.pop("seal_run", None)
     old = json.loads((out / "results.json").read_text(encoding="utf-8")) if (out / "results.json").is_file() else {}
-    results = summarize(check_config(conf), read_trials(out / "trials.jsonl")[0], old.get("skipped", []))
+    return write_results(out, summarize(check_config(conf), read_trials(out / "trials.jsonl")[0], old.get("skipped", [])))
+
+
+def write_results(out: Path, results: dict) -> dict:
+    """results.json and report.md (the paper's table beside ours) from a summary."""
     (out / "results.json").write_text(json_text(results, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(report_markdown(results), encoding="utf-8")
     return results
+
+
+def report_markdown(results: dict) -> str:
+    c = results["config"]
+    lines = [f"# ARC: {c['data']} (first {c['n']} tasks), model {c['model'] or 'embedded SmolLM2-135M-Instruct'}", "",
+             "Solved: an attempt (of 2, voted over the views) equals the test output exactly. Paper: Llama-3.2-1B on "
+             "its 10 filtered evaluation tasks.", "",
+             "| method | solved | rate % | 95% CI | paper % | s/task | by family |", "|---|---|---|---|---|---|---|"]
+    for name, m in results["methods"].items():
+        lo, hi = m["rate_ci95"]
+        paper = "" if m["paper_rate_percent"] is None else f"{m['paper_rate_percent']:g}"
+        lines.append(f"| {name} | {m['solved']}/{m['n_tasks']} | {100 * m['rate']:.1f} | {100 * lo:.0f}-{100 * hi:.0f} | {paper} "
+                     f"| {m['seconds_per_task']:.1f} | {' '.join(f'{f} {v}' for f, v in m['by_family'].items())} |")
+    if "oracle" in results["methods"]:
+        lines += ["", "oracle: TTT under each configuration of a fixed grid (evaluate.ORACLE_GRID) until one solves the task."]
+    lines += [f"- skipped {s['id']}: {s['reason']}" for s in results["skipped"]]
+    return "\n".join(lines) + "\n"
 
 
 def summarize(cfg: ArcEvalConfig, trials: list[dict], skipped: list[dict]) -> dict:
