@@ -38,7 +38,6 @@ class Sampling:
     stop: tuple[str, ...] = ()
 
 
-
 class Generator(Protocol):
     def generate(self, prompts: list[str], *, adapters: Sequence[Path] = (), sampling: Sampling,
                  batch_size: int | None = None, on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
