@@ -168,6 +168,14 @@ class Seal:
         return evaluate_with_progress(self.lm, passages, reporter or NullReporter(), f"closed-book QA, version {v}",
                                       adapters=self._adapters(v))
 
+    def general(self, version: int | None = None, questions=None) -> list[dict]:
+        """The generative general-knowledge probe (`seal.guard.general`: ordinary questions asked
+        closed-book, no topic) of a version (None: the head; 0: the golden copy): per question its
+        id, prediction and whether it is correct. `general_summary(answers, golden)` compares two."""
+        from seal.guard.general import ask_general
+
+        return ask_general(self.lm, questions, adapters=self._adapters(self.version(version)))
+
     # -- the store -----------------------------------------------------------------------------
     def history(self) -> list[dict]:
         """The store's versions, oldest first (each manifest, plus `head` and `active`)."""

@@ -419,22 +419,19 @@ def demo(
     """Learn a few unseen fictional articles and show closed-book answers before vs after."""
     import shutil
 
-    from seal.domains.knowledge.data import load_dataset
-    from seal.domains.knowledge.qa import evaluate, evaluate_with_progress
-    from seal.learn import learn as run_learn
     from seal.core.models import cache_root
     from seal.core.progress import RichReporter
+    from seal.domains.knowledge.data import load_dataset
     from seal.domains.knowledge.self_edit import get_format, resolved_temperature
-    from seal.core.store import KnowledgeStore
+    from seal.guard.general import general_summary, load_general
 
     root = store or cache_root() / "demo-store"
     if store is None and root.exists():
         shutil.rmtree(root)
-    st = KnowledgeStore(root)
+    s = _seal(root, model)
     passages = load_dataset("fresh-facts:eval")[:n]
-    lm = _load(model)
     rep = RichReporter(err)
-    before = evaluate_with_progress(lm, passages, rep, "closed-book QA of the base model")
+    before = s.eval(passages, version=0, reporter=rep)
     cfg = LearnConfig(format=format)
     cfg.inner.lr = lr
     inner = cfg.inner
@@ -443,25 +440,23 @@ def demo(
               f"alpha={inner.lora_alpha} lr={inner.lr:g} epochs={inner.epochs}; each article a new version on top of the last, "
               f"rehearsing {cfg.replay} earlier examples ({cfg.strategy}) and {cfg.anchors} golden-copy answers per epoch; "
               "the forgetting guard checks each version before it becomes head")
-    from seal.guard.general import ask_general, general_summary, load_general
-
     general = [q for q in load_general() if q.id in DEMO_GENERAL]
-    golden = ask_general(lm, general)
+    golden = s.general(version=0, questions=general)
     for i, p in enumerate(passages):
         err.print(Text.assemble(("learning", "bold"), f" {p.title!r}"))
-        outcome = run_learn(lm, st, [p], cfg, rep, source=f"fresh-facts:eval:{p.id}")
+        outcome = s.learn([p], cfg, rep, source=f"fresh-facts:eval:{p.id}")
         if outcome.guard:
             err.print(f"  guard: {_guard_line(outcome.guard, outcome.parent)}")
         # what the head knows now: every article so far, and a few ordinary questions
-        seen = evaluate(lm, passages[: i + 1], adapters=st.adapter_dirs()).by_passage()
-        answers = ask_general(lm, general, adapters=st.adapter_dirs())
+        seen = s.eval(passages[: i + 1]).by_passage()
+        answers = s.general(questions=general)
         g = general_summary(answers, golden, [q.context for q in passages[: i + 1]], general)
         err.print("  head v{}: {}; general questions: {} of the {} the golden copy answers still answered, {} copying an "
                   "article (e.g. {!r} -> {!r})".format(
-                      st.head, ", ".join(f"{q.title} {seen[q.id]:.0%}" for q in passages[: i + 1]),
+                      s.store.head, ", ".join(f"{q.title} {seen[q.id]:.0%}" for q in passages[: i + 1]),
                       round((g["kept"] or 0) * g["n_base_correct"]), g["n_base_correct"], g["copies"],
                       general[0].question, answers[0]["prediction"]))
-    after = evaluate_with_progress(lm, passages, rep, f"closed-book QA of the head (v{st.head})", adapters=st.adapter_dirs())
+    after = s.eval(passages, reporter=rep)
     rows = [(b.question, b.gold, b.prediction, b.correct, a.prediction, a.correct) for b, a in zip(before.per_question, after.per_question)]
     _print_qa_table(f"{n} unseen articles, closed-book: base model vs after `seal learn` ({format})", rows)
     out.print(
