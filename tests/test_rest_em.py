@@ -259,3 +259,10 @@ def test_the_toy_domain_on_ray_gives_the_local_records(tmp_path, ray_executor):
     assert [strip(s) for s in local] == [strip(s) for s in remote]
     for it in ("iter_1", "iter_2"):  # iteration 2 samples from the iter_1 table, shipped to the workers
         assert _comparable(tmp_path / "local" / "work" / it / "trials.jsonl") == _comparable(tmp_path / "ray" / "work" / it / "trials.jsonl")
+
+
+def test_statistics_do_not_depend_on_the_order_trials_arrive_in():
+    from seal.core.metrics import mean
+
+    values = [1.0, 0.0, 0.3333333333333333, 1.0, 0.6666666666666666, 0.0, 1.0, 0.3333333333333333, 1.0]
+    assert len({mean(values[i:] + values[:i]) for i in range(len(values))}) == 1

@@ -8,7 +8,9 @@ import statistics
 
 
 def mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else float("nan")
+    """Exactly rounded sum (fsum), so the mean does not depend on the order of the values (Ray
+    returns trial records in the order they finish, the local executor in job order)."""
+    return math.fsum(xs) / len(xs) if xs else float("nan")
 
 
 def std(xs: list[float]) -> float:
