@@ -115,3 +115,34 @@ def test_new_adapter_trains_on_top_of_applied_head(tiny_lm, tmp_path):
     with applied_adapters(model, [tmp_path / "v1", tmp_path / "v2"]):
         pass
     assert_identical(model, snap)
+
+
+def test_kl_to_teacher_is_zero_for_the_teacher_itself_and_positive_after_training(tiny_lm):
+    from seal.inner_loop import Rehearsal, kl_to_teacher, teacher_topk
+
+    tok, model = tiny_lm.tokenizer, tiny_lm.model
+    anchor = TrainExample("Paris is the capital.", prompt="Q: Capital of France?")
+    ids = tokenize_example(tok, anchor, 512)[0]
+    teacher = teacher_topk(model, [ids], k=8)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    assert abs(float(kl_to_teacher(logits, teacher[0], len(ids)))) < 1e-5
+    cfg = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=3, lr=1e-2)
+    with lora_adapter(model, cfg, seed=0) as pm:
+        result = train(pm, tok, FACTS, cfg, seed=0, rehearsal=(Rehearsal([anchor], 1, weight=0.5, teacher=teacher),))
+        with torch.no_grad():
+            after = float(kl_to_teacher(pm(input_ids=torch.tensor([ids])).logits[0], teacher[0], len(ids)))
+    assert result.steps == 9 and all(x == x for x in result.losses)
+    assert after > 0
+
+
+def test_weight_one_plain_rehearsal_trains_exactly_as_before(tiny_lm):
+    """Rehearsal with the default weight and no teacher takes the model's own loss: the default recipe is unchanged."""
+    from seal.inner_loop import Rehearsal
+
+    pool = [TrainExample("Berlin", prompt="Q: Capital of Germany?"), TrainExample("Rome", prompt="Q: Capital of Italy?")]
+    runs = []
+    for r in (Rehearsal(pool, 1), Rehearsal(pool, 1, weight=1.0, teacher=None)):
+        with lora_adapter(tiny_lm.model, CFG, seed=0) as pm:
+            runs.append(train(pm, tiny_lm.tokenizer, FACTS, CFG, seed=0, rehearsal=(r,)).losses)
+    assert runs[0] == runs[1]

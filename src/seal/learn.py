@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seal.guard.anchors import golden_anchors
+from seal.guard.anchors import golden_anchors, golden_teacher
 from seal.core.config import LearnConfig, check_inner, check_sampling
 from seal.domains.knowledge.data import Passage
 from seal.core.environment import environment
@@ -74,6 +74,7 @@ class LearnOutcome:
 
 STRATEGIES = ("stack", "replay", "consolidate")
 WRITERS = ("head", "base")
+ANCHOR_LOSSES = ("ce", "kl")
 
 
 def check_config(cfg: LearnConfig) -> None:
@@ -85,6 +86,14 @@ def check_config(cfg: LearnConfig) -> None:
         raise SealError(f"replay must be >= 0, not {cfg.replay}")
     if cfg.anchors < 0:
         raise SealError(f"anchors must be >= 0, not {cfg.anchors}")
+    if cfg.anchor_loss not in ANCHOR_LOSSES:
+        raise SealError(f"unknown anchor loss {cfg.anchor_loss!r} (known: {', '.join(ANCHOR_LOSSES)})")
+    if cfg.anchor_topk < 1:
+        raise SealError(f"anchor_topk must be >= 1, not {cfg.anchor_topk}")
+    for name in ("anchor_weight", "replay_weight"):
+        w = getattr(cfg, name)
+        if not (w >= 0 and w < float("inf")):
+            raise SealError(f"{name} must be a finite number >= 0, not {w}")
 
 
 def stored_examples(manifest: dict) -> list[TrainExample]:
@@ -175,9 +184,11 @@ def learn(
         # the golden copy's answers to ordinary prompts (anchors; no adapters are applied here).
         rehearsal = {}
         if cfg.strategy == "replay" and earlier and cfg.replay:
-            rehearsal["replay"] = Rehearsal(earlier, cfg.replay)
+            rehearsal["replay"] = Rehearsal(earlier, cfg.replay, weight=cfg.replay_weight)
         if cfg.anchors:
-            rehearsal["anchors"] = Rehearsal(golden_anchors(lm), cfg.anchors)
+            pool = golden_anchors(lm)
+            teacher = golden_teacher(lm, pool, cfg.anchor_topk, cfg.inner.max_seq_len) if cfg.anchor_loss == "kl" else None
+            rehearsal["anchors"] = Rehearsal(pool, cfg.anchors, weight=cfg.anchor_weight, teacher=teacher)
         per_epoch = len(trained) + sum(min(r.per_epoch, len(r.pool)) for r in rehearsal.values())
         total = cfg.inner.epochs * -(-per_epoch // cfg.inner.batch_size)
         label = (f"training LoRA on {len(examples)} sequences" + (f" + {len(earlier)} earlier ({cfg.strategy})" if earlier else "")
@@ -219,7 +230,9 @@ def learn(
             # consolidate: the new version replaces its parent's chain, so it keeps what that chain was taught
             **({"consolidates": store.chain(parent), "inherited_examples": [dataclasses.asdict(ex) for ex in earlier]}
                if cfg.strategy == "consolidate" else {}),
-            "rehearsal": {name: {"pool": len(r.pool), "per_epoch": r.per_epoch} for name, r in rehearsal.items()},
+            "rehearsal": {name: {"pool": len(r.pool), "per_epoch": r.per_epoch,
+                                 **({"weight": r.weight} if r.weight != 1.0 else {}),
+                                 **({"loss": "kl"} if r.teacher is not None else {})} for name, r in rehearsal.items()},
             "probes": [dataclasses.asdict(pr) for pr in probes],
             **({"inherited_probes": [dataclasses.asdict(pr) for pr in earlier_probes]} if cfg.strategy == "consolidate" else {}),
             **({"guard": decision} if decision else {}),

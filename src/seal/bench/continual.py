@@ -64,6 +64,13 @@ _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
     "replay": ("replay", int),
     "writer": ("writer", str),
     "anchors": ("anchors", int),
+    "anchor-loss": ("anchor_loss", str),
+    "anchor-topk": ("anchor_topk", int),
+    "anchor-weight": ("anchor_weight", float),
+    "replay-weight": ("replay_weight", float),
+    "r": ("inner.lora_r", int),
+    "alpha": ("inner.lora_alpha", float),
+    "modules": ("inner.target_modules", lambda v: tuple(v.split("+"))),
     "guard": ("guard.enabled", lambda v: {"on": True, "off": False}[v]),
 }
 

@@ -92,6 +92,12 @@ class LearnConfig:
     replay: int = 8  # replay: stored examples of earlier versions rehearsed per epoch (a fresh sample each epoch)
     writer: str = "head"  # who writes the self-edits: "head" (the current head) or "base" (the golden copy)
     anchors: int = 16  # golden-copy answers to ordinary prompts rehearsed per epoch (seal.guard.anchors); 0: none
+    # How anchors are trained: "ce", cross-entropy on the golden copy's greedy answer; "kl", KL to
+    # the golden copy's next-token distribution (top `anchor_topk` + the rest) at every position.
+    anchor_loss: str = "ce"
+    anchor_topk: int = 64
+    anchor_weight: float = 1.0  # loss weight of an anchor example relative to a new example
+    replay_weight: float = 1.0  # loss weight of a replayed example relative to a new example
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     inner: InnerLoopConfig = field(default_factory=lambda: InnerLoopConfig(lr=LEARN_LR))
     guard: GuardConfig = field(default_factory=GuardConfig)

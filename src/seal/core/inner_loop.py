@@ -43,12 +43,21 @@ class Rehearsal:
 
     pool: list[TrainExample]
     per_epoch: int
+    # Loss weight of these examples relative to the new ones (1.0: the same).
+    weight: float = 1.0
+    # Distillation targets, one per pool example (None: plain cross-entropy on the completion):
+    # the teacher's top-k next-token (ids, log-probs) at every position of the tokenized example,
+    # trained as KL(teacher || model) over every position (prompt included), see `kl_to_teacher`.
+    teacher: list | None = None
 
-    def sample(self, seed: int, epoch: int, index: int) -> list[TrainExample]:
+    def sample_indices(self, seed: int, epoch: int, index: int) -> list[int]:
         import random
 
         k = min(self.per_epoch, len(self.pool))
-        return random.Random(f"{seed}/{epoch}/{index}").sample(self.pool, k) if k else []
+        return random.Random(f"{seed}/{epoch}/{index}").sample(range(len(self.pool)), k) if k else []
+
+    def sample(self, seed: int, epoch: int, index: int) -> list[TrainExample]:
+        return [self.pool[i] for i in self.sample_indices(seed, epoch, index)]
 
 
 @dataclass
@@ -71,6 +80,40 @@ def tokenize_example(tokenizer, ex: TrainExample, max_len: int) -> tuple[list[in
     ids = (start + prompt + completion)[:max_len]
     labels = ([IGNORE] * (len(start) + len(prompt)) + completion)[:max_len]
     return ids, labels
+
+
+def teacher_topk(model, ids_list: list[list[int]], k: int) -> list[tuple]:
+    """The model's top-k next-token ids and log-probs at every position of each token sequence,
+    as it is now (call it with the weights the student must stay close to): [(ids [L, k] int64,
+    log-probs [L, k] float32)], position t predicting token t + 1 (the last predicts past the end)."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for ids in ids_list:
+            device = next(model.parameters()).device
+            logits = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
+            logp = torch.log_softmax(logits, -1)
+            top = logp.topk(min(k, logp.shape[-1]), dim=-1)
+            out.append((top.indices.cpu(), top.values.cpu()))
+    return out
+
+
+def kl_to_teacher(logits, teacher: tuple, length: int):
+    """KL(teacher || model) per position, averaged over the first `length` - 1 positions (those
+    that predict a token of the sequence), on the teacher's top-k plus one bucket for the rest of
+    the vocabulary: exact for the distributions coarsened to those k + 1 outcomes."""
+    import torch
+
+    t_ids, t_logp = (x.to(logits.device) for x in teacher)
+    n = min(length - 1, t_ids.shape[0], logits.shape[0])
+    s_logp = torch.log_softmax(logits[:n].float(), -1)
+    s_top = s_logp.gather(-1, t_ids[:n])
+    t_top = t_logp[:n]
+    t_rest = torch.log1p(-t_top.exp().sum(-1).clamp(max=1 - 1e-6))
+    s_rest = torch.log1p(-s_top.exp().sum(-1).clamp(max=1 - 1e-6))
+    kl = (t_top.exp() * (t_top - s_top)).sum(-1) + t_rest.exp() * (t_rest - s_rest)
+    return kl.mean()
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
@@ -106,7 +149,7 @@ def train(
 
     if not examples:
         raise ValueError("no training examples")
-    data = [tokenize_example(tokenizer, ex, cfg.max_seq_len) for ex in examples]
+    data = [(*tokenize_example(tokenizer, ex, cfg.max_seq_len), 1.0, None) for ex in examples]
     extra = sum(min(r.per_epoch, len(r.pool)) for r in rehearsal)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -123,19 +166,21 @@ def train(
     model.train()
     try:
         for epoch in range(cfg.epochs):
-            epoch_data = data + [tokenize_example(tokenizer, ex, cfg.max_seq_len)
-                                 for i, r in enumerate(rehearsal) for ex in r.sample(seed, epoch, i)]
+            epoch_data = data + [(*tokenize_example(tokenizer, r.pool[j], cfg.max_seq_len), r.weight,
+                                  r.teacher[j] if r.teacher is not None else None)
+                                 for i, r in enumerate(rehearsal) for j in r.sample_indices(seed, epoch, i)]
             order = torch.randperm(len(epoch_data), generator=order_rng).tolist()
             for b in range(0, len(order), cfg.batch_size):
-                ids, attn, labels = collate([epoch_data[i] for i in order[b : b + cfg.batch_size]], pad)
-                out = model(input_ids=ids.to(device), attention_mask=attn.to(device), labels=labels.to(device))
-                loss = float(out.loss.detach())
+                items = [epoch_data[i] for i in order[b : b + cfg.batch_size]]
+                ids, attn, labels = collate([(x[0], x[1]) for x in items], pad)
+                batch_loss = _batch_loss(model, ids.to(device), attn.to(device), labels.to(device), items)
+                loss = float(batch_loss.detach())
                 if not math.isfinite(loss):  # diverged: stop before the step spreads it into the weights
                     raise RuntimeFailure(
                         f"training diverged: the loss is {loss} at step {result.steps + 1} of {total} "
                         f"(learning rate {cfg.lr:g}; try a lower --lr); nothing was kept"
                     )
-                out.loss.backward()
+                batch_loss.backward()
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
@@ -152,6 +197,25 @@ def train(
         model.eval()
         result.train_seconds = time.perf_counter() - start
     return result
+
+
+def _batch_loss(model, ids, attn, labels, items):
+    """The loss of one batch: the model's own token-mean cross-entropy when every example is plain
+    with weight 1 (the default recipe, unchanged); else each example's loss (cross-entropy on its
+    completion, or KL to its teacher) times its weight, averaged over the batch."""
+    import torch
+
+    if all(w == 1.0 and t is None for _, _, w, t in items):
+        return model(input_ids=ids, attention_mask=attn, labels=labels).loss
+    logits = model(input_ids=ids, attention_mask=attn).logits
+    losses = []
+    for i, (tok_ids, _, w, teacher) in enumerate(items):
+        if teacher is not None:
+            loss = kl_to_teacher(logits[i], teacher, len(tok_ids))
+        else:
+            loss = torch.nn.functional.cross_entropy(logits[i, :-1].float(), labels[i, 1:], ignore_index=IGNORE)
+        losses.append(loss * w)
+    return torch.stack(losses).mean()
 
 
 def _lora_config(cfg: InnerLoopConfig):

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from seal.core.config import AnswerConfig
-from seal.core.inner_loop import TrainExample
+from seal.core.inner_loop import TrainExample, teacher_topk, tokenize_example
 from seal.domains.knowledge.qa import answer_prompt, answer_questions
 from seal.core.models import LoadedModel, cached_json
 
@@ -43,3 +43,18 @@ def golden_anchors(lm: LoadedModel, prompts: list[str] | None = None) -> list[Tr
         valid=lambda c: len(c["answers"]) == len(prompts),
     )["answers"]
     return [TrainExample(a, prompt=answer_prompt(lm, p, None)) for p, a in zip(prompts, answers) if a.strip()]
+
+
+_TEACHERS: dict = {}  # (base checksum, k, max_len, the examples) -> golden_teacher's answer, per process
+
+
+def golden_teacher(lm: LoadedModel, examples: list[TrainExample], k: int, max_len: int) -> list[tuple]:
+    """The golden copy's top-k next-token distribution at every position of each anchor example
+    (seal.inner_loop.teacher_topk), for distillation (LearnConfig.anchor_loss "kl"). Call with no
+    adapters applied: the teacher must be the base model. Kept in memory for the process."""
+    key = (lm.checksum, k, max_len, tuple((e.prompt, e.completion) for e in examples))
+    if key not in _TEACHERS:
+        ids = [tokenize_example(lm.tokenizer, e, max_len)[0] for e in examples]
+        _TEACHERS.clear()
+        _TEACHERS[key] = teacher_topk(lm.model, ids, k)
+    return _TEACHERS[key]
