@@ -164,3 +164,20 @@ def test_anchor_prompts_file_ignores_comments(tmp_path):
     f = tmp_path / "a.txt"
     f.write_text("# comment\nWhat is up?\n\n  # another\nSay hi.\n")
     assert load_anchor_prompts(Path(f)) == ["What is up?", "Say hi."]
+
+
+def test_learn_with_distilled_anchors_and_prose_records_them(tiny_lm, tmp_path):
+    from seal.anchors import golden_prose, load_prose_openers
+
+    store = KnowledgeStore(tmp_path / "s")
+    c = cfg(enabled=False)
+    c.anchors, c.anchor_loss, c.anchor_topk, c.anchor_weight, c.prose = 2, "kl", 4, 0.5, 2
+    learn(tiny_lm, store, [doc(0)], c)
+    reh = store.manifest(1)["rehearsal"]
+    assert reh["anchors"] == {"pool": reh["anchors"]["pool"], "per_epoch": 2, "weight": 0.5, "loss": "kl"}
+    assert reh["prose"]["per_epoch"] == 2 and reh["prose"]["loss"] == "kl"
+    assert len(list((tmp_path / "cache" / "prose").glob("*.json"))) == 1  # generated once, cached
+    assert golden_prose(tiny_lm)[0].completion.startswith(load_prose_openers()[0])
+    for bad in (dict(anchor_loss="mse"), dict(anchor_weight=-1.0), dict(prose=-1)):
+        with pytest.raises(SealError):
+            learn(tiny_lm, store, [doc(0)], LearnConfig(**{**c.__dict__, **bad}))

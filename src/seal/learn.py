@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seal.guard.anchors import golden_anchors, golden_teacher
+from seal.guard.anchors import golden_anchors, golden_prose, golden_teacher
 from seal.core.config import LearnConfig, check_inner, check_sampling
 from seal.domains.knowledge.data import Passage
 from seal.core.environment import environment
@@ -90,7 +90,9 @@ def check_config(cfg: LearnConfig) -> None:
         raise SealError(f"unknown anchor loss {cfg.anchor_loss!r} (known: {', '.join(ANCHOR_LOSSES)})")
     if cfg.anchor_topk < 1:
         raise SealError(f"anchor_topk must be >= 1, not {cfg.anchor_topk}")
-    for name in ("anchor_weight", "replay_weight"):
+    if cfg.prose < 0:
+        raise SealError(f"prose must be >= 0, not {cfg.prose}")
+    for name in ("anchor_weight", "replay_weight", "prose_weight"):
         w = getattr(cfg, name)
         if not (w >= 0 and w < float("inf")):
             raise SealError(f"{name} must be a finite number >= 0, not {w}")
@@ -189,6 +191,10 @@ def learn(
             pool = golden_anchors(lm)
             teacher = golden_teacher(lm, pool, cfg.anchor_topk, cfg.inner.max_seq_len) if cfg.anchor_loss == "kl" else None
             rehearsal["anchors"] = Rehearsal(pool, cfg.anchors, weight=cfg.anchor_weight, teacher=teacher)
+        if cfg.prose:
+            pool = golden_prose(lm)
+            rehearsal["prose"] = Rehearsal(pool, cfg.prose, weight=cfg.prose_weight,
+                                           teacher=golden_teacher(lm, pool, cfg.anchor_topk, cfg.inner.max_seq_len))
         per_epoch = len(trained) + sum(min(r.per_epoch, len(r.pool)) for r in rehearsal.values())
         total = cfg.inner.epochs * -(-per_epoch // cfg.inner.batch_size)
         label = (f"training LoRA on {len(examples)} sequences" + (f" + {len(earlier)} earlier ({cfg.strategy})" if earlier else "")

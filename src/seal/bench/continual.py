@@ -68,6 +68,8 @@ _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
     "anchor-topk": ("anchor_topk", int),
     "anchor-weight": ("anchor_weight", float),
     "replay-weight": ("replay_weight", float),
+    "prose": ("prose", int),
+    "prose-weight": ("prose_weight", float),
     "r": ("inner.lora_r", int),
     "alpha": ("inner.lora_alpha", float),
     "modules": ("inner.target_modules", lambda v: tuple(v.split("+"))),

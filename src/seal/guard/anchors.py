@@ -55,6 +55,39 @@ def golden_teacher(lm: LoadedModel, examples: list[TrainExample], k: int, max_le
     key = (lm.checksum, k, max_len, tuple((e.prompt, e.completion) for e in examples))
     if key not in _TEACHERS:
         ids = [tokenize_example(lm.tokenizer, e, max_len)[0] for e in examples]
-        _TEACHERS.clear()
+        if len(_TEACHERS) >= 4:
+            _TEACHERS.clear()
         _TEACHERS[key] = teacher_topk(lm.model, ids, k)
     return _TEACHERS[key]
+
+
+PROSE_TOKENS = 96  # length of one golden continuation of a prose opener
+PROSE_SAMPLES = 2  # continuations per opener
+
+
+def load_prose_openers(path: Path | None = None) -> list[str]:
+    path = path or Path(str(resources.files("seal") / "resources" / "general" / "prose.txt"))
+    return load_anchor_prompts(path)
+
+
+def golden_prose(lm: LoadedModel, openers: list[str] | None = None) -> list[TrainExample]:
+    """Ordinary text as the golden copy writes it: each prose opener continued (plain text, no
+    chat template; sampled at temperature 1, seeded), opener + continuation as one plain example.
+    Call with no adapters applied. Cached per base model and opener list. Trained only by KL to
+    the golden copy's distribution (LearnConfig.prose), never by cross-entropy."""
+    from seal.core.generation import Sampling
+
+    openers = openers if openers is not None else load_prose_openers()
+
+    def continue_openers() -> dict:
+        texts = []
+        for b in range(0, len(openers), 16):
+            batch = openers[b : b + 16]
+            outs = lm.generator.generate(batch, sampling=Sampling(max_new_tokens=PROSE_TOKENS, temperature=1.0, top_p=0.95,
+                                                                  n=PROSE_SAMPLES, seed=b))
+            texts += [o + c for o, cs in zip(batch, outs) for c in cs]
+        return {"base_sha256": lm.checksum, "openers": openers, "texts": texts}
+
+    texts = cached_json("prose", [lm.checksum, PROSE_TOKENS, PROSE_SAMPLES, openers], continue_openers,
+                        valid=lambda c: len(c["texts"]) == len(openers) * PROSE_SAMPLES)["texts"]
+    return [TrainExample(t) for t in texts if t.strip()]
