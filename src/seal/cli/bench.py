@@ -79,7 +79,7 @@ def continual(
     n: int = typer.Option(8, "--n", min=1, help="Passages learned one after another."),
     offset: int = typer.Option(0, "--offset", min=0, help="First passage of the slice."),
     sequences: int = typer.Option(1, "--sequences", min=1, help="Orderings of the passages (0: data order, others seeded shuffles); the same for every strategy."),
-    strategy: str = typer.Option("stack,replay,consolidate", "--strategy", help="Comma list of NAME[:OPTION=V...]: NAME stack (each version on top of the head), replay (plus a sample of the chain's stored examples), consolidate (one adapter retrained from the base on everything); options lr=, epochs=, stop-loss=, replay=, writer=head|base. E.g. stack,stack:lr=1e-3,replay:stop-loss=0.1."),
+    strategy: str = typer.Option("stack,replay,consolidate", "--strategy", help="Comma list of NAME[:OPTION=V...]: NAME stack (each version on top of the head), replay (plus a sample of the chain's stored examples), consolidate (one adapter retrained from the base on everything); options lr=, epochs=, stop-loss=, replay=, writer=head|base, anchors=, guard=on|off, anchor-loss=ce|kl, anchor-topk=, anchor-weight=, replay-weight=, prose=, prose-weight=, r=, alpha=, modules=q_proj+v_proj. E.g. stack,stack:lr=1e-3,replay:stop-loss=0.1."),
     format: Optional[str] = typer.Option(None, "--format", help="Self-edit format [default: seal learn's]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of every strategy unless it says lr= [default: seal learn's]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs of every strategy unless it says epochs= [default: seal learn's]."),
