@@ -167,7 +167,7 @@ def test_anchor_prompts_file_ignores_comments(tmp_path):
 
 
 def test_learn_with_distilled_anchors_and_prose_records_them(tiny_lm, tmp_path):
-    from seal.anchors import golden_prose, load_prose_openers
+    from seal.guard.anchors import golden_prose, load_prose_openers
 
     store = KnowledgeStore(tmp_path / "s")
     c = cfg(enabled=False)

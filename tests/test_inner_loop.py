@@ -118,7 +118,7 @@ def test_new_adapter_trains_on_top_of_applied_head(tiny_lm, tmp_path):
 
 
 def test_kl_to_teacher_is_zero_for_the_teacher_itself_and_positive_after_training(tiny_lm):
-    from seal.inner_loop import Rehearsal, kl_to_teacher, teacher_topk
+    from seal.core.inner_loop import Rehearsal, kl_to_teacher, teacher_topk
 
     tok, model = tiny_lm.tokenizer, tiny_lm.model
     anchor = TrainExample("Paris is the capital.", prompt="Q: Capital of France?")
@@ -138,7 +138,7 @@ def test_kl_to_teacher_is_zero_for_the_teacher_itself_and_positive_after_trainin
 
 def test_weight_one_plain_rehearsal_trains_exactly_as_before(tiny_lm):
     """Rehearsal with the default weight and no teacher takes the model's own loss: the default recipe is unchanged."""
-    from seal.inner_loop import Rehearsal
+    from seal.core.inner_loop import Rehearsal
 
     pool = [TrainExample("Berlin", prompt="Q: Capital of Germany?"), TrainExample("Rome", prompt="Q: Capital of Italy?")]
     runs = []

@@ -98,7 +98,7 @@ class LearnConfig:
     anchor_topk: int = 64
     anchor_weight: float = 1.0  # loss weight of an anchor example relative to a new example
     replay_weight: float = 1.0  # loss weight of a replayed example relative to a new example
-    # Golden-copy continuations of ordinary prose openers (seal.anchors.golden_prose) distilled per
+    # Golden-copy continuations of ordinary prose openers (seal.guard.anchors.golden_prose) distilled per
     # epoch by KL to the golden copy's distribution (0: none); prose_weight is their loss weight.
     prose: int = 0
     prose_weight: float = 1.0

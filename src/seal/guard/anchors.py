@@ -50,7 +50,7 @@ _TEACHERS: dict = {}  # (base checksum, k, max_len, the examples) -> golden_teac
 
 def golden_teacher(lm: LoadedModel, examples: list[TrainExample], k: int, max_len: int) -> list[tuple]:
     """The golden copy's top-k next-token distribution at every position of each anchor example
-    (seal.inner_loop.teacher_topk), for distillation (LearnConfig.anchor_loss "kl"). Call with no
+    (seal.core.inner_loop.teacher_topk), for distillation (LearnConfig.anchor_loss "kl"). Call with no
     adapters applied: the teacher must be the base model. Kept in memory for the process."""
     key = (lm.checksum, k, max_len, tuple((e.prompt, e.completion) for e in examples))
     if key not in _TEACHERS:
