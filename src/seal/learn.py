@@ -82,16 +82,11 @@ def check_config(cfg: LearnConfig) -> None:
         raise SealError(f"unknown strategy {cfg.strategy!r} (known: {', '.join(STRATEGIES)})")
     if cfg.writer not in WRITERS:
         raise SealError(f"unknown self-edit writer {cfg.writer!r} (known: {', '.join(WRITERS)})")
-    if cfg.replay < 0:
-        raise SealError(f"replay must be >= 0, not {cfg.replay}")
-    if cfg.anchors < 0:
-        raise SealError(f"anchors must be >= 0, not {cfg.anchors}")
     if cfg.anchor_loss not in ANCHOR_LOSSES:
         raise SealError(f"unknown anchor loss {cfg.anchor_loss!r} (known: {', '.join(ANCHOR_LOSSES)})")
-    if cfg.anchor_topk < 1:
-        raise SealError(f"anchor_topk must be >= 1, not {cfg.anchor_topk}")
-    if cfg.prose < 0:
-        raise SealError(f"prose must be >= 0, not {cfg.prose}")
+    for name, least in (("replay", 0), ("anchors", 0), ("anchor_topk", 1), ("prose", 0)):
+        if getattr(cfg, name) < least:
+            raise SealError(f"{name} must be >= {least}, not {getattr(cfg, name)}")
     for name in ("anchor_weight", "replay_weight", "prose_weight"):
         w = getattr(cfg, name)
         if not (w >= 0 and w < float("inf")):

@@ -14,6 +14,12 @@ from seal.core.runtime import json_text
 
 arc_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="Few-shot ARC: self-edits that configure test-time training.")
 
+# Test-time training and self-edit sampling options, the same for `eval` and `train`.
+MaxSequencesOpt = typer.Option(24, "--max-sequences", min=1, help="Cap on augmented pseudo-tasks trained on per task.")
+ViewsOpt = typer.Option(4, "--views", min=1, max=8, help="Invertible views of the test input that vote.")
+LoraROpt = typer.Option(64, "--lora-r", min=1, help="LoRA rank of the per-task adapter.")
+TemperatureOpt = typer.Option(1.0, "--temperature", min=0.0, callback=finite, help="Self-edit sampling temperature.")
+
 
 @arc_app.command("eval")
 @cli_errors
@@ -25,10 +31,10 @@ def evaluate(
     generator: Optional[Path] = typer.Option(None, "--generator", help="The seal method's generator: OUT/iter_N of `seal arc train`."),
     seed: int = typer.Option(0, "--seed", help="Root seed of every trial."),
     model: Optional[str] = ModelOpt,
-    max_sequences: int = typer.Option(24, "--max-sequences", min=1, help="Cap on augmented pseudo-tasks trained on per task."),
-    views: int = typer.Option(4, "--views", min=1, max=8, help="Invertible views of the test input that vote."),
-    lora_r: int = typer.Option(64, "--lora-r", min=1, help="LoRA rank of the per-task adapter."),
-    temperature: float = typer.Option(1.0, "--temperature", min=0.0, callback=finite, help="Self-edit sampling temperature."),
+    max_sequences: int = MaxSequencesOpt,
+    views: int = ViewsOpt,
+    lora_r: int = LoraROpt,
+    temperature: float = TemperatureOpt,
     fresh: bool = typer.Option(False, "--fresh", help="Clear this run's records and start over (default: resume)."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
 ):
@@ -61,10 +67,10 @@ def train(
     repeats: int = typer.Option(1, "--repeats", min=1, help="TTT runs per self-edit (distinct seeds)."),
     seed: int = typer.Option(0, "--seed", help="Root seed."),
     model: Optional[str] = ModelOpt,
-    max_sequences: int = typer.Option(24, "--max-sequences", min=1, help="Cap on augmented pseudo-tasks trained on per task."),
-    views: int = typer.Option(4, "--views", min=1, max=8, help="Invertible views of the test input that vote."),
-    lora_r: int = typer.Option(64, "--lora-r", min=1, help="LoRA rank of the per-task adapter."),
-    temperature: float = typer.Option(1.0, "--temperature", min=0.0, callback=finite, help="Self-edit sampling temperature."),
+    max_sequences: int = MaxSequencesOpt,
+    views: int = ViewsOpt,
+    lora_r: int = LoraROpt,
+    temperature: float = TemperatureOpt,
     executor: str = ExecutorOpt,
     ray_address: Optional[str] = RayAddressOpt,
     workers: Optional[int] = WorkersOpt,
