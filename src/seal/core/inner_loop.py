@@ -89,9 +89,9 @@ def teacher_topk(model, ids_list: list[list[int]], k: int) -> list[tuple]:
     import torch
 
     out = []
+    device = next(model.parameters()).device
     with torch.no_grad():
         for ids in ids_list:
-            device = next(model.parameters()).device
             logits = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
             logp = torch.log_softmax(logits, -1)
             top = logp.topk(min(k, logp.shape[-1]), dim=-1)
