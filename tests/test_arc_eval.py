@@ -35,8 +35,11 @@ def test_eval_writes_records_and_results_and_resumes(tiny_lm, tmp_path):
     assert m["icl"]["n_tasks"] == 2 and m["icl"]["rate"] == m["icl"]["solved"] / 2
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(res))
     assert json.loads((out / "config.json").read_text())["seal_run"] == "arc-eval"
+    assert (out / "attempts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(attempts.png)" in (out / "report.md").read_text()
     (out / "results.json").unlink()
+    (out / "attempts.png").unlink()
     assert report_arc_eval(out) == json.loads(json.dumps(res))  # recomputed from the records alone
+    assert (out / "attempts.png").is_file()  # redrawn too: the tasks are read again, no model
     before = (out / "trials.jsonl").read_text()
     run_arc_eval(small_cfg(), out, tiny_lm)  # resumes: nothing left to run
     assert (out / "trials.jsonl").read_text() == before
@@ -71,3 +74,22 @@ def test_arc_train_then_the_seal_and_oracle_methods(tiny_model_dir, tiny_lm, tmp
     assert res["methods"]["seal"]["paper_rate_percent"] == 72.5 and res["methods"]["oracle"]["paper_rate_percent"] == 100.0
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "| seal | " in report and "| oracle | " in report
+
+
+def test_attempts_figure_shows_solved_tasks_first_and_says_what_each_method_answered():
+    from seal.domains.arc.figures import pick_tasks, shown_attempt
+    from seal.domains.arc.grids import grid_text
+    from seal.domains.arc.tasks import select_tasks
+
+    tasks = select_tasks("generated:eval", 3)
+    expected = tasks[0].test[0].output
+    wrong = tuple(tuple((v + 1) % 10 for v in row) for row in expected)
+    assert shown_attempt({"attempts": [grid_text(wrong), grid_text(expected)]}, expected) == (expected, "solved")
+    assert shown_attempt({"attempts": [grid_text(wrong)]}, expected) == (wrong, "wrong")
+    assert shown_attempt({"attempts": ["12\n3"]}, expected) == (None, "no answer")  # not a rectangle
+    assert shown_attempt({"usable": False, "reward": 0.0}, expected) == (None, "malformed self-edit")
+    assert shown_attempt(None, expected) == (None, "not run")
+    assert shown_attempt({"attempts": ["1"]}, expected)[1] == "wrong 1x1"
+    trials = [{"task_id": tasks[0].id, "reward": 0.0}, {"task_id": tasks[2].id, "reward": 1.0}]
+    assert [t.id for t in pick_tasks(tasks, trials, 4)] == [tasks[2].id, tasks[0].id]  # task 1 has no record
+    assert [t.id for t in pick_tasks(tasks, trials, 1)] == [tasks[2].id]

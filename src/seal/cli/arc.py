@@ -137,3 +137,5 @@ def _show(results: dict, out_dir: Path, as_json: bool) -> None:
     out.print(table)
     for s in results["skipped"]:
         err.print(f"skipped {s['id']}: {s['reason']}")
+    if (out_dir / "attempts.png").is_file():
+        err.print(f"tasks with each method's attempt: {out_dir / 'attempts.png'}")

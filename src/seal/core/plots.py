@@ -8,16 +8,16 @@ from typing import Iterator
 
 
 @contextmanager
-def figure(path: Path, ncols: int, figsize: tuple[float, float]) -> Iterator[list]:
-    """One row of `ncols` axes, saved to `path` when the block ends without error."""
+def figure(path: Path, ncols: int, figsize: tuple[float, float], nrows: int = 1) -> Iterator[list]:
+    """`nrows` x `ncols` axes (a flat list, row by row), saved to `path` when the block ends without error."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, ncols, figsize=figsize, squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
     try:
-        yield list(axes[0])
+        yield [ax for row in axes for ax in row]
         fig.tight_layout()
         fig.savefig(path, dpi=110)
     finally:

@@ -30,6 +30,7 @@ from seal.core.run_records import TrialLog, prepare_run_dir, read_trials
 from seal.core.runtime import UsageError, derive_seed, json_text, peak_memory_mb
 from seal.domains.arc.domain import ArcDomain
 from seal.domains.arc.self_edit import ArcSelfEdit
+from seal.domains.arc.tasks import select_tasks
 from seal.domains.arc.ttt import DEFAULT_EDIT, TTTConfig
 
 METHODS = ("icl", "ttt", "self-edit", "seal", "oracle")
@@ -45,7 +46,7 @@ ORACLE_GRID = (
     ArcSelfEdit(("basic", "chain", "repeat"), "all", 5e-4, 3),
 )
 RUN_KIND = "arc-eval"
-WRITTEN = ("trials.jsonl", "results.json", "report.md")
+WRITTEN = ("trials.jsonl", "results.json", "report.md", "attempts.png")
 
 
 @dataclass
@@ -129,7 +130,16 @@ def run_arc_eval(cfg: ArcEvalConfig, out: Path, lm: LoadedModel, fresh: bool = F
             rec = run_trial(domain, task, method, seed, chain)
             log.append({"key": f"{task.id}|{method}", "task_id": task.id, "method": method, "seed": seed, **rec})
             bar.advance(info=f"{task.id} {method}: {'solved' if rec['reward'] else 'not solved'}")
-    return write_results(out, summarize(cfg, read_trials(out / "trials.jsonl")[0], skipped))
+    trials = read_trials(out / "trials.jsonl")[0]
+    draw_attempts(out, tasks, trials, cfg.methods)
+    return write_results(out, summarize(cfg, trials, skipped))
+
+
+def draw_attempts(out: Path, tasks: list, trials: list[dict], methods: list[str]) -> None:
+    """OUT/attempts.png: a few tasks with each method's attempt (figures.py)."""
+    from seal.domains.arc.figures import FILE, attempts_figure
+
+    attempts_figure(out / FILE, tasks, trials, methods)
 
 
 def report_arc_eval(out: Path) -> dict:
@@ -139,7 +149,12 @@ def report_arc_eval(out: Path) -> dict:
     conf = read_config(out, RUN_KIND, check_config, "seal arc eval")
     conf.pop("seal_run", None)
     old = json.loads((out / "results.json").read_text(encoding="utf-8")) if (out / "results.json").is_file() else {}
-    return write_results(out, summarize(check_config(conf), read_trials(out / "trials.jsonl")[0], old.get("skipped", [])))
+    cfg, trials = check_config(conf), read_trials(out / "trials.jsonl")[0]
+    try:  # the tasks are read again (no model) to draw them; a data file moved since leaves the PNG as it was
+        draw_attempts(out, select_tasks(cfg.data, cfg.n), trials, cfg.methods)
+    except (UsageError, OSError, ValueError) as e:
+        warnings.warn(f"attempts.png not redrawn: {e}", stacklevel=2)
+    return write_results(out, summarize(cfg, trials, old.get("skipped", [])))
 
 
 def write_results(out: Path, results: dict) -> dict:
@@ -160,6 +175,7 @@ def report_markdown(results: dict) -> str:
         paper = "" if m["paper_rate_percent"] is None else f"{m['paper_rate_percent']:g}"
         lines.append(f"| {name} | {m['solved']}/{m['n_tasks']} | {100 * m['rate']:.1f} | {100 * lo:.0f}-{100 * hi:.0f} | {paper} "
                      f"| {m['seconds_per_task']:.1f} | {' '.join(f'{f} {v}' for f, v in m['by_family'].items())} |")
+    lines += ["", "![a few tasks with each method's attempt](attempts.png)"]
     if "oracle" in results["methods"]:
         lines += ["", "oracle: TTT under each configuration of a fixed grid (evaluate.ORACLE_GRID) until one solves the task."]
     lines += [f"- skipped {s['id']}: {s['reason']}" for s in results["skipped"]]
