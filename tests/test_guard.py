@@ -123,6 +123,15 @@ def test_learn_stores_probes_and_the_next_learn_checks_them(tiny_lm, tmp_path):
     assert store.manifest(1)["probes"][0]["kind"] == "gold"
     second = learn(tiny_lm, store, [doc(1)], cfg())
     assert second.guard["n_earlier_probes"] == 1
+    # the head's answers to its probes are read from its own guard decision, not asked again
+    first_flags = store.manifest(1)["guard"]["probe_flags"]
+    assert len(first_flags) == 1 and second.guard["head_probes_reused"]
+    assert second.guard["head_probes_known"] == sum(first_flags)
+    assert len(store.manifest(2)["guard"]["probe_flags"]) == 2  # earlier, then its own
+    from seal.guard.check import ask_probes, chain_probes
+
+    asked = ask_probes(tiny_lm, chain_probes([store.manifest(1)]), store.adapter_dirs(1))
+    assert asked == first_flags  # what asking again gives
 
 
 # -- rehearsal and anchors -----------------------------------------------------------------------

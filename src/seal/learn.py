@@ -208,7 +208,9 @@ def learn(
         decision = None
         if cfg.guard.enabled:
             with reporter.task("guard: general questions, earlier documents, canary", None):
-                decision = run_guard(lm, cfg.guard, head, [*train_on, folder], earlier_probes, probes, log=reporter.log)
+                head_guard = store.manifest(parent).get("guard", {}) if parent else {}
+                decision = run_guard(lm, cfg.guard, head, [*train_on, folder], earlier_probes, probes, log=reporter.log,
+                                     head_flags=head_guard.get("probe_flags"))
             if decision["scale"] != 1.0 and quizzed:  # the delta was scaled: measure what it now recalls
                 after = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after, scaled)",
                                                adapters=[*train_on, folder])

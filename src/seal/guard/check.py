@@ -142,14 +142,18 @@ def run_guard(
     earlier: list[Probe],
     own: list[Probe],
     log: Callable[[str], None] = lambda _m: None,
+    head_flags: list[bool] | None = None,
 ) -> dict:
     """Measure the candidate (adapters `candidate`, whose last folder is the new version) against
     the budget, scaling its delta down while it is over; returns the decision for the manifest.
-    Runs with no adapters applied; applies what it measures itself."""
+    Runs with no adapters applied; applies what it measures itself. `head_flags`: which of
+    `earlier` the head answers, as its own guard measured them when it was committed
+    (`probe_flags` of its decision); asked again when missing or of another length."""
     t0 = time.perf_counter()
     questions = load_guard_questions()
     golden = golden_reference(lm, questions)
-    head_knew = ask_probes(lm, earlier, head)
+    reused = head_flags is not None and len(head_flags) == len(earlier)
+    head_knew = list(head_flags) if reused else ask_probes(lm, earlier, head)
     budget = {"general_kept": cfg.general_kept, "retention": cfg.retention,
               "canary_accuracy": round(golden["canary_accuracy"] - cfg.canary_drop, 4),
               "perplexity": round(golden["perplexity"] * cfg.perplexity_ratio, 3)}
@@ -182,6 +186,7 @@ def run_guard(
             m["over"] += [k for k, bad in (("canary_accuracy", m["canary_accuracy"] < budget["canary_accuracy"]),
                                            ("perplexity", m["perplexity"] > budget["perplexity"])) if bad]
         checks.append(m)
+        flags = retained + own_flags
         log(f"guard at scale {scale:g}: general kept {_pct(m['general_kept'])}, earlier documents kept {_pct(m['retention'])}, "
             f"own questions {_pct(m['own_probes'])}"
             + (f", canary {m['canary_accuracy']:.1%} (golden {golden['canary_accuracy']:.1%}), perplexity {m['perplexity']:.1f} "
@@ -206,7 +211,11 @@ def run_guard(
         "golden": {k: golden[k] for k in ("canary_accuracy", "canary_margin", "perplexity")}
         | {"general_correct": sum(golden["general"]), "general_questions": len(questions)},
         "head_probes_known": sum(head_knew),
+        "head_probes_reused": reused,
         "n_earlier_probes": len(earlier),
+        # which of the chain's probes (earlier, then own) this version answers as committed: the
+        # next learn on top of it reads them instead of asking again
+        **({"probe_flags": flags} if passed else {}),
         "checks": checks,
         "seconds": round(time.perf_counter() - t0, 2),
     }
