@@ -21,9 +21,10 @@ from seal.core.store import KnowledgeStore
 
 pytestmark = pytest.mark.slow
 
-# Two eval articles learned one after another with the default recipe (replay + anchors + guard).
-# Measured (docs/RESULTS.md, "Continual learning"): the first article stays at 40% after the
-# second is learned, and the head keeps about two thirds of the general questions.
+# Two eval articles learned one after another with the default recipe (replay + KL anchors + guard).
+# Measured (docs/continual.md, fourth round): the first article stays at 40% after the second is
+# learned, and the head keeps 88% of the general questions the golden copy answers (the old CE
+# anchors: 64%).
 ARTICLES = ["ff-eval-001", "ff-eval-002"]
 
 
@@ -44,7 +45,7 @@ def test_two_articles_in_sequence_are_both_kept_and_general_questions_survive(em
         kept_first = evaluate(embedded_lm, [first]).accuracy
         general = general_summary(ask_general(embedded_lm), golden, [first.context, second.context])
     assert kept_first >= 0.2, "the second article erased the first"
-    assert general["kept"] >= 0.5 and general["copies"] <= 2, general
+    assert general["kept"] >= 0.75 and general["copies"] <= 1, general
     _exports_equal_the_head(embedded_lm, store, tmp_path)
 
 
