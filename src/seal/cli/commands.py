@@ -442,7 +442,8 @@ def demo(
     temp = resolved_temperature(cfg.sampling.temperature, get_format(format))
     err.print(f"recipe: {format} self-edits (k={cfg.sampling.k}, T={temp:g}) + passage; LoRA r={inner.lora_r} "
               f"alpha={inner.lora_alpha} lr={inner.lr:g} epochs={inner.epochs}; each article a new version on top of the last, "
-              f"rehearsing {cfg.replay} earlier examples ({cfg.strategy}) and {cfg.anchors} golden-copy answers per epoch; "
+              f"rehearsing {cfg.replay} earlier examples ({cfg.strategy}) and {cfg.anchors} ordinary prompts per epoch "
+              f"({'distilling the golden copy' if cfg.anchor_loss == 'kl' else 'the golden copy answers'}); "
               "the forgetting guard checks each version before it becomes head")
     general = [q for q in load_general() if q.id in DEMO_GENERAL]
     golden = s.general(version=0, questions=general)
