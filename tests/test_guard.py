@@ -190,3 +190,23 @@ def test_learn_with_distilled_anchors_and_prose_records_them(tiny_lm, tmp_path):
     for bad in (dict(anchor_loss="mse"), dict(anchor_weight=-1.0), dict(prose=-1)):
         with pytest.raises(SealError):
             learn(tiny_lm, store, [doc(0)], LearnConfig(**{**c.__dict__, **bad}))
+
+
+def test_the_golden_teacher_is_cached_on_disk_bit_exact(tiny_lm, tmp_path):
+    import torch
+
+    from seal.core.inner_loop import teacher_topk, tokenize_example
+    from seal.guard import anchors
+
+    pool = golden_anchors(tiny_lm)[:3]
+    first = anchors.golden_teacher(tiny_lm, pool, 4, 64)
+    files = list((tmp_path / "cache" / "teacher").glob("*.safetensors"))
+    assert len(files) == 1
+    anchors._TEACHERS.clear()  # a new process: read from disk
+    again = anchors.golden_teacher(tiny_lm, pool, 4, 64)
+    fresh = teacher_topk(tiny_lm.model, [tokenize_example(tiny_lm.tokenizer, e, 64)[0] for e in pool], 4)
+    for (a_ids, a_lp), (b_ids, b_lp), (c_ids, c_lp) in zip(first, again, fresh):
+        assert torch.equal(a_ids, b_ids) and torch.equal(a_lp, b_lp) and torch.equal(b_ids, c_ids) and torch.equal(b_lp, c_lp)
+    files[0].write_bytes(b"not a tensor file")  # damaged: computed again, not trusted
+    anchors._TEACHERS.clear()
+    assert all(torch.equal(x[1], y[1]) for x, y in zip(anchors.golden_teacher(tiny_lm, pool, 4, 64), fresh))

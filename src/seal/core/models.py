@@ -79,6 +79,26 @@ def cached_json(kind: str, key: object, compute: Callable[[], dict], valid: Call
     return value
 
 
+def cached_tensors(kind: str, key: object, compute: Callable[[], dict], valid: Callable[[dict], bool] = lambda _d: True) -> dict:
+    """Like cached_json for a dict of CPU tensors (safetensors): read back bit-exact when readable
+    and `valid`, else computed and written atomically."""
+    from safetensors.torch import load_file, save_file
+
+    path = cache_root() / kind / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.safetensors"
+    try:
+        value = load_file(path)
+        if valid(value):
+            return value
+    except Exception:  # missing, truncated or foreign: compute again
+        pass
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in value.items()}, tmp)
+    os.replace(tmp, path)
+    return value
+
+
 def _embedded_gguf() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)  # never import it: it pulls a CLI in
     if spec is None or not spec.submodule_search_locations:

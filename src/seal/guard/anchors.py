@@ -21,7 +21,7 @@ from pathlib import Path
 from seal.core.config import AnswerConfig
 from seal.core.inner_loop import TrainExample, teacher_topk, tokenize_example
 from seal.domains.knowledge.qa import answer_prompt, answer_questions
-from seal.core.models import LoadedModel, cached_json
+from seal.core.models import LoadedModel, cached_json, cached_tensors
 
 ANSWER_TOKENS = 32  # the golden answer's length limit; its first line is kept
 
@@ -51,13 +51,19 @@ _TEACHERS: dict = {}  # (base checksum, k, max_len, the examples) -> golden_teac
 def golden_teacher(lm: LoadedModel, examples: list[TrainExample], k: int, max_len: int) -> list[tuple]:
     """The golden copy's top-k next-token distribution at every position of each anchor example
     (seal.core.inner_loop.teacher_topk), for distillation (LearnConfig.anchor_loss "kl"). Call with no
-    adapters applied: the teacher must be the base model. Kept in memory for the process."""
+    adapters applied: the teacher must be the base model. Kept in memory for the process and on
+    disk beside the model cache (about 30 s of the embedded model's time per `seal learn` otherwise)."""
     key = (lm.checksum, k, max_len, tuple((e.prompt, e.completion) for e in examples))
     if key not in _TEACHERS:
-        ids = [tokenize_example(lm.tokenizer, e, max_len)[0] for e in examples]
+        def compute() -> dict:
+            top = teacher_topk(lm.model, [tokenize_example(lm.tokenizer, e, max_len)[0] for e in examples], k)
+            return {f"{i}.{name}": t for i, pair in enumerate(top) for name, t in zip(("ids", "logp"), pair)}
+
+        flat = cached_tensors("teacher", [*key[:3], [list(e) for e in key[3]]], compute,
+                              valid=lambda d: len(d) == 2 * len(examples))
         if len(_TEACHERS) >= 4:
             _TEACHERS.clear()
-        _TEACHERS[key] = teacher_topk(lm.model, ids, k)
+        _TEACHERS[key] = [(flat[f"{i}.ids"], flat[f"{i}.logp"]) for i in range(len(examples))]
     return _TEACHERS[key]
 
 
