@@ -204,11 +204,12 @@ def learn(
             )
         # What to ask later to see whether these documents are still known, and the earlier ones'.
         probes = [pr for p in passages for pr in document_probes(p, [s for e in edits[p.id] for s in e.sequences], seed)]
-        earlier_probes = chain_probes([store.manifest(v) for v in store.chain(parent)])
+        chain_manifests = [store.manifest(v) for v in store.chain(parent)]  # oldest first; the last is the head's
+        earlier_probes = chain_probes(chain_manifests)
         decision = None
         if cfg.guard.enabled:
             with reporter.task("guard: general questions, earlier documents, canary", None):
-                head_guard = store.manifest(parent).get("guard", {}) if parent else {}
+                head_guard = chain_manifests[-1].get("guard", {}) if chain_manifests else {}
                 decision = run_guard(lm, cfg.guard, head, [*train_on, folder], earlier_probes, probes, log=reporter.log,
                                      head_flags=head_guard.get("probe_flags"))
             if decision["scale"] != 1.0 and quizzed:  # the delta was scaled: measure what it now recalls

@@ -62,41 +62,54 @@ def cache_root() -> Path:
     return Path(user_cache_dir("seal"))
 
 
-def cached_json(kind: str, key: object, compute: Callable[[], dict], valid: Callable[[dict], bool] = lambda _d: True) -> dict:
+def _cached(kind: str, key: object, suffix: str, load: Callable[[Path], dict], save: Callable[[Path, dict], None],
+            compute: Callable[[], dict], valid: Callable[[dict], bool]) -> dict:
     """A result computed once and kept in `$SEAL_CACHE/kind/` under a hash of `key` (which names
     what it depends on, e.g. the base weights' checksum): read back when readable and `valid`,
-    else computed and written atomically (a killed write leaves no half file)."""
-    path = cache_root() / kind / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.json"
+    else computed and saved atomically by `save` (a killed write leaves no half file)."""
+    path = cache_root() / kind / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}{suffix}"
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(value, dict) and valid(value):
+        value = load(path)
+        if valid(value):
             return value
     except (OSError, ValueError, KeyError, TypeError):
         pass
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, value)
+    save(path, value)
     return value
+
+
+def cached_json(kind: str, key: object, compute: Callable[[], dict], valid: Callable[[dict], bool] = lambda _d: True) -> dict:
+    """A JSON object cached by `_cached`."""
+    def load(path: Path) -> dict:
+        value = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(value, dict):
+            raise ValueError(f"{path} is not a JSON object")
+        return value
+
+    return _cached(kind, key, ".json", load, write_json_atomic, compute, valid)
 
 
 def cached_tensors(kind: str, key: object, compute: Callable[[], dict], valid: Callable[[dict], bool] = lambda _d: True) -> dict:
-    """Like cached_json for a dict of CPU tensors (safetensors): read back bit-exact when readable
-    and `valid`, else computed and written atomically."""
+    """A dict of CPU tensors cached by `_cached` (safetensors), read back bit-exact."""
     from safetensors.torch import load_file, save_file
 
-    path = cache_root() / kind / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.safetensors"
-    try:
-        value = load_file(path)
-        if valid(value):
-            return value
-    except Exception:  # missing, truncated or foreign: compute again
-        pass
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in value.items()}, tmp)
-    os.replace(tmp, path)
-    return value
+    def load(path: Path) -> dict:
+        try:
+            return load_file(path)
+        except Exception as e:  # missing, or safetensors' own error for a truncated or foreign file
+            raise ValueError(f"{path}: {e}") from None
+
+    def save(path: Path, value: dict) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file({k: v.contiguous() for k, v in value.items()}, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+
+    return _cached(kind, key, ".safetensors", load, save, compute, valid)
 
 
 def _embedded_gguf() -> Path:
