@@ -9,7 +9,7 @@ from seal.bench.continual import ContinualConfig, edit_key, parse_strategy, run_
 from seal.bench.continual_report import matrix, sequence_metrics
 from seal.domains.knowledge.data import Passage, Question
 from seal.guard.general import copies_document, general_summary, is_correct, load_general
-from seal.core.inner_loop import TrainExample, lora_adapter, train
+from seal.core.inner_loop import Rehearsal, TrainExample, lora_adapter, train
 from seal.learn import chain_examples, learn
 from seal.core.runtime import SealError
 from seal.core.store import KnowledgeStore
@@ -59,6 +59,22 @@ def test_stop_loss_ends_training_after_the_first_epoch_below_it(tiny_lm):
     cfg.stop_loss = None
     with lora_adapter(tiny_lm.model, cfg, 0) as m:
         assert train(m, tiny_lm.tokenizer, exs, cfg, 0).epochs == 6
+
+
+def test_stop_loss_watches_the_new_examples_not_the_rehearsed_ones(tiny_lm):
+    # Rehearsed examples of weight 0 add steps of loss 0: the epoch's mean loss falls, what the
+    # new example recalls does not, and it alone decides when to stop.
+    exs = [TrainExample("Volthaven supplied the ferry batteries.")]
+    pool = Rehearsal([TrainExample(f"Filler sentence number {i}.") for i in range(8)], 8, weight=0.0)
+    cfg = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=3, lr=1e-4)
+    with lora_adapter(tiny_lm.model, cfg, 0) as m:
+        r = train(m, tiny_lm.tokenizer, exs, cfg, 0, rehearsal=(pool,))
+    assert r.epochs == 3 and len(r.new_losses) == 3
+    assert r.new_losses[0] == pytest.approx(sum(r.losses[:9]))  # the 8 rehearsed steps add 0
+    cfg.stop_loss = min(r.new_losses) / 2
+    assert sum(r.losses[:9]) / 9 < cfg.stop_loss  # the mean of all 9 steps would have stopped after epoch 1
+    with lora_adapter(tiny_lm.model, cfg, 0) as m:
+        assert train(m, tiny_lm.tokenizer, exs, cfg, 0, rehearsal=(pool,)).epochs == 3
 
 
 @pytest.mark.parametrize("strategy", ["stack", "replay", "consolidate"])

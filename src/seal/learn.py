@@ -245,6 +245,7 @@ def learn(
             "metrics": {
                 "final_loss": round(final_loss, 4),
                 "epochs_run": result.epochs,
+                "new_losses": [round(x, 4) for x in result.new_losses],  # per epoch, the new examples alone
                 "losses": [round(x, 4) for x in result.losses],
                 **({"accuracy_before": before.accuracy, "accuracy_after": after.accuracy,
                     "n_questions": after.n_questions} if before else {}),

@@ -30,7 +30,7 @@ class InnerLoopConfig:
     batch_size: int = 1  # sequences per optimiser step
     weight_decay: float = 0.0  # AdamW weight decay
     max_seq_len: int = 512  # longer sequences are truncated (tokens)
-    stop_loss: float | None = None  # stop after the first epoch whose mean loss is below this (None: all epochs)
+    stop_loss: float | None = None  # stop after the first epoch whose new examples' mean loss is below this (None: all epochs)
 
 
 @dataclass

@@ -68,6 +68,9 @@ class TrainResult:
     train_seconds: float
     losses: list[float] = field(default_factory=list)  # one per optimiser step
     epochs: int = 0  # epochs run (fewer than configured when cfg.stop_loss stopped it)
+    # per epoch, the mean loss of the new examples alone (rehearsed ones excluded): what they recall.
+    # With batch_size > 1 a batch's loss counts once for each new example in it.
+    new_losses: list[float] = field(default_factory=list)
 
 
 def tokenize_example(tokenizer, ex: TrainExample, max_len: int) -> tuple[list[int], list[int]]:
@@ -143,7 +146,8 @@ def train(
     """AdamW with linear decay to zero over `cfg.epochs` passes; trains whatever requires grad.
     Each epoch also trains on a fresh sample of every rehearsal pool (`Rehearsal`).
 
-    With `cfg.stop_loss`, training ends after the first epoch whose mean loss is below it: going on
+    With `cfg.stop_loss`, training ends after the first epoch whose new examples' mean loss is below
+    it (rehearsed examples are not counted: their loss says nothing about the new data): going on
     until the loss is ~0.001 buys no recall and costs general ability (SEAL.md section 7)."""
     import torch
 
@@ -170,6 +174,7 @@ def train(
                                   r.teacher[j] if r.teacher is not None else None)
                                  for i, r in enumerate(rehearsal) for j in r.sample_indices(seed, epoch, i)]
             order = torch.randperm(len(epoch_data), generator=order_rng).tolist()
+            new_loss, new_count = 0.0, 0
             for b in range(0, len(order), cfg.batch_size):
                 items = [epoch_data[i] for i in order[b : b + cfg.batch_size]]
                 ids, attn, labels = collate([(x[0], x[1]) for x in items], pad)
@@ -187,11 +192,13 @@ def train(
                 result.steps += 1
                 result.n_tokens += int((labels[:, 1:] != IGNORE).sum())
                 result.losses.append(loss)
+                new = sum(i < len(data) for i in order[b : b + cfg.batch_size])
+                new_loss, new_count = new_loss + loss * new, new_count + new
                 if on_step:
                     on_step(result.steps, total, result.losses[-1])
             result.epochs += 1
-            epoch_losses = result.losses[-per_epoch:]
-            if cfg.stop_loss is not None and sum(epoch_losses) / len(epoch_losses) < cfg.stop_loss:
+            result.new_losses.append(new_loss / new_count)
+            if cfg.stop_loss is not None and result.new_losses[-1] < cfg.stop_loss:
                 break
     finally:
         model.eval()
