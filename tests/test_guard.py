@@ -210,3 +210,32 @@ def test_the_golden_teacher_is_cached_on_disk_bit_exact(tiny_lm, tmp_path):
     files[0].write_bytes(b"not a tensor file")  # damaged: computed again, not trusted
     anchors._TEACHERS.clear()
     assert all(torch.equal(x[1], y[1]) for x, y in zip(anchors.golden_teacher(tiny_lm, pool, 4, 64), fresh))
+
+
+def _unpacked_logprobs(lm, context: str, choice: str) -> float:
+    """The plain way: context + choice on one row of its own, log p of the choice's tokens."""
+    import torch
+
+    tok = lm.tokenizer
+    c = tok("", add_special_tokens=True)["input_ids"] + tok(context, add_special_tokens=False)["input_ids"]
+    x = tok(choice, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(input_ids=torch.tensor([c + x])).logits.float(), -1)[0]
+    return float(sum(logp[len(c) - 1 + t, x[t]] for t in range(len(x))))
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_choice_scores_equal_scoring_each_choice_alone(tiny_lm, attention):
+    from seal.guard.canary import choice_logprobs, load_canary
+
+    items = [(f"Question: {it.question}\nAnswer:", [f" {ch}" for ch in it.choices]) for it in load_canary()[:7]]
+    items.append(("Question: Is it?\nAnswer:", [" yes", " no, not at all, never in a long while"]))  # uneven lengths
+    before = tiny_lm.model.config._attn_implementation
+    tiny_lm.model.config._attn_implementation = attention
+    try:
+        packed = choice_logprobs(tiny_lm, items, batch_size=3)  # rows of different widths in one batch
+        alone = [[_unpacked_logprobs(tiny_lm, c, x) for x in xs] for c, xs in items]
+    finally:
+        tiny_lm.model.config._attn_implementation = before
+    assert [len(s) for s in packed] == [len(xs) for _, xs in items]
+    assert packed == [pytest.approx(s, abs=1e-4) for s in alone]

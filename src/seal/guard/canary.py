@@ -42,42 +42,63 @@ def _ids(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def sequence_logprobs(lm: LoadedModel, pairs: list[tuple[str, str]], batch_size: int = 32) -> list[float]:
-    """Sum of log p(continuation tokens | context) for each (context, continuation) pair."""
+def choice_logprobs(lm: LoadedModel, items: list[tuple[str, list[str]]], batch_size: int = 16) -> list[list[float]]:
+    """For each (context, choices) item, the sum of log p(choice tokens | context) of every choice.
+
+    The context is read once per item: its choices are packed after it in one row, each choice
+    attending to the context and to itself only (a block mask) and placed at the positions it
+    would have alone, so the scores equal scoring each context + choice on its own row while the
+    model reads about a third of the tokens. Rows are sorted by length to waste little padding."""
     import torch
 
     tok, model = lm.tokenizer, lm.model
     start = tok("", add_special_tokens=True)["input_ids"]
-    encoded = [(start + _ids(tok, c), _ids(tok, x)) for c, x in pairs]
-    out: list[float] = []
+    encoded = [(start + _ids(tok, c), [_ids(tok, x) for x in xs]) for c, xs in items]
+    out: list[list[float]] = [[] for _ in items]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    for b in range(0, len(encoded), batch_size):
-        batch = encoded[b : b + batch_size]
-        width = max(len(c) + len(x) for c, x in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for i, (c, x) in enumerate(batch):
-            ids[i, : len(c) + len(x)] = torch.tensor(c + x)
-            attn[i, : len(c) + len(x)] = 1
+    dtype = next(model.parameters()).dtype
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + sum(map(len, encoded[i][1])))
+    for b in range(0, len(order), batch_size):
+        rows = [encoded[i] for i in order[b : b + batch_size]]
+        width = max(len(c) + sum(map(len, xs)) for c, xs in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        positions = torch.zeros_like(ids)
+        allowed = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)  # padding sees itself only
+        for r, (c, xs) in enumerate(rows):
+            n = len(c)
+            ids[r, :n] = torch.tensor(c)
+            positions[r, :n] = torch.arange(n)
+            allowed[r, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+            at = n
+            for x in xs:
+                span = slice(at, at + len(x))
+                ids[r, span] = torch.tensor(x)
+                positions[r, span] = torch.arange(n, n + len(x))
+                allowed[r, span, :n] = True
+                allowed[r, span, span] = torch.ones(len(x), len(x), dtype=torch.bool).tril()
+                at += len(x)
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
         with torch.no_grad():
-            logp = torch.log_softmax(model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits.float(), -1).cpu()
-        for i, (c, x) in enumerate(batch):
-            positions = torch.arange(len(c) - 1, len(c) + len(x) - 1)
-            out.append(float(logp[i, positions, torch.tensor(x)].sum()))
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                           position_ids=positions.to(model.device)).logits
+            logp = torch.log_softmax(logits.float(), -1).cpu()
+        for r, (c, xs) in enumerate(rows):
+            at = len(c)
+            for x in xs:
+                # the first choice token is predicted from the context's last position, the rest from their own
+                before = torch.tensor([len(c) - 1] + list(range(at, at + len(x) - 1)))
+                out[order[b + r]].append(float(logp[r, before, torch.tensor(x)].sum()))
+                at += len(x)
     return out
 
 
 def reasoning_accuracy(lm: LoadedModel, items: list[CanaryItem] | None = None) -> dict:
     """Share of canary items whose correct choice has the highest log-likelihood, overall and per category."""
     items = items if items is not None else load_canary()
-    pairs = [(f"Question: {it.question}\nAnswer:", f" {ch}") for it in items for ch in it.choices]
-    scores = sequence_logprobs(lm, pairs)
+    scored = choice_logprobs(lm, [(f"Question: {it.question}\nAnswer:", [f" {ch}" for ch in it.choices]) for it in items])
     per_cat: dict[str, list[bool]] = {}
     margins: list[float] = []
-    i = 0
-    for it in items:
-        s = scores[i : i + len(it.choices)]
-        i += len(it.choices)
+    for it, s in zip(items, scored):
         per_cat.setdefault(it.category, []).append(max(range(len(s)), key=s.__getitem__) == it.answer)
         margins.append(s[it.answer] - max(x for j, x in enumerate(s) if j != it.answer))
     correct = [c for v in per_cat.values() for c in v]
