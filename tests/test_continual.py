@@ -197,6 +197,33 @@ def test_a_run_grows_by_strategy_or_ordering_but_other_changes_need_fresh(tiny_l
     assert edit_key("stack", 0, 2) == "stack|0|2"
 
 
+def test_alone_learns_each_later_passage_into_a_fresh_store_and_joins_a_finished_run(tiny_lm, tmp_path):
+    out = tmp_path / "run"
+    run_continual(tiny_continual(tmp_path, n=3, sequences=1, strategies=["stack"]), out, lm=tiny_lm)
+    # asked later on the same folder: only the passages' own learns run; the ordering's first
+    # edit was already that passage learned into an empty store, so it is reused
+    results = run_continual(tiny_continual(tmp_path, n=3, sequences=1, strategies=["stack"], alone=True), out, lm=tiny_lm)
+    records = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    alone = {r["passage_id"]: r for r in records if r.get("alone")}
+    assert [r["key"] for r in records if r.get("alone")] == ["alone|stack|p0", "alone|stack|p1", "alone|stack|p2"]
+    assert alone["p0"]["from"] == "stack|0|0" and alone["p0"]["accuracy"] == records[1]["row"]["p0"]
+    for pid in ("p1", "p2"):  # learned alone: a one-version store of that passage
+        store = KnowledgeStore(out / "stores" / "stack" / "alone" / pid)
+        assert len(store.state()["versions"]) == 1 and store.manifest(1)["documents"][0]["id"] == pid
+        assert 0 <= alone[pid]["accuracy"] <= 1 and alone[pid]["epochs_run"] == 1
+    s = results["strategies"]["stack"]
+    assert s["n_edits"] == 3 and s["alone_by_passage"] == {p: r["accuracy"] for p, r in alone.items()}
+    later = [(r["row"][r["passage_id"]], alone[r["passage_id"]]["accuracy"]) for r in records[2:4]]
+    assert s["later_edits"] == 2 and s["later_minus_alone"] == pytest.approx(sum(j - a for j, a in later) / 2)
+    assert "alone %" in (out / "report.md").read_text() and json.loads((out / "config.json").read_text())["alone"]
+    # a kill after p2's alone version was committed, before its record: measured, not relearned
+    path = out / "trials.jsonl"
+    path.write_text("".join(line + "\n" for line in path.read_text().splitlines()[:-1]))
+    run_continual(tiny_continual(tmp_path, n=3, sequences=1, strategies=["stack"], alone=True), out, lm=tiny_lm)
+    assert len(KnowledgeStore(out / "stores" / "stack" / "alone" / "p2").state()["versions"]) == 1
+    assert json.loads(path.read_text().splitlines()[-1])["accuracy"] == alone["p2"]["accuracy"]
+
+
 def test_the_golden_copy_writes_the_same_self_edits_whatever_the_head_has_learned(tiny_lm, tmp_path):
     cfg = tiny_learn(writer="base", sampling=SamplingConfig(k=1, max_new_tokens=8),
                      inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=2, lr=5e-2))

@@ -55,6 +55,9 @@ class ContinualConfig:
     seed: int = 0  # root of the orderings and of every learn's seed
     model: str | None = None  # None: the embedded model
     learn: LearnConfig = field(default_factory=LearnConfig)  # the recipe each strategy starts from
+    # also learn each passage alone into a fresh store (per strategy), so that what a later edit
+    # learns can be compared with what the same passage reaches on its own
+    alone: bool = False
 
 
 _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
@@ -137,12 +140,20 @@ def ordering(ids: list[str], cfg: ContinualConfig, sequence: int) -> list[str]:
     return order
 
 
+def strategy_dir(out: Path, strategy: str) -> Path:
+    return out / "stores" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", strategy)
+
+
 def store_dir(out: Path, strategy: str, sequence: int) -> Path:
-    return out / "stores" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", strategy) / f"seq{sequence}"
+    return strategy_dir(out, strategy) / f"seq{sequence}"
 
 
 def edit_key(strategy: str, sequence: int, step: int) -> str:
     return f"{strategy}|{sequence}|{step}"
+
+
+def alone_key(strategy: str, passage_id: str) -> str:
+    return f"alone|{strategy}|{passage_id}"
 
 
 def measure(lm: LoadedModel, passages, base_general: list[dict] | None, documents: list[str], general_qs,
@@ -172,13 +183,13 @@ def grown_config(out: Path, cfg: ContinualConfig) -> ContinualConfig:
         old = json.loads(path.read_text())
     except json.JSONDecodeError:
         return cfg  # prepare_out says what is wrong with it
-    grows = ("strategies", "sequences", MARKER, ENVIRONMENTS)  # the last two are records, not settings
+    grows = ("strategies", "sequences", "alone", MARKER, ENVIRONMENTS)  # the last two are records, not settings
     new = as_json(cfg)
     if old.get("benchmark") != BENCHMARK or {k: v for k, v in old.items() if k not in grows} != {
             k: v for k, v in new.items() if k not in grows}:
         return cfg  # prepare_run_dir refuses it with the list of differences
     union = dataclasses.replace(cfg, strategies=old["strategies"] + [x for x in cfg.strategies if x not in old["strategies"]],
-                                sequences=max(old["sequences"], cfg.sequences))
+                                sequences=max(old["sequences"], cfg.sequences), alone=old.get("alone", False) or cfg.alone)
     kept = {k: old[k] for k in (MARKER, ENVIRONMENTS) if k in old}
     if {**kept, **as_json(union)} != old:
         write_json_atomic(path, {**kept, **as_json(union)})
@@ -232,7 +243,31 @@ def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter
             log.append({"key": edit_key(strategy, seq, step), "strategy": strategy, "sequence": seq, "step": step,
                         "order": order, **record})
             task.advance(info=f"{strategy} seq {seq} step {step}: {record['row'][order[step]]:.0%} just learned")
+    if cfg.alone:
+        todo = [(s, p) for s in cfg.strategies for p in passages if alone_key(s, p.id) not in log.done]
+        with reporter.task("each passage alone, in a fresh store", len(todo)) as task:
+            for strategy, p in todo:
+                log.append({"key": alone_key(strategy, p.id), "strategy": strategy, "alone": True, "passage_id": p.id,
+                            **learn_alone(lm, out, recipes[strategy], p, strategy, log.records)})
+                task.advance(info=f"{strategy} {p.id}: {log.records[-1]['accuracy']:.0%}")
     return write_artifacts(out, whole, log.records)
+
+
+def learn_alone(lm: LoadedModel, out: Path, recipe: LearnConfig, passage, strategy: str, records: list[dict]) -> dict:
+    """The passage learned into a fresh store, and its closed-book accuracy there. An ordering that
+    learned it first already did exactly this (same empty store, same seed): its record is reused."""
+    first = next((r for r in records if r.get("strategy") == strategy and r.get("step") == 0
+                  and r["passage_id"] == passage.id), None)
+    if first is not None:
+        return {"accuracy": first["row"][passage.id], "from": first["key"]}
+    store = KnowledgeStore(strategy_dir(out, strategy) / "alone" / passage.id)
+    if not (store.exists and store.state()["versions"]):  # a killed run may have committed it already
+        learn(lm, store, [dataclasses.replace(passage, questions=[])], recipe, source=f"continual-alone:{passage.id}")
+    result = evaluate(lm, [passage], adapters=store.adapter_dirs())
+    manifest = store.manifest(max(store.state()["versions"]))
+    return {"accuracy": round(result.by_passage().get(passage.id, 0.0), 4),
+            "guard": (manifest.get("guard") or {}).get("decision"), "epochs_run": manifest["metrics"].get("epochs_run"),
+            **manifest["timings"]}
 
 
 def run_edit(lm: LoadedModel, store: KnowledgeStore, recipe: LearnConfig, order, step: int,

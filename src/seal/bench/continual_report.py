@@ -51,7 +51,24 @@ def sequence_metrics(a: list[list[float | None]]) -> dict:
     }
 
 
-def aggregate_strategy(records: list[dict], n: int, base: dict) -> dict:
+def alone_comparison(records: list[dict], alone: dict[str, float]) -> dict:
+    """What each later edit (step >= 2) learned against what the same passage reaches alone: the
+    mean difference, and how many are within 10 points of it (issue 14's goal)."""
+    if not alone:
+        return {}
+    later = [(x["row"][x["passage_id"]], alone[x["passage_id"]]) for x in records
+             if x["step"] > 0 and x["passage_id"] in alone]
+    return {
+        "alone": _mean(list(alone.values())),
+        "alone_by_passage": alone,
+        "later_just_learned": _mean([j for j, _ in later]),
+        "later_minus_alone": _mean([j - a for j, a in later]),
+        "later_within_10": sum(j >= a - 0.1 - 1e-9 for j, a in later),
+        "later_edits": len(later),
+    }
+
+
+def aggregate_strategy(records: list[dict], n: int, base: dict, alone: dict[str, float] | None = None) -> dict:
     seqs = sorted({r["sequence"] for r in records})
     mats = {s: matrix([r for r in records if r["sequence"] == s], n) for s in seqs}
     per_seq = {s: sequence_metrics(m) for s, m in mats.items()}
@@ -95,6 +112,7 @@ def aggregate_strategy(records: list[dict], n: int, base: dict) -> dict:
         "guard_seconds_per_edit": _mean([x.get("guard_seconds") for x in records]),
         "steps": steps,
         "matrix": mean_matrix,
+        **alone_comparison(records, alone or {}),
     }
 
 
@@ -113,9 +131,10 @@ def aggregate(cfg, records: list[dict]) -> dict:
             "perplexity": base["canary"]["perplexity"],
         }
     for s in cfg.strategies:
-        recs = [r for r in records if r.get("strategy") == s]
+        recs = [r for r in records if r.get("strategy") == s and not r.get("alone")]
+        alone = {r["passage_id"]: r["accuracy"] for r in records if r.get("strategy") == s and r.get("alone")}
         if recs:
-            out["strategies"][s] = aggregate_strategy(recs, cfg.n, base or {})
+            out["strategies"][s] = aggregate_strategy(recs, cfg.n, base or {}, alone)
     return out
 
 
@@ -153,6 +172,16 @@ def render_report(results: dict) -> str:
             f"{_f(s['peak_rss_mb'], digits=0)} |"
         )
     lines += ["", "final ± std over orderings; retention = final / just-learned; BWT = mean of A[N-1][i] - A[i][i].", ""]
+    alone = {name: s for name, s in results["strategies"].items() if "alone" in s}
+    if alone:
+        lines += ["Each passage also learned alone, into a fresh store: does a later edit learn as well?", "",
+                  "| strategy | alone % | later edits (2..N) just-learned % | later - alone (points) | within 10 points |",
+                  "|---|---|---|---|---|"]
+        for name, s in alone.items():
+            diff = None if s["later_minus_alone"] is None else 100 * s["later_minus_alone"]
+            lines.append(f"| {name} | {_f(s['alone'], True)} | {_f(s['later_just_learned'], True)} | "
+                         f"{_f(diff, digits=1)} | {s['later_within_10']} of {s['later_edits']} |")
+        lines.append("")
     for name, s in results["strategies"].items():
         lines += [f"## {name}", "", "Mean accuracy matrix (row: after edit r; column: i-th passage learned), %:", ""]
         n = len(s["matrix"])

@@ -84,6 +84,7 @@ def continual(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of every strategy unless it says lr= [default: seal learn's]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs of every strategy unless it says epochs= [default: seal learn's]."),
     seed: int = typer.Option(0, "--seed", help="Root seed of the orderings and of every learn."),
+    alone: bool = typer.Option(False, "--alone", help="Also learn each passage alone into a fresh store, to compare what later edits learn with it (one more learn per passage and strategy)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model folder [default: embedded]."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete OUT and start over (default: resume finished edits)."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
@@ -104,7 +105,7 @@ def continual(
         learn_cfg.inner.lr = lr
     if epochs is not None:
         learn_cfg.inner.epochs = epochs
-    cfg = ContinualConfig(data=data, n=n, offset=offset, sequences=sequences, seed=seed, model=model, learn=learn_cfg,
+    cfg = ContinualConfig(data=data, n=n, offset=offset, sequences=sequences, seed=seed, model=model, learn=learn_cfg, alone=alone,
                           strategies=[s.strip() for s in strategy.split(",") if s.strip()])
     results = run_continual(cfg, out_dir, fresh=fresh, reporter=RichReporter(err))
     _show_continual(results, out_dir, as_json)
@@ -133,6 +134,10 @@ def _show_continual(results: dict, out_dir: Path, as_json: bool) -> None:
                       f(s["general_kept_final"], True), f(s["canary_final"], True), f(s["perplexity_final"]),
                       "n/a" if s["seconds_per_edit"] is None else f"{s['seconds_per_edit']:.0f}")
     out.print(table)
+    for name, s in results["strategies"].items():
+        if "alone" in s:
+            out.print(f"{name}: alone {f(s['alone'], True)}%; later edits {f(s['later_just_learned'], True)}% "
+                      f"({s['later_within_10']} of {s['later_edits']} within 10 points of alone)")
     out.print(f"report: {out_dir / 'report.md'}  plot: {out_dir / 'plot.png'}")
 
 
