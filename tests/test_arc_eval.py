@@ -45,6 +45,15 @@ def test_eval_writes_records_and_results_and_resumes(tiny_lm, tmp_path):
     assert (out / "trials.jsonl").read_text() == before
     with pytest.raises(UsageError, match="different config"):
         run_arc_eval(small_cfg(n=3), out, tiny_lm)
+    assert all(t["self_edit"]["lr"] == 5e-4 for t in ttt)
+
+
+def test_ttt_lr_sets_the_fixed_configurations_learning_rate(tiny_lm, tmp_path):
+    res = run_arc_eval(small_cfg(n=1, methods=["ttt"], ttt_lr=2e-3), tmp_path / "run", tiny_lm)
+    (t,) = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    assert t["self_edit"]["lr"] == 2e-3 and res["config"]["ttt_lr"] == 2e-3
+    with pytest.raises(UsageError, match="--ttt-lr"):
+        run_arc_eval(small_cfg(ttt_lr=3.0), tmp_path / "bad", tiny_lm)
 
 
 def test_cli_refuses_unknown_methods_and_data_in_one_line(tiny_model_dir, tmp_path):

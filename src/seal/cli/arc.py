@@ -35,6 +35,7 @@ def evaluate(
     views: int = ViewsOpt,
     lora_r: int = LoraROpt,
     temperature: float = TemperatureOpt,
+    ttt_lr: Optional[float] = typer.Option(None, "--ttt-lr", min=0.0, callback=finite, help="Learning rate of the ttt method's fixed configuration [default: 5e-4, ttt.DEFAULT_EDIT's]."),
     fresh: bool = typer.Option(False, "--fresh", help="Clear this run's records and start over (default: resume)."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
 ):
@@ -48,7 +49,7 @@ def evaluate(
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     check_methods(chosen, str(generator) if generator else None)
-    cfg = ArcEvalConfig(data=data, n=n, methods=chosen, seed=seed, model=model, generator=str(generator) if generator else None,
+    cfg = ArcEvalConfig(data=data, n=n, methods=chosen, seed=seed, model=model, generator=str(generator) if generator else None, ttt_lr=ttt_lr,
                         ttt=TTTConfig(lora_r=lora_r, max_sequences=max_sequences, views=views),
                         sampling=SamplingConfig(temperature=temperature, max_new_tokens=80))
     with err.status("loading model"):

@@ -42,6 +42,7 @@ class ArcDomain:
     sft: InnerLoopConfig = field(default_factory=_arc_sft)  # the generator's fine-tuning
     exclude: list[str] | None = None  # evaluation sets training tasks must not overlap (None: the spec's own)
     generator: list[Path] = field(default_factory=list)
+    default_edit: ArcSelfEdit = field(default_factory=lambda: DEFAULT_EDIT)  # the configuration when there is no self-edit (the `ttt` baseline)
     name: str = "arc"
     baseline: str = "default-ttt"
     extra_rewards: dict = field(default_factory=dict)
@@ -88,7 +89,7 @@ class ArcDomain:
 
     def reward(self, item: ArcTask, self_edit: str | None, seed: int, context: dict | None = None) -> dict:
         if self_edit is None:
-            edit, parsed = DEFAULT_EDIT, None
+            edit, parsed = self.default_edit, None
         else:
             parsed = parse_arc_self_edit(self_edit)
             if parsed.edit is None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from seal.core.config import SamplingConfig, as_json
@@ -60,6 +60,7 @@ class ArcEvalConfig:
     model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
     generator: str | None = None  # the `seal` method's generator: OUT/iter_N of `seal arc train`
     ttt: TTTConfig = field(default_factory=TTTConfig)
+    ttt_lr: float | None = None  # the ttt method's learning rate (None: ttt.DEFAULT_EDIT's)
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=80))
 
 
@@ -111,8 +112,11 @@ def run_arc_eval(cfg: ArcEvalConfig, out: Path, lm: LoadedModel, fresh: bool = F
 
     reporter = reporter or NullReporter()
     check_methods(cfg.methods, cfg.generator)
+    if cfg.ttt_lr is not None and not 0 < cfg.ttt_lr < 1:
+        raise UsageError(f"--ttt-lr must be between 0 and 1, not {cfg.ttt_lr}")
     chain = generator_chain(Path(cfg.generator)) if cfg.generator else []
-    domain = ArcDomain(lm, ttt=cfg.ttt, sampling=cfg.sampling, exclude=[])
+    domain = ArcDomain(lm, ttt=cfg.ttt, sampling=cfg.sampling, exclude=[],
+                       default_edit=DEFAULT_EDIT if cfg.ttt_lr is None else replace(DEFAULT_EDIT, lr=cfg.ttt_lr))
     with warnings.catch_warnings():  # skipped tasks go to results.json (and the CLI prints them)
         warnings.simplefilter("ignore", UserWarning)
         tasks = domain.load_items(cfg.data, cfg.n)
@@ -176,6 +180,10 @@ def report_markdown(results: dict) -> str:
         lines.append(f"| {name} | {m['solved']}/{m['n_tasks']} | {100 * m['rate']:.1f} | {100 * lo:.0f}-{100 * hi:.0f} | {paper} "
                      f"| {m['seconds_per_task']:.1f} | {' '.join(f'{f} {v}' for f, v in m['by_family'].items())} |")
     lines += ["", "![a few tasks with each method's attempt](attempts.png)"]
+    if "ttt" in results["methods"]:
+        lr = c.get("ttt_lr") or DEFAULT_EDIT.lr
+        lines += ["", f"ttt: one fixed configuration, {'+'.join(DEFAULT_EDIT.augmentations)} augmentations, loss on "
+                      f"{DEFAULT_EDIT.loss}, lr {lr:g}, {DEFAULT_EDIT.epochs} epochs."]
     if "oracle" in results["methods"]:
         lines += ["", "oracle: TTT under each configuration of a fixed grid (evaluate.ORACLE_GRID) until one solves the task."]
     lines += [f"- skipped {s['id']}: {s['reason']}" for s in results["skipped"]]
