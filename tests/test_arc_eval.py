@@ -7,7 +7,7 @@ import json
 import pytest
 
 from seal.domains.arc.evaluate import ORACLE_GRID, ArcEvalConfig, report_arc_eval, run_arc_eval
-from seal.domains.arc.ttt import TTTConfig
+from seal.domains.arc.ttt import DEFAULT_EDIT, TTTConfig
 from seal.core.runtime import UsageError
 
 from conftest import run_seal
@@ -45,13 +45,13 @@ def test_eval_writes_records_and_results_and_resumes(tiny_lm, tmp_path):
     assert (out / "trials.jsonl").read_text() == before
     with pytest.raises(UsageError, match="different config"):
         run_arc_eval(small_cfg(n=3), out, tiny_lm)
-    assert all(t["self_edit"]["lr"] == 5e-4 for t in ttt)
+    assert all(t["self_edit"]["lr"] == DEFAULT_EDIT.lr for t in ttt)
 
 
 def test_ttt_lr_sets_the_fixed_configurations_learning_rate(tiny_lm, tmp_path):
-    res = run_arc_eval(small_cfg(n=1, methods=["ttt"], ttt_lr=2e-3), tmp_path / "run", tiny_lm)
+    res = run_arc_eval(small_cfg(n=1, methods=["ttt"], ttt_lr=3e-3), tmp_path / "run", tiny_lm)
     (t,) = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
-    assert t["self_edit"]["lr"] == 2e-3 and res["config"]["ttt_lr"] == 2e-3
+    assert t["self_edit"]["lr"] == 3e-3 and res["config"]["ttt_lr"] == 3e-3
     with pytest.raises(UsageError, match="--ttt-lr"):
         run_arc_eval(small_cfg(ttt_lr=3.0), tmp_path / "bad", tiny_lm)
 

@@ -152,3 +152,19 @@ def test_rest_em_smoke_one_iteration_two_passages_k2(embedded_lm, tmp_path):
     assert (tmp_path / "run" / "iter_1" / "adapter_model.safetensors").is_file()
     samples = [json.loads(line) for line in (tmp_path / "run" / "work" / "iter_1" / "samples.jsonl").read_text().splitlines()]
     assert all(len(s["completions"]) == 2 and all(c.strip() for c in s["completions"]) for s in samples)
+
+
+def test_test_time_training_solves_an_easy_arc_task_the_model_cannot_in_context(embedded_lm):
+    # gen-train-001-flip with the ttt method's fixed configuration, as `seal arc eval --data
+    # generated:train --methods ttt --max-sequences 8` runs it (docs/RESULTS.md: solved, ~80 s here).
+    from seal.core.runtime import derive_seed
+    from seal.domains.arc.tasks import select_tasks
+    from seal.domains.arc.ttt import DEFAULT_EDIT, TTTConfig, answer, run_ttt
+
+    task = select_tasks("generated:train", 2)[1]
+    cfg = TTTConfig(lora_r=64, max_sequences=8, views=4)
+    assert task.family == "flip"
+    before = answer(embedded_lm, task, cfg)
+    after = run_ttt(embedded_lm, task, DEFAULT_EDIT, cfg, derive_seed(0, "arc-eval", task.id, "ttt"))
+    assert not before["solved"] and after["solved"] and after["n_sequences"] == 8
+    assert after["truth_logprob"] > before["truth_logprob"] + 5  # the right answer became far more likely

@@ -35,7 +35,7 @@ def evaluate(
     views: int = ViewsOpt,
     lora_r: int = LoraROpt,
     temperature: float = TemperatureOpt,
-    ttt_lr: Optional[float] = typer.Option(None, "--ttt-lr", min=0.0, callback=finite, help="Learning rate of the ttt method's fixed configuration [default: 5e-4, ttt.DEFAULT_EDIT's]."),
+    ttt_lr: Optional[float] = typer.Option(None, "--ttt-lr", min=0.0, callback=finite, help="Learning rate of the ttt method's fixed configuration [default: 2e-3, ttt.DEFAULT_EDIT's]."),
     fresh: bool = typer.Option(False, "--fresh", help="Clear this run's records and start over (default: resume)."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
 ):
