@@ -52,7 +52,7 @@ def sequence_metrics(a: list[list[float | None]]) -> dict:
 
 
 def alone_comparison(records: list[dict], alone: dict[str, float]) -> dict:
-    """What each later edit (step >= 2) learned against what the same passage reaches alone: the
+    """What each later edit (the 2nd of an ordering on) learned against what the same passage reaches alone: the
     mean difference, and how many are within 10 points of it (issue 14's goal)."""
     if not alone:
         return {}
