@@ -57,11 +57,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from seal.core.models import load_model
-    from seal.guard.canary import choice_logprobs, load_canary
+    from seal.guard.canary import choice_logprobs, load_canary, scoring_items
 
     lm = load_model(args.model)
     canary = load_canary()
-    items = [(f"Question: {it.question}\nAnswer:", [f" {ch}" for ch in it.choices]) for it in canary]
+    items = scoring_items(canary)
     answers = [it.answer for it in canary]
     tok = lm.tokenizer
     packed_tokens = sum(1 + len(tok(c)["input_ids"]) + sum(len(tok(x)["input_ids"]) for x in xs) for c, xs in items)

@@ -226,9 +226,9 @@ def _unpacked_logprobs(lm, context: str, choice: str) -> float:
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_packed_choice_scores_equal_scoring_each_choice_alone(tiny_lm, attention):
-    from seal.guard.canary import choice_logprobs, load_canary
+    from seal.guard.canary import choice_logprobs, load_canary, scoring_items
 
-    items = [(f"Question: {it.question}\nAnswer:", [f" {ch}" for ch in it.choices]) for it in load_canary()[:7]]
+    items = scoring_items(load_canary()[:7])
     items.append(("Question: Is it?\nAnswer:", [" yes", " no, not at all, never in a long while"]))  # uneven lengths
     before = tiny_lm.model.config._attn_implementation
     tiny_lm.model.config._attn_implementation = attention

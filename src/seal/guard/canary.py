@@ -92,10 +92,15 @@ def choice_logprobs(lm: LoadedModel, items: list[tuple[str, list[str]]], batch_s
     return out
 
 
+def scoring_items(items: list[CanaryItem]) -> list[tuple[str, list[str]]]:
+    """The (context, choices) each canary item is scored as."""
+    return [(f"Question: {it.question}\nAnswer:", [f" {ch}" for ch in it.choices]) for it in items]
+
+
 def reasoning_accuracy(lm: LoadedModel, items: list[CanaryItem] | None = None) -> dict:
     """Share of canary items whose correct choice has the highest log-likelihood, overall and per category."""
     items = items if items is not None else load_canary()
-    scored = choice_logprobs(lm, [(f"Question: {it.question}\nAnswer:", [f" {ch}" for ch in it.choices]) for it in items])
+    scored = choice_logprobs(lm, scoring_items(items))
     per_cat: dict[str, list[bool]] = {}
     margins: list[float] = []
     for it, s in zip(items, scored):
