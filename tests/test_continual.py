@@ -109,11 +109,12 @@ def test_bad_strategy_and_writer_are_one_line_errors(tiny_lm, tmp_path):
 
 
 def test_strategy_specs_parse_into_learn_configs():
-    cfg = parse_strategy("replay:lr=1e-3:stop-loss=0.1:writer=base:replay=8:anchors=4:guard=off", LearnConfig())
+    cfg = parse_strategy("replay:lr=1e-3:stop-loss=0.1:writer=base:replay=8:anchors=4:guard=off:mix=on", LearnConfig())
     assert (cfg.strategy, cfg.inner.lr, cfg.inner.stop_loss, cfg.writer, cfg.replay) == ("replay", 1e-3, 0.1, "base", 8)
+    assert cfg.inner.mix_rehearsal and not LearnConfig().inner.mix_rehearsal
     assert cfg.anchors == 4 and not cfg.guard.enabled and LearnConfig().guard.enabled
     assert LearnConfig().inner.lr == 1e-3  # the base recipe is not changed in place
-    for bad, msg in (("stak", "unknown strategy"), ("stack:lr=x", "lr cannot be"), ("stack:guard=maybe", "guard cannot be"), ("stack:foo=1", "bad option"),
+    for bad, msg in (("stak", "unknown strategy"), ("stack:lr=x", "lr cannot be"), ("stack:guard=maybe", "guard cannot be"), ("stack:mix=yes", "mix cannot be"), ("stack:foo=1", "bad option"),
                      ("stack:lr=-1", "positive finite"), ("stack:writer=me", "unknown self-edit writer")):
         with pytest.raises(SealError, match=msg):
             parse_strategy(bad, LearnConfig())
@@ -188,6 +189,12 @@ def test_a_run_grows_by_strategy_or_ordering_but_other_changes_need_fresh(tiny_l
     assert [r["key"] for r in records[1:]] == ["stack|0|0", "stack|0|1", "replay|0|0", "replay|0|1", "replay|1|0", "replay|1|1"]
     assert list(results["strategies"]) == ["stack", "replay"] and results["config"]["sequences"] == 2
     assert json.loads((out / "config.json").read_text())["strategies"] == ["stack", "replay"]
+    # a folder written before a setting existed (here mix_rehearsal) grows too: the setting is at its default
+    conf = json.loads((out / "config.json").read_text())
+    del conf["learn"]["inner"]["mix_rehearsal"]
+    (out / "config.json").write_text(json.dumps(conf))
+    run_continual(tiny_continual(tmp_path, n=2, sequences=1, strategies=["stack:mix=on"]), out, lm=tiny_lm)
+    assert json.loads((out / "config.json").read_text())["strategies"] == ["stack", "replay", "stack:mix=on"]
     with pytest.raises(SealError, match="different config"):
         run_continual(tiny_continual(tmp_path, n=1, sequences=1, strategies=["stack"]), out, lm=tiny_lm)
     with pytest.raises(SealError, match="fewer than --n"):

@@ -1,5 +1,9 @@
 """Component tests of the inner loop on the tiny random model."""
 
+import dataclasses
+import math
+
+import pytest
 import torch
 
 from seal.core.config import InnerLoopConfig
@@ -146,3 +150,36 @@ def test_weight_one_plain_rehearsal_trains_exactly_as_before(tiny_lm):
         with lora_adapter(tiny_lm.model, CFG, seed=0) as pm:
             runs.append(train(pm, tiny_lm.tokenizer, FACTS, CFG, seed=0, rehearsal=(r,)).losses)
     assert runs[0] == runs[1]
+
+
+def test_packed_examples_score_as_they_would_on_rows_of_their_own(tiny_lm):
+    """mix_rehearsal packs a step's examples into one row under a block mask: each example's loss
+    (plain cross-entropy, or KL to its teacher, times its weight) is the loss it has alone."""
+    from seal.core.inner_loop import _batch_loss, _packed_losses, teacher_topk
+
+    tok, model = tiny_lm.tokenizer, tiny_lm.model
+    anchor = TrainExample("Paris is the capital.", prompt="Q: Capital of France?")
+    anchor_ids = tokenize_example(tok, anchor, 512)
+    items = [(*tokenize_example(tok, f, 512), 1.0, None) for f in FACTS]
+    items.append((*anchor_ids, 0.5, teacher_topk(model, [anchor_ids[0]], k=8)[0]))
+    with lora_adapter(model, CFG, seed=0) as pm:
+        train(pm, tok, FACTS, CFG, seed=0)  # move the adapter off zero, so the KL is not ~0
+        with torch.no_grad():
+            packed = [float(x) for x in _packed_losses(pm, items, "cpu")]
+            alone = [float(_batch_loss(pm, *collate([(it[0], it[1])], 0), [it])) for it in items]
+    assert packed[-1] > 1e-4
+    assert packed == pytest.approx(alone, rel=1e-4, abs=1e-6)
+
+
+def test_mix_rehearsal_trains_the_same_examples_in_the_new_examples_steps(tiny_lm):
+    from seal.core.inner_loop import Rehearsal
+
+    pool = Rehearsal([TrainExample(f"Filler sentence number {i}.", prompt="Q: Which?") for i in range(9)], 5)
+    runs = {}
+    for mix in (False, True):
+        cfg = dataclasses.replace(CFG, epochs=3, mix_rehearsal=mix)
+        with lora_adapter(tiny_lm.model, cfg, seed=0) as pm:
+            runs[mix] = train(pm, tiny_lm.tokenizer, FACTS, cfg, seed=0, rehearsal=(pool,))
+    assert runs[False].steps == 3 * 7 and runs[True].steps == 3 * 2  # one step per new example
+    assert runs[True].n_tokens == runs[False].n_tokens  # the same examples, every epoch
+    assert len(runs[True].new_losses) == 3 and all(math.isfinite(x) for x in runs[True].losses)

@@ -64,6 +64,7 @@ _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
     "lr": ("inner.lr", float),
     "epochs": ("inner.epochs", int),
     "stop-loss": ("inner.stop_loss", float),
+    "mix": ("inner.mix_rehearsal", lambda v: {"on": True, "off": False}[v]),
     "replay": ("replay", int),
     "writer": ("writer", str),
     "anchors": ("anchors", int),
@@ -181,11 +182,13 @@ def grown_config(out: Path, cfg: ContinualConfig) -> ContinualConfig:
         return cfg
     try:
         old = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        # read as the config it parses into, so that a field added since (at its default) is no difference
+        settings = as_json(check_run_config({k: v for k, v in old.items() if k not in (MARKER, ENVIRONMENTS)}))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         return cfg  # prepare_out says what is wrong with it
-    grows = ("strategies", "sequences", "alone", MARKER, ENVIRONMENTS)  # the last two are records, not settings
+    grows = ("strategies", "sequences", "alone")
     new = as_json(cfg)
-    if old.get("benchmark") != BENCHMARK or {k: v for k, v in old.items() if k not in grows} != {
+    if old.get("benchmark") != BENCHMARK or {k: v for k, v in settings.items() if k not in grows} != {
             k: v for k, v in new.items() if k not in grows}:
         return cfg  # prepare_run_dir refuses it with the list of differences
     union = dataclasses.replace(cfg, strategies=old["strategies"] + [x for x in cfg.strategies if x not in old["strategies"]],

@@ -31,6 +31,10 @@ class InnerLoopConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     max_seq_len: int = 512  # longer sequences are truncated (tokens)
     stop_loss: float | None = None  # stop after the first epoch whose new examples' mean loss is below this (None: all epochs)
+    # Rehearsed examples (replay, anchors) ride along in the new examples' steps, packed into one
+    # row with them (seal.core.inner_loop.train), instead of taking steps of their own: the same
+    # examples per epoch in one step per batch of new examples, each a longer, faster-per-token row.
+    mix_rehearsal: bool = False
 
 
 @dataclass
