@@ -152,23 +152,35 @@ def test_weight_one_plain_rehearsal_trains_exactly_as_before(tiny_lm):
     assert runs[0] == runs[1]
 
 
-def test_packed_examples_score_as_they_would_on_rows_of_their_own(tiny_lm):
-    """mix_rehearsal packs a step's examples into one row under a block mask: each example's loss
-    (plain cross-entropy, or KL to its teacher, times its weight) is the loss it has alone."""
-    from seal.core.inner_loop import _batch_loss, _packed_losses, teacher_topk
+def test_packed_examples_score_and_train_as_they_would_on_rows_of_their_own(tiny_lm):
+    """mix_rehearsal packs a step's examples into one row, their shared prefix read once: each
+    example's loss (plain cross-entropy, or KL to its teacher, times its weight) and the gradient
+    of their sum are those of each example on a row of its own."""
+    from seal.core.inner_loop import _batch_loss, _packed_losses, shared_prefix, teacher_topk
 
     tok, model = tiny_lm.tokenizer, tiny_lm.model
-    anchor = TrainExample("Paris is the capital.", prompt="Q: Capital of France?")
-    anchor_ids = tokenize_example(tok, anchor, 512)
-    items = [(*tokenize_example(tok, f, 512), 1.0, None) for f in FACTS]
-    items.append((*anchor_ids, 0.5, teacher_topk(model, [anchor_ids[0]], k=8)[0]))
+    system = "System: you are a helpful assistant who answers briefly.\nQ: "
+    anchor = tokenize_example(tok, TrainExample("Paris is the capital.", prompt=system + "Capital of France?"), 512)
+    items = [(*tokenize_example(tok, ex, 512), 1.0, None) for ex in (
+        TrainExample("Volthaven built it in March", prompt=system + "Who built it?"),
+        TrainExample("Porto ferry battery 2026"),  # no prompt: starts elsewhere, packed without the prefix
+        TrainExample("It holds 4 MWh.", prompt=system + "How much does it hold?"),
+    )]
+    items.append((*anchor, 0.5, teacher_topk(model, [anchor[0]], k=8)[0]))
+    prefix = shared_prefix([x[0] for x in items])
+    assert len(prefix) >= len(tok(system)["input_ids"]) - 1 and items[0][0][: len(prefix)] == prefix
+    assert items[1][0][: len(prefix)] != prefix
     with lora_adapter(model, CFG, seed=0) as pm:
-        train(pm, tok, FACTS, CFG, seed=0)  # move the adapter off zero, so the KL is not ~0
-        with torch.no_grad():
-            packed = [float(x) for x in _packed_losses(pm, items, "cpu")]
-            alone = [float(_batch_loss(pm, *collate([(it[0], it[1])], 0), [it])) for it in items]
-    assert packed[-1] > 1e-4
-    assert packed == pytest.approx(alone, rel=1e-4, abs=1e-6)
+        train(pm, tok, FACTS, CFG, seed=0)  # move the adapter off zero, so that the KL is not ~0
+        params = [p for p in pm.parameters() if p.requires_grad]
+        packed = _packed_losses(pm, items, "cpu")
+        packed_grads = torch.autograd.grad(torch.stack(packed).sum(), params)
+        alone = [_batch_loss(pm, *collate([(it[0], it[1])], 0), [it]) for it in items]
+        alone_grads = torch.autograd.grad(torch.stack(alone).sum(), params)
+    assert float(packed[-1]) > 1e-4
+    assert [float(x) for x in packed] == pytest.approx([float(x) for x in alone], rel=1e-4, abs=1e-6)
+    for g, h in zip(packed_grads, alone_grads):
+        assert torch.allclose(g, h, rtol=1e-3, atol=1e-6)
 
 
 def test_mix_rehearsal_trains_the_same_examples_in_the_new_examples_steps(tiny_lm):

@@ -21,7 +21,9 @@ from seal.core.config import LearnConfig, check_inner, check_sampling
 from seal.domains.knowledge.data import Passage
 from seal.core.environment import environment
 from seal.guard.check import chain_probes, check_guard, document_probes, run_guard
-from seal.core.inner_loop import Rehearsal, TrainExample, applied_adapters, run_inner_loop, tokenize_example
+from seal.core.inner_loop import (
+    Rehearsal, TrainExample, applied_adapters, run_inner_loop, steps_per_epoch, tokenize_example,
+)
 from seal.domains.knowledge.qa import EvalResult, evaluate_with_progress
 from seal.core.models import LoadedModel
 from seal.core.progress import NullReporter, Reporter
@@ -190,8 +192,8 @@ def learn(
             pool = golden_prose(lm)
             rehearsal["prose"] = Rehearsal(pool, cfg.prose, weight=cfg.prose_weight,
                                            teacher=golden_teacher(lm, pool, cfg.anchor_topk, cfg.inner.max_seq_len))
-        per_epoch = len(trained) + sum(min(r.per_epoch, len(r.pool)) for r in rehearsal.values())
-        total = cfg.inner.epochs * -(-per_epoch // cfg.inner.batch_size)
+        per_epoch = steps_per_epoch(len(trained), sum(min(r.per_epoch, len(r.pool)) for r in rehearsal.values()), cfg.inner)
+        total = cfg.inner.epochs * per_epoch
         label = (f"training LoRA on {len(examples)} sequences" + (f" + {len(earlier)} earlier ({cfg.strategy})" if earlier else "")
                  + "".join(f" + {r.per_epoch} {name}/epoch" for name, r in rehearsal.items()))
         folder = store.new_version_dir()
@@ -216,7 +218,7 @@ def learn(
                 after = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after, scaled)",
                                                adapters=[*train_on, folder])
         memory = peak_memory_mb()
-        final_loss = sum(result.losses[-per_epoch:]) / min(per_epoch, len(result.losses))
+        final_loss = sum(result.losses[-per_epoch:]) / min(per_epoch, len(result.losses))  # the last epoch's steps
         manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "source": source,

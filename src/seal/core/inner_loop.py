@@ -11,6 +11,7 @@ original tensors back on exit, so the loaded base model is bit-identical after e
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from seal.core.config import InnerLoopConfig
+from seal.core.packing import additive_mask, packed_row
 from seal.core.runtime import RuntimeFailure, SealError
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -135,6 +137,11 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
     return input_ids, attention, labels
 
 
+def steps_per_epoch(n_new: int, n_rehearsed: int, cfg: InnerLoopConfig) -> int:
+    """Optimiser steps in one epoch of `n_new` new and `n_rehearsed` rehearsed examples."""
+    return math.ceil((n_new + (0 if cfg.mix_rehearsal else n_rehearsed)) / cfg.batch_size)
+
+
 def train(
     model,
     tokenizer,
@@ -161,8 +168,7 @@ def train(
     if not params:
         raise ValueError("model has no trainable parameters (no adapter attached?)")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_epoch = math.ceil((len(data) + (0 if cfg.mix_rehearsal else extra)) / cfg.batch_size)
-    total = per_epoch * cfg.epochs
+    total = steps_per_epoch(len(data), extra, cfg) * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))
     order_rng = torch.Generator().manual_seed(seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -231,31 +237,51 @@ def _epoch_batches(data: list, rehearsed: list, cfg: InnerLoopConfig, order_rng)
     return [([data[i] for i in s] + [rehearsed[j] for j in old[k :: len(steps)]], len(s)) for k, s in enumerate(steps)]
 
 
+def shared_prefix(seqs: list[list[int]]) -> list[int]:
+    """The token prefix that the sequences starting with the most common first token share (the
+    chat template's system turn, for instance), shorter than each of them; [] when fewer than two
+    share a first token."""
+    from collections import Counter
+
+    starts = Counter(x[0] for x in seqs if x).most_common(1)
+    group = [x for x in seqs if x and starts and x[0] == starts[0][0]]
+    if len(group) < 2:
+        return []
+    n = min(len(x) for x in group) - 1
+    for i in range(n):
+        if any(x[i] != group[0][i] for x in group):
+            return group[0][:i]
+    return group[0][:n]
+
+
 def _packed_losses(model, items, device) -> list:
     """Each example's loss (cross-entropy on its completion, or KL to its teacher) times its
-    weight, with the examples packed into one row: each attends to itself only (a block-diagonal
-    causal mask) at the positions it would have alone, so the losses equal training each on a row
-    of its own while the matrix products run on one longer row (faster per token on a CPU)."""
+    weight, with the examples packed into one row: the prefix most of them share (`shared_prefix`)
+    once at the start, then each example's own tokens at the positions they would have alone,
+    attending to that prefix (when they begin with it) and to themselves only. The losses, and the
+    gradients of their sum, equal training each example on a row of its own, while the model reads
+    each shared prefix once and runs its matrix products on one longer row (faster on a CPU)."""
     import torch
 
-    lengths = [len(x[0]) for x in items]
-    ids = torch.tensor([t for x in items for t in x[0]], device=device)[None]
-    positions = torch.cat([torch.arange(n) for n in lengths]).to(device)[None]
-    segment = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(lengths))
-    allowed = (segment[:, None] == segment[None, :]) & torch.ones(len(segment), len(segment), dtype=torch.bool).tril()
-    dtype = next(model.parameters()).dtype
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[None, None]
-    logits = model(input_ids=ids, attention_mask=mask.to(device), position_ids=positions).logits[0]
-    losses, at = [], 0
-    for (tok_ids, labels, w, teacher), n in zip(items, lengths):
-        span = logits[at : at + n]
+    seqs = [x[0] for x in items]
+    prefix = shared_prefix(seqs)
+    shares = [bool(prefix) and len(x) > len(prefix) and x[: len(prefix)] == prefix for x in seqs]
+    own = [x[len(prefix) :] if sh else x for x, sh in zip(seqs, shares)]
+    positions, allowed = packed_row(len(prefix), [(len(x), sh) for x, sh in zip(own, shares)])
+    ids = torch.tensor(prefix + [t for x in own for t in x], device=device)[None]
+    mask = additive_mask(allowed, next(model.parameters()).dtype)
+    logits = model(input_ids=ids, attention_mask=mask.to(device), position_ids=positions.to(device)[None]).logits[0]
+    ends = list(itertools.accumulate(map(len, own), initial=len(prefix)))
+    spans = [slice(a, b) for a, b in zip(ends, ends[1:])]
+    losses = []
+    for (tok_ids, labels, w, teacher), span, sh in zip(items, spans, shares):
+        rows = torch.cat([logits[: len(prefix)], logits[span]]) if sh else logits[span]
         if teacher is not None:
-            loss = kl_to_teacher(span, teacher, n)
+            loss = kl_to_teacher(rows, teacher, len(tok_ids))
         else:
-            loss = torch.nn.functional.cross_entropy(span[:-1].float(), torch.tensor(labels[1:], device=device),
+            loss = torch.nn.functional.cross_entropy(rows[:-1].float(), torch.tensor(labels[1:], device=device),
                                                      ignore_index=IGNORE)
         losses.append(loss * w)
-        at += n
     return losses
 
 

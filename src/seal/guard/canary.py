@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from seal.core.models import LoadedModel
+from seal.core.packing import additive_mask, packed_row
 
 
 @dataclass
@@ -65,19 +66,12 @@ def choice_logprobs(lm: LoadedModel, items: list[tuple[str, list[str]]], batch_s
         positions = torch.zeros_like(ids)
         allowed = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)  # padding sees itself only
         for r, (c, xs) in enumerate(rows):
-            n = len(c)
-            ids[r, :n] = torch.tensor(c)
-            positions[r, :n] = torch.arange(n)
-            allowed[r, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
-            at = n
-            for x in xs:
-                span = slice(at, at + len(x))
-                ids[r, span] = torch.tensor(x)
-                positions[r, span] = torch.arange(n, n + len(x))
-                allowed[r, span, :n] = True
-                allowed[r, span, span] = torch.ones(len(x), len(x), dtype=torch.bool).tril()
-                at += len(x)
-        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+            pos, allow = packed_row(len(c), [(len(x), True) for x in xs])
+            n = len(pos)
+            ids[r, :n] = torch.tensor(c + [t for x in xs for t in x])
+            positions[r, :n] = pos
+            allowed[r, :n, :n] = allow
+        mask = additive_mask(allowed, dtype)
         with torch.no_grad():
             logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                            position_ids=positions.to(model.device)).logits
