@@ -192,6 +192,17 @@ def test_learn_with_distilled_anchors_and_prose_records_them(tiny_lm, tmp_path):
             learn(tiny_lm, store, [doc(0)], LearnConfig(**{**c.__dict__, **bad}))
 
 
+def test_learn_with_mixed_rehearsal_takes_one_step_per_new_example(tiny_lm, tmp_path):
+    store = KnowledgeStore(tmp_path / "s")
+    c = cfg(enabled=False)
+    c.anchors, c.anchor_loss, c.anchor_topk = 3, "kl", 4
+    c.inner.mix_rehearsal = True
+    learn(tiny_lm, store, [doc(0)], c)
+    m = store.manifest(1)
+    steps = len(m["training_examples"]) * c.inner.epochs  # the anchors ride along in those steps
+    assert m["config"]["inner"]["mix_rehearsal"] and len(m["metrics"]["losses"]) == steps
+
+
 def test_the_golden_teacher_is_cached_on_disk_bit_exact(tiny_lm, tmp_path):
     import torch
 
