@@ -155,7 +155,7 @@ def learn(
     anchor_loss: str = typer.Option(LearnConfig.anchor_loss, "--anchor-loss", help="How anchors are trained: ce (cross-entropy on the golden copy's greedy answer) or kl (KL to the golden copy's next-token distribution at every position; no templates leak)."),
     prose: int = typer.Option(LearnConfig.prose, "--prose", min=0, help="Golden-copy continuations of ordinary prose distilled (KL) per epoch, to keep ordinary text as it was (0: none)."),
     stop_loss: Optional[float] = typer.Option(None, "--stop-loss", min=0.0, help="Stop training after the first epoch whose new examples' mean loss is below this (rehearsed ones are not counted) [default: all epochs]."),
-    mix_rehearsal: bool = typer.Option(InnerLoopConfig.mix_rehearsal, "--mix-rehearsal/--no-mix-rehearsal", help="Pack the rehearsed examples (replay, anchors) into the new examples' training steps instead of giving them steps of their own (fewer, faster steps)."),
+    mix_rehearsal: bool = typer.Option(InnerLoopConfig.mix_rehearsal, "--mix-rehearsal/--no-mix-rehearsal", help="Pack the rehearsed examples (replay, anchors) into the new examples' training steps instead of giving them steps of their own: training 1.17x faster, more forgetting (docs/continual.md)."),
     no_guard: bool = typer.Option(False, "--no-guard", help="Commit without the forgetting guard's checks."),
     force: bool = typer.Option(False, "--force", help="Make the new version head even when the guard finds it over budget (recorded as forced)."),
     guard_general: float = typer.Option(GuardConfig.general_kept, "--guard-general", min=0.0, max=1.0, callback=finite, help="Guard: share of the general questions the golden copy answers that must still be answered."),
