@@ -60,11 +60,15 @@ class ContinualConfig:
     alone: bool = False
 
 
+def _on_off(v: str) -> bool:
+    return {"on": True, "off": False}[v]  # KeyError: reported as "cannot be"
+
+
 _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
     "lr": ("inner.lr", float),
     "epochs": ("inner.epochs", int),
     "stop-loss": ("inner.stop_loss", float),
-    "mix": ("inner.mix_rehearsal", lambda v: {"on": True, "off": False}[v]),
+    "mix": ("inner.mix_rehearsal", _on_off),
     "replay": ("replay", int),
     "writer": ("writer", str),
     "anchors": ("anchors", int),
@@ -77,7 +81,7 @@ _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
     "r": ("inner.lora_r", int),
     "alpha": ("inner.lora_alpha", float),
     "modules": ("inner.target_modules", lambda v: tuple(v.split("+"))),
-    "guard": ("guard.enabled", lambda v: {"on": True, "off": False}[v]),
+    "guard": ("guard.enabled", _on_off),
 }
 
 

@@ -273,16 +273,19 @@ def _packed_losses(model, items, device) -> list:
     logits = model(input_ids=ids, attention_mask=mask.to(device), position_ids=positions.to(device)[None]).logits[0]
     ends = list(itertools.accumulate(map(len, own), initial=len(prefix)))
     spans = [slice(a, b) for a, b in zip(ends, ends[1:])]
-    losses = []
-    for (tok_ids, labels, w, teacher), span, sh in zip(items, spans, shares):
-        rows = torch.cat([logits[: len(prefix)], logits[span]]) if sh else logits[span]
-        if teacher is not None:
-            loss = kl_to_teacher(rows, teacher, len(tok_ids))
-        else:
-            loss = torch.nn.functional.cross_entropy(rows[:-1].float(), torch.tensor(labels[1:], device=device),
-                                                     ignore_index=IGNORE)
-        losses.append(loss * w)
-    return losses
+    return [_example_loss(torch.cat([logits[: len(prefix)], logits[span]]) if sh else logits[span],
+                          torch.tensor(labels, device=device), len(tok_ids), w, teacher)
+            for (tok_ids, labels, w, teacher), span, sh in zip(items, spans, shares)]
+
+
+def _example_loss(logits, labels, length: int, weight: float, teacher):
+    """One example's loss from its logits [L, V] (position t predicting token t + 1): KL to its
+    teacher, or cross-entropy on its labelled (completion) tokens; times its weight."""
+    import torch
+
+    if teacher is not None:
+        return kl_to_teacher(logits, teacher, length) * weight
+    return torch.nn.functional.cross_entropy(logits[:-1].float(), labels[1:], ignore_index=IGNORE) * weight
 
 
 def _batch_loss(model, ids, attn, labels, items):
@@ -294,14 +297,8 @@ def _batch_loss(model, ids, attn, labels, items):
     if all(w == 1.0 and t is None for _, _, w, t in items):
         return model(input_ids=ids, attention_mask=attn, labels=labels).loss
     logits = model(input_ids=ids, attention_mask=attn).logits
-    losses = []
-    for i, (tok_ids, _, w, teacher) in enumerate(items):
-        if teacher is not None:
-            loss = kl_to_teacher(logits[i], teacher, len(tok_ids))
-        else:
-            loss = torch.nn.functional.cross_entropy(logits[i, :-1].float(), labels[i, 1:], ignore_index=IGNORE)
-        losses.append(loss * w)
-    return torch.stack(losses).mean()
+    return torch.stack([_example_loss(logits[i], labels[i], len(tok_ids), w, teacher)
+                        for i, (tok_ids, _, w, teacher) in enumerate(items)]).mean()
 
 
 def _lora_config(cfg: InnerLoopConfig):
