@@ -192,7 +192,7 @@ def learn(
             pool = golden_prose(lm)
             rehearsal["prose"] = Rehearsal(pool, cfg.prose, weight=cfg.prose_weight,
                                            teacher=golden_teacher(lm, pool, cfg.anchor_topk, cfg.inner.max_seq_len))
-        per_epoch = steps_per_epoch(len(trained), sum(min(r.per_epoch, len(r.pool)) for r in rehearsal.values()), cfg.inner)
+        per_epoch = steps_per_epoch(len(trained), sum(r.sampled for r in rehearsal.values()), cfg.inner)
         total = cfg.inner.epochs * per_epoch
         label = (f"training LoRA on {len(examples)} sequences" + (f" + {len(earlier)} earlier ({cfg.strategy})" if earlier else "")
                  + "".join(f" + {r.per_epoch} {name}/epoch" for name, r in rehearsal.items()))

@@ -52,10 +52,15 @@ class Rehearsal:
     # trained as KL(teacher || model) over every position (prompt included), see `kl_to_teacher`.
     teacher: list | None = None
 
+    @property
+    def sampled(self) -> int:
+        """How many of the pool each epoch trains on."""
+        return min(self.per_epoch, len(self.pool))
+
     def sample_indices(self, seed: int, epoch: int, index: int) -> list[int]:
         import random
 
-        k = min(self.per_epoch, len(self.pool))
+        k = self.sampled
         return random.Random(f"{seed}/{epoch}/{index}").sample(range(len(self.pool)), k) if k else []
 
     def sample(self, seed: int, epoch: int, index: int) -> list[TrainExample]:
@@ -163,7 +168,7 @@ def train(
     if not examples:
         raise ValueError("no training examples")
     data = [(*tokenize_example(tokenizer, ex, cfg.max_seq_len), 1.0, None) for ex in examples]
-    extra = sum(min(r.per_epoch, len(r.pool)) for r in rehearsal)
+    extra = sum(r.sampled for r in rehearsal)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters (no adapter attached?)")
