@@ -20,7 +20,7 @@ def small_cfg(**kw) -> ArcEvalConfig:
 
 def test_eval_writes_records_and_results_and_resumes(tiny_lm, tmp_path):
     out = tmp_path / "run"
-    res = run_arc_eval(small_cfg(), out, tiny_lm)
+    res = run_arc_eval(small_cfg(decoding="free"), out, tiny_lm)
     trials = [json.loads(x) for x in (out / "trials.jsonl").read_text().splitlines()]
     assert len(trials) == 6 and {t["method"] for t in trials} == {"icl", "ttt", "self-edit"}
     for t in trials:
@@ -41,11 +41,25 @@ def test_eval_writes_records_and_results_and_resumes(tiny_lm, tmp_path):
     assert report_arc_eval(out) == json.loads(json.dumps(res))  # recomputed from the records alone
     assert (out / "attempts.png").is_file()  # redrawn too: the tasks are read again, no model
     before = (out / "trials.jsonl").read_text()
-    run_arc_eval(small_cfg(), out, tiny_lm)  # resumes: nothing left to run
+    run_arc_eval(small_cfg(decoding="free"), out, tiny_lm)  # resumes: nothing left to run
     assert (out / "trials.jsonl").read_text() == before
     with pytest.raises(UsageError, match="different config"):
-        run_arc_eval(small_cfg(n=3), out, tiny_lm)
+        run_arc_eval(small_cfg(n=3, decoding="free"), out, tiny_lm)
+    with pytest.raises(UsageError, match="decoding"):
+        run_arc_eval(small_cfg(), out, tiny_lm)  # the default decoding is choices
     assert all(t["self_edit"]["lr"] == DEFAULT_EDIT.lr for t in ttt)
+
+
+def test_choices_decoding_makes_every_self_edit_usable_and_old_configs_read_as_free(tiny_lm, tmp_path):
+    from seal.domains.arc.evaluate import check_config
+    from seal.core.config import as_json
+
+    res = run_arc_eval(small_cfg(n=1, methods=["self-edit"]), tmp_path / "run", tiny_lm)
+    (t,) = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    assert t["usable"] is True and t["n_sequences"] == 3 and "truth_logprob" in t  # trained and asked
+    assert res["methods"]["self-edit"]["malformed_self_edits"] == 0 and res["config"]["decoding"] == "choices"
+    old = {k: v for k, v in as_json(small_cfg()).items() if k != "decoding"}  # written before the field existed
+    assert check_config(old).decoding == "free"
 
 
 def test_ttt_lr_sets_the_fixed_configurations_learning_rate(tiny_lm, tmp_path):
@@ -70,6 +84,8 @@ def test_arc_train_then_the_seal_and_oracle_methods(tiny_model_dir, tiny_lm, tmp
     assert r.returncode == 0, r.stderr
     (stats,) = json.loads(r.stdout)
     assert stats["iteration"] == 1 and stats["n_kept"] == 2  # through the one outer loop (rl.rest_em)
+    assert stats["malformed_self_edits"] == 0  # choices decoding (the default): every self-edit parses
+    assert json.loads((tmp_path / "train" / "config.json").read_text())["format"] == "arc-self-edit/choices"
     generator = tmp_path / "train" / "iter_1"
     assert (generator / "adapter_model.safetensors").is_file()
     r = run_seal("arc", "eval", "--methods", "seal", "--out", str(tmp_path / "x"), "--model", str(tiny_model_dir))

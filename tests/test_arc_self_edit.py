@@ -6,7 +6,8 @@ import pytest
 
 from seal.domains.arc.families import generate_task
 from seal.domains.arc.grids import ArcTask, Pair
-from seal.domains.arc.self_edit import EPOCHS_MAX, LR_MAX, LR_MIN, parse_arc_self_edit
+from seal.domains.arc.self_edit import (EPOCHS_MAX, GROUPS, LR_CHOICES, LR_MAX, LR_MIN, PREFILL, parse_arc_self_edit,
+                                        sample_by_choices)
 from seal.domains.arc.ttt import DEFAULT_EDIT, TTTConfig, answer_budget, pseudo_tasks, training_examples, training_sequences, vote
 
 
@@ -52,6 +53,45 @@ def test_malformed_self_edits_have_a_reason(text, reason):
 
     p = parse_arc_self_edit(text)
     assert p.edit is None and re.search(reason, p.reason)
+
+
+class ScriptedScorer:
+    """Log-probabilities from a preference table (option text -> score; `rest` for the others), with
+    the calls recorded."""
+
+    def __init__(self, prefer: dict[str, float] | None = None, rest: float = -5.0):
+        self.prefer, self.rest, self.calls = prefer or {}, rest, []
+
+    def __call__(self, items):
+        self.calls.append(items)
+        return [[self.prefer.get(o, self.rest) for o in options] for _, options in items]
+
+
+def test_choices_decoding_takes_the_most_likely_option_greedily_and_always_parses():
+    score = ScriptedScorer({'"chain"': -0.1, ', "basic"': -0.2, "]": -1.0, 'all",': -0.3, "0.002,": -0.1, "3}": -0.1})
+    texts = sample_by_choices(score, "PROMPT", 2, seed=0, temperature=0.0)
+    assert texts == ['"chain", "basic"], "loss": "all", "lr": 0.002, "epochs": 3}'] * 2
+    edit = parse_arc_self_edit(PREFILL + texts[0]).edit
+    assert edit.augmentations == ("basic", "chain") and (edit.loss, edit.lr, edit.epochs) == ("all", 0.002, 3)
+    # one scoring call per step for both drafts together: 2 groups, the bracket, loss, lr, epochs
+    assert len(score.calls) == 6 and all(len(items) == 2 for items in score.calls)
+    assert all(ctx.startswith("PROMPT" + PREFILL) for items in score.calls for ctx, _ in items)
+    assert score.calls[1][0] == ("PROMPT" + PREFILL + '"chain"', [', "basic"', ', "size"', ', "repeat"', "]"])
+
+
+def test_choices_decoding_samples_by_temperature_within_a_bounded_number_of_steps():
+    flat = ScriptedScorer()  # every option equally likely
+    texts = sample_by_choices(flat, "P", 40, seed=3, temperature=1.0)
+    edits = [parse_arc_self_edit(PREFILL + t).edit for t in texts]
+    assert all(e is not None and not e.clamped for e in edits)  # every draft parses, in range
+    assert len(flat.calls) <= len(GROUPS) + 4 and len({t for t in texts}) > 20
+    assert {f"{e.lr:g}" for e in edits} == {f"{float(v):g}" for v in LR_CHOICES}
+    assert sample_by_choices(ScriptedScorer(), "P", 40, seed=3, temperature=1.0) == texts  # seeded
+    assert sample_by_choices(ScriptedScorer(), "P", 40, seed=4, temperature=1.0) != texts
+    # a strong preference wins at temperature 1 and is flattened at a high temperature
+    sharp = {"]": 0.0, 'outputs",': 0.0, "0.0005,": 0.0, "2}": 0.0}
+    assert set(sample_by_choices(ScriptedScorer(sharp, rest=-30.0), "P", 20, 0, 1.0)) == {'], "loss": "outputs", "lr": 0.0005, "epochs": 2}'}
+    assert len(set(sample_by_choices(ScriptedScorer(sharp, rest=-30.0), "P", 20, 0, 1000.0))) > 10
 
 
 def test_vote_majority_ties_to_the_first_seen_and_two_attempts():

@@ -83,6 +83,25 @@ def test_domain_scores_a_scripted_self_edit_and_a_malformed_one(tiny_lm):
     assert domain.no_update(task)["reward"] in (0.0, 1.0)
 
 
+def test_choices_decoding_samples_self_edits_that_parse_from_the_models_log_probabilities(tiny_lm):
+    from seal.domains.arc.self_edit import PREFILL
+    from seal.guard.canary import choice_logprobs
+
+    domain = ArcDomain(tiny_lm, ttt=SMALL)
+    [task] = domain.load_items("generated:train", 1)
+    samples = domain.sample(task, 3, seed=5)
+    assert all(parse_arc_self_edit(t).edit is not None for t in samples.texts)
+    assert samples.sft_pairs == [[(domain.prompt(task) + PREFILL, t[len(PREFILL):])] for t in samples.texts]
+    assert domain.sample(task, 3, seed=5).texts == samples.texts
+    domain.sampling.temperature = 0.0
+    [greedy] = domain.sample(task, 1, seed=5).texts
+    first = choice_logprobs(tiny_lm, [(domain.prompt(task) + PREFILL, ['"basic"', '"size"', '"chain"', '"repeat"', "]"])])[0]
+    best = ['"basic"', '"size"', '"chain"', '"repeat"', "]"][first.index(max(first))]
+    assert greedy.startswith(PREFILL + best)  # the model's own most likely first choice
+    with pytest.raises(Exception, match="decoding"):
+        ArcDomain(tiny_lm, decoding="beam")
+
+
 def test_tasks_over_the_context_budget_are_skipped_with_a_warning(tiny_lm):
     domain = ArcDomain(tiny_lm, ttt=TTTConfig(max_seq_len=60))
     with pytest.warns(UserWarning, match="skipped"):
@@ -95,7 +114,7 @@ def test_rest_em_runs_on_the_arc_domain(tiny_lm, tmp_path):
     from seal.rl.rest_em import RestEMConfig, run_rest_em
 
     cfg = RestEMConfig(data="generated:train", n=2, iterations=1, k=2, repeats=1, exclude=[])
-    domain = ArcDomain(tiny_lm, ttt=TTTConfig(lora_r=8, lora_alpha=16, max_sequences=4, views=2))
+    domain = ArcDomain(tiny_lm, ttt=TTTConfig(lora_r=8, lora_alpha=16, max_sequences=4, views=2), decoding="free")
     domain.sampling.max_new_tokens = 24
     [stats] = run_rest_em(domain, cfg, tmp_path / "arc")
     assert stats["n_kept"] == 2 and stats["skipped_tasks"] == []

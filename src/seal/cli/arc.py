@@ -10,7 +10,7 @@ from rich.table import Table
 
 from seal.cli.common import HELP_MARKUP, ModelOpt, cli_errors, err, finite, out
 from seal.cli.train import ExecutorOpt, RayAddressOpt, TrialCpusOpt, TrialGpusOpt, WorkersOpt, check_executor, run_outer_loop
-from seal.core.runtime import json_text
+from seal.core.runtime import UsageError, json_text
 
 arc_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="Few-shot ARC: self-edits that configure test-time training.")
 
@@ -19,6 +19,7 @@ MaxSequencesOpt = typer.Option(24, "--max-sequences", min=1, help="Cap on augmen
 ViewsOpt = typer.Option(4, "--views", min=1, max=8, help="Invertible views of the test input that vote.")
 LoraROpt = typer.Option(64, "--lora-r", min=1, help="LoRA rank of the per-task adapter.")
 TemperatureOpt = typer.Option(1.0, "--temperature", min=0.0, callback=finite, help="Self-edit sampling temperature.")
+DecodingOpt = typer.Option("choices", "--self-edit-decoding", help="How the model writes a self-edit: choices (it picks each value among those the schema allows, by its own log-probabilities; always parses) or free (it writes the JSON text; the 135M model wrote 0 usable of 10).")
 
 
 @arc_app.command("eval")
@@ -35,6 +36,7 @@ def evaluate(
     views: int = ViewsOpt,
     lora_r: int = LoraROpt,
     temperature: float = TemperatureOpt,
+    decoding: str = DecodingOpt,
     ttt_lr: Optional[float] = typer.Option(None, "--ttt-lr", min=0.0, callback=finite, help="Learning rate of the ttt method's fixed configuration [default: 2e-3, ttt.DEFAULT_EDIT's]."),
     fresh: bool = typer.Option(False, "--fresh", help="Clear this run's records and start over (default: resume)."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
@@ -51,7 +53,8 @@ def evaluate(
     check_methods(chosen, str(generator) if generator else None)
     cfg = ArcEvalConfig(data=data, n=n, methods=chosen, seed=seed, model=model, generator=str(generator) if generator else None, ttt_lr=ttt_lr,
                         ttt=TTTConfig(lora_r=lora_r, max_sequences=max_sequences, views=views),
-                        sampling=SamplingConfig(temperature=temperature, max_new_tokens=80))
+                        sampling=SamplingConfig(temperature=temperature, max_new_tokens=80), decoding=decoding)
+    check_decoding(decoding)
     with err.status("loading model"):
         lm = load_model(model)
     _show(run_arc_eval(cfg, out_dir, lm, fresh=fresh, reporter=RichReporter(err)), out_dir, as_json)
@@ -72,6 +75,7 @@ def train(
     views: int = ViewsOpt,
     lora_r: int = LoraROpt,
     temperature: float = TemperatureOpt,
+    decoding: str = DecodingOpt,
     executor: str = ExecutorOpt,
     ray_address: Optional[str] = RayAddressOpt,
     workers: Optional[int] = WorkersOpt,
@@ -89,11 +93,13 @@ def train(
     from seal.rl.rest_em import RestEMConfig
 
     check_executor(executor)
-    cfg = RestEMConfig(data=data, n=n, iterations=iterations, k=k, repeats=repeats, seed=seed, model=model, exclude=[],
-                       format="arc-self-edit", sampling=SamplingConfig(temperature=temperature, max_new_tokens=80))
+    check_decoding(decoding)
+    sampling = SamplingConfig(temperature=temperature, max_new_tokens=80)
     with err.status("loading model"):
         domain = ArcDomain(load_model(model), ttt=TTTConfig(lora_r=lora_r, max_sequences=max_sequences, views=views),
-                           sampling=cfg.sampling)
+                           sampling=sampling, decoding=decoding)
+    cfg = RestEMConfig(data=data, n=n, iterations=iterations, k=k, repeats=repeats, seed=seed, model=model, exclude=[],
+                       format=domain.format, sampling=sampling)
     stats = run_outer_loop(domain, cfg, out_dir, executor, ray_address, workers, trial_cpus, trial_gpus)
     if as_json:
         print(json_text(stats))
@@ -120,6 +126,13 @@ def report(
     from seal.domains.arc.evaluate import report_arc_eval
 
     _show(report_arc_eval(out_dir), out_dir, as_json)
+
+
+def check_decoding(decoding: str) -> None:
+    from seal.domains.arc.self_edit import DECODINGS
+
+    if decoding not in DECODINGS:
+        raise UsageError(f"--self-edit-decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
 
 
 def _show(results: dict, out_dir: Path, as_json: bool) -> None:

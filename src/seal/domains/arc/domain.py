@@ -22,12 +22,9 @@ from seal.core.models import LoadedModel
 from seal.core.runtime import UsageError, derive_seed
 from seal.domains import Samples
 from seal.domains.arc.grids import ArcTask, pair_text
-from seal.domains.arc.self_edit import ArcSelfEdit, parse_arc_self_edit, self_edit_instruction
+from seal.domains.arc.self_edit import DECODINGS, PREFILL, ArcSelfEdit, parse_arc_self_edit, sample_by_choices, self_edit_instruction
 from seal.domains.arc.tasks import Skipped, check_no_overlap, held_out_of, select_tasks, within_budget
 from seal.domains.arc.ttt import DEFAULT_EDIT, TTTConfig, answer, run_ttt
-
-
-PREFILL = '{"augmentations": ['  # the start of every self-edit: the model continues the JSON object
 
 
 def _arc_sft() -> InnerLoopConfig:
@@ -43,6 +40,7 @@ class ArcDomain:
     exclude: list[str] | None = None  # evaluation sets training tasks must not overlap (None: the spec's own)
     generator: list[Path] = field(default_factory=list)
     default_edit: ArcSelfEdit = field(default_factory=lambda: DEFAULT_EDIT)  # the configuration when there is no self-edit (the `ttt` baseline)
+    decoding: str = "choices"  # how self-edits are sampled: "choices" (each value picked among the allowed) or "free" (self_edit.py)
     name: str = "arc"
     baseline: str = "default-ttt"
     extra_rewards: dict = field(default_factory=dict)
@@ -62,6 +60,10 @@ class ArcDomain:
             warnings.warn(f"ARC task {s.id} skipped: {s.reason}", stacklevel=2)
         return tasks
 
+    def __post_init__(self):
+        if self.decoding not in DECODINGS:
+            raise UsageError(f"unknown self-edit decoding {self.decoding!r} (known: {', '.join(DECODINGS)})")
+
     def validate(self, items: list[ArcTask], k: int) -> None:
         if k > 1 and not self.sampling.temperature:
             raise UsageError(f"k={k} self-edits sampled greedily would be identical; set a sampling temperature")
@@ -72,15 +74,28 @@ class ArcDomain:
         return render_prompt(self.lm, self_edit_instruction(demos))
 
     def sample(self, item: ArcTask, k: int, seed: int) -> Samples:
-        """k self-edits in one batch with a bounded length; malformed ones are kept as they are (they
-        score 0). The answer is started with PREFILL, so the model continues a JSON object (the 135M
-        model, asked for JSON without it, wrote prose or code in 12 of 12 samples); the self-edit is
-        PREFILL + its continuation, and the generator is fine-tuned on (prompt + PREFILL -> continuation)."""
-        prompt = self.prompt(item) + PREFILL
-        texts = self.lm.generator.generate([prompt], adapters=self.generator, sampling=Sampling(
-            max_new_tokens=self.sampling.max_new_tokens or 80, temperature=self.sampling.temperature or 0.0,
-            top_p=self.sampling.top_p, n=k, seed=derive_seed(seed, "arc-self-edit", item.id), stop=("}",)))[0]
-        return Samples([PREFILL + t for t in texts], [[(prompt, t)] for t in texts])
+        """k self-edits, each PREFILL + the model's continuation; the generator is fine-tuned on
+        (prompt + PREFILL -> continuation). The answer is started with PREFILL, so the model continues a
+        JSON object (the 135M model, asked for JSON without it, wrote prose or code in 12 of 12 samples).
+        "free": one batch of bounded length, malformed ones kept as they are (they score 0);
+        "choices": every value picked among the allowed ones by the current model's log-probabilities
+        (top_p is not used), so every self-edit parses."""
+        prompt = self.prompt(item)
+        seed = derive_seed(seed, "arc-self-edit", item.id)
+        temperature = self.sampling.temperature or 0.0
+        if self.decoding == "choices":
+            texts = sample_by_choices(self._choice_logprobs, prompt, k, seed, temperature)
+        else:
+            texts = self.lm.generator.generate([prompt + PREFILL], adapters=self.generator, sampling=Sampling(
+                max_new_tokens=self.sampling.max_new_tokens or 80, temperature=temperature,
+                top_p=self.sampling.top_p, n=k, seed=seed, stop=("}",)))[0]
+        return Samples([PREFILL + t for t in texts], [[(prompt + PREFILL, t)] for t in texts])
+
+    def _choice_logprobs(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        from seal.guard.canary import choice_logprobs
+
+        with self._current():
+            return choice_logprobs(self.lm, items)
 
     def no_update(self, item: ArcTask, context: dict | None = None) -> dict:
         """In-context only: the current model answers from the demonstrations, no training."""
@@ -125,10 +140,16 @@ class ArcDomain:
         return {"losses": tr.losses, "train_seconds": tr.train_seconds}
 
     def describe(self) -> dict:
-        return {"format": "arc-self-edit", "base_sha256": self.lm.checksum}
+        return {"format": self.format, "base_sha256": self.lm.checksum}
+
+    @property
+    def format(self) -> str:
+        """The self-edit format a ReST-EM run records: the JSON self-edit, and how it is decoded
+        ("arc-self-edit" alone is free decoding, the only one before choices existed)."""
+        return "arc-self-edit" if self.decoding == "free" else f"arc-self-edit/{self.decoding}"
 
     def worker_recipe(self) -> tuple[Callable, dict]:
-        keep = ("ttt", "sampling", "sft", "exclude")
+        keep = ("ttt", "sampling", "sft", "exclude", "decoding")
         return build_arc_domain, {"model_path": str(self.lm.path), **{f.name: getattr(self, f.name) for f in fields(self) if f.name in keep}}
 
 

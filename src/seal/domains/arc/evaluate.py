@@ -64,10 +64,12 @@ class ArcEvalConfig:
     ttt: TTTConfig = field(default_factory=TTTConfig)
     ttt_lr: float | None = None  # the ttt method's learning rate (None: ttt.DEFAULT_EDIT's)
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=80))
+    decoding: str = "choices"  # how the self-edit and seal methods sample self-edits (self_edit.DECODINGS)
 
 
 def check_config(d: dict) -> ArcEvalConfig:
-    cfg = ArcEvalConfig(**{k: v for k, v in d.items() if k not in ("ttt", "sampling")})
+    # a config written before `decoding` existed sampled its self-edits free
+    cfg = ArcEvalConfig(**{"decoding": "free", **{k: v for k, v in d.items() if k not in ("ttt", "sampling")}})
     cfg.ttt, cfg.sampling = TTTConfig(**d["ttt"]), SamplingConfig(**d["sampling"])
     return cfg
 
@@ -117,7 +119,7 @@ def run_arc_eval(cfg: ArcEvalConfig, out: Path, lm: LoadedModel, fresh: bool = F
     if cfg.ttt_lr is not None and not 0 < cfg.ttt_lr < 1:
         raise UsageError(f"--ttt-lr must be between 0 and 1, not {cfg.ttt_lr}")
     chain = generator_chain(Path(cfg.generator)) if cfg.generator else []
-    domain = ArcDomain(lm, ttt=cfg.ttt, sampling=cfg.sampling, exclude=[],
+    domain = ArcDomain(lm, ttt=cfg.ttt, sampling=cfg.sampling, exclude=[], decoding=cfg.decoding,
                        default_edit=DEFAULT_EDIT if cfg.ttt_lr is None else replace(DEFAULT_EDIT, lr=cfg.ttt_lr))
     with warnings.catch_warnings():  # skipped tasks go to results.json (and the CLI prints them)
         warnings.simplefilter("ignore", UserWarning)

@@ -11,6 +11,11 @@
   lr             LoRA learning rate, clamped to [LR_MIN, LR_MAX];
   epochs         passes over the sequences, clamped to [1, EPOCHS_MAX].
 
+Two ways to get one from the model (`DECODINGS`): "free", the model writes the JSON text after
+PREFILL (the 135M model wrote 0 usable of 10 that way); "choices", the model picks each value
+among those the schema allows (`sample_by_choices`), so every self-edit parses and what the model
+decides - and what ReST-EM trains - is the choice, scored by its own log-probabilities.
+
 The first JSON object in the model's text is read (chatter around it is ignored). Anything else -
 no object, bad JSON, a missing key, a wrong type, an unknown group, a non-finite number - makes
 the self-edit malformed: it scores 0 and its reason is recorded; nothing is ever resampled.
@@ -21,13 +26,21 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 GROUPS = ("basic", "size", "chain", "repeat")
 LOSSES = ("outputs", "all")
 LR_MIN, LR_MAX = 1e-5, 1e-2
 EPOCHS_MAX = 5
 MAX_TEXT = 4000  # characters of a completion that are searched for the object
+DECODINGS = ("choices", "free")
+PREFILL = '{"augmentations": ['  # the start of every self-edit: the model continues the JSON object
+# The values "choices" decoding offers for the numbers (within the clamped ranges; the oracle's grid
+# and the ttt baseline use 1e-4, 5e-4 and 2e-3).
+LR_CHOICES = ("0.0001", "0.0005", "0.001", "0.002", "0.005")
+EPOCH_CHOICES = ("1", "2", "3", "4", "5")
 
 
 @dataclass
@@ -112,3 +125,60 @@ SELF_EDIT_INSTRUCTION = (
 
 def self_edit_instruction(demos_text: str) -> str:
     return SELF_EDIT_INSTRUCTION.format(demos=demos_text)
+
+
+@dataclass
+class _Draft:
+    """A self-edit being decoded by choices: its text after PREFILL and what is chosen so far."""
+
+    text: str = ""
+    groups: list[str] = field(default_factory=list)
+    stage: int = 0  # 0 augmentations, 1 loss, 2 lr, 3 epochs, 4 done
+
+    def options(self) -> list[str]:
+        """The next continuations the schema allows, each with the character that ends its value
+        (so that "0.001" cannot stand for the start of "0.0015")."""
+        if self.stage == 0:
+            sep = ", " if self.groups else ""
+            return [f'{sep}"{g}"' for g in GROUPS if g not in self.groups] + ["]"]
+        if self.stage == 1:
+            return [f'{loss}",' for loss in LOSSES]
+        if self.stage == 2:
+            return [f"{lr}," for lr in LR_CHOICES]
+        return [f"{e}}}" for e in EPOCH_CHOICES]
+
+    def take(self, option: str) -> None:
+        self.text += option
+        if self.stage == 0 and option != "]":
+            self.groups.append(option.split('"')[1])
+            return
+        self.text += (', "loss": "', ' "lr": ', ' "epochs": ', "")[self.stage]  # the keys between the values
+        self.stage += 1
+
+
+def sample_by_choices(score: Callable[[list[tuple[str, list[str]]]], list[list[float]]], prompt: str, k: int,
+                      seed: int, temperature: float) -> list[str]:
+    """k self-edits (their text after PREFILL) decoded by choices: at each step every unfinished
+    draft offers its options, `score([(context, options), ...])` gives the model's log-probability
+    of each option after the context (prompt + PREFILL + the draft so far), and one is drawn with
+    probability proportional to exp(log p / temperature) (temperature 0: the most likely). All k
+    drafts advance together, one scoring call per step, and stop after at most 8 steps (4 groups,
+    the closing bracket, loss, lr, epochs): bounded, and every result parses."""
+    drafts = [_Draft() for _ in range(k)]
+    rngs = [random.Random(f"{seed}/{j}") for j in range(k)]
+    while True:
+        live = [d for d in drafts if d.stage < 4]
+        if not live:
+            return [d.text for d in drafts]
+        scored = score([(prompt + PREFILL + d.text, d.options()) for d in live])
+        for d, logps in zip(live, scored):
+            rng = rngs[drafts.index(d)]
+            d.take(d.options()[_draw(logps, temperature, rng)])
+
+
+def _draw(logps: list[float], temperature: float, rng: random.Random) -> int:
+    if not temperature:
+        return max(range(len(logps)), key=lambda i: logps[i])
+    top = max(logps)
+    weights = [math.exp((lp - top) / temperature) for lp in logps]
+    return rng.choices(range(len(logps)), weights=weights)[0]
