@@ -73,8 +73,8 @@ def test_choices_decoding_takes_the_most_likely_option_greedily_and_always_parse
     assert texts == ['"chain", "basic"], "loss": "all", "lr": 0.002, "epochs": 3}'] * 2
     edit = parse_arc_self_edit(PREFILL + texts[0]).edit
     assert edit.augmentations == ("basic", "chain") and (edit.loss, edit.lr, edit.epochs) == ("all", 0.002, 3)
-    # one scoring call per step for both drafts together: 2 groups, the bracket, loss, lr, epochs
-    assert len(score.calls) == 6 and all(len(items) == 2 for items in score.calls)
+    # one scoring call per step: 2 groups, the bracket, loss, lr, epochs; the two drafts agree, so scored once
+    assert len(score.calls) == 6 and all(len(items) == 1 for items in score.calls)
     assert all(ctx.startswith("PROMPT" + PREFILL) for items in score.calls for ctx, _ in items)
     assert score.calls[1][0] == ("PROMPT" + PREFILL + '"chain"', [', "basic"', ', "size"', ', "repeat"', "]"])
 
@@ -85,6 +85,7 @@ def test_choices_decoding_samples_by_temperature_within_a_bounded_number_of_step
     edits = [parse_arc_self_edit(PREFILL + t).edit for t in texts]
     assert all(e is not None and not e.clamped for e in edits)  # every draft parses, in range
     assert len(flat.calls) <= len(GROUPS) + 4 and len({t for t in texts}) > 20
+    assert len(flat.calls[0]) == 1 and 1 < len(flat.calls[1]) <= len(GROUPS) + 1  # distinct drafts only
     assert {f"{e.lr:g}" for e in edits} == {f"{float(v):g}" for v in LR_CHOICES}
     assert sample_by_choices(ScriptedScorer(), "P", 40, seed=3, temperature=1.0) == texts  # seeded
     assert sample_by_choices(ScriptedScorer(), "P", 40, seed=4, temperature=1.0) != texts

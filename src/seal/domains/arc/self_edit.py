@@ -162,18 +162,22 @@ def sample_by_choices(score: Callable[[list[tuple[str, list[str]]]], list[list[f
     draft offers its options, `score([(context, options), ...])` gives the model's log-probability
     of each option after the context (prompt + PREFILL + the draft so far), and one is drawn with
     probability proportional to exp(log p / temperature) (temperature 0: the most likely). All k
-    drafts advance together, one scoring call per step, and stop after at most 8 steps (4 groups,
-    the closing bracket, loss, lr, epochs): bounded, and every result parses."""
+    drafts advance together, one scoring call per step (drafts that agree so far scored once), and
+    stop after at most 8 steps (4 groups, the closing bracket, loss, lr, epochs): bounded, and every
+    result parses."""
     drafts = [_Draft() for _ in range(k)]
     rngs = [random.Random(f"{seed}/{j}") for j in range(k)]
     while True:
         live = [d for d in drafts if d.stage < 4]
         if not live:
             return [d.text for d in drafts]
-        scored = score([(prompt + PREFILL + d.text, d.options()) for d in live])
-        for d, logps in zip(live, scored):
-            rng = rngs[drafts.index(d)]
-            d.take(d.options()[_draw(logps, temperature, rng)])
+        first: dict[str, _Draft] = {}  # drafts that agree so far (same text, same state) are scored once
+        for d in live:
+            first.setdefault(d.text, d)
+        scored = dict(zip(first, score([(prompt + PREFILL + t, d.options()) for t, d in first.items()])))
+        for j, d in enumerate(drafts):
+            if d.stage < 4:
+                d.take(d.options()[_draw(scored[d.text], temperature, rngs[j])])
 
 
 def _draw(logps: list[float], temperature: float, rng: random.Random) -> int:
