@@ -46,6 +46,7 @@ def test_kept_counts_only_what_the_golden_copy_knew_and_copies_are_caught():
            {"id": qs[2].id, "prediction": "x", "correct": True}]
     s = general_summary(now, base, [doc], qs)
     assert s["n_base_correct"] == 2 and s["kept"] == 0.5 and s["copies"] == 1 and s["copied_ids"] == [qs[1].id]
+    assert s["lost"] == {qs[1].id: "It cost 214 million kroner and was built."}
     assert not copies_document("Paris is the capital of France.", [doc])
 
 

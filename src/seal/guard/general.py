@@ -66,7 +66,8 @@ def copies_document(answer: str, documents: list[str], question: str = "", n: in
 
 def general_summary(answers: list[dict], base_answers: list[dict], documents: list[str] = (),
                     questions: list[GeneralQuestion] | None = None) -> dict:
-    """kept: of the questions the golden copy answers correctly, the share still answered correctly;
+    """kept: of the questions the golden copy answers correctly, the share still answered correctly
+    (lost: the others, id -> the answer given now, to see what forgetting looks like);
     copies: answers that repeat a learned document where the golden copy's answer did not."""
     questions = questions if questions is not None else load_general()
     text = {q.id: q.question for q in questions}
@@ -84,4 +85,5 @@ def general_summary(answers: list[dict], base_answers: list[dict], documents: li
         "kept": round(sum(a["correct"] for a in known) / len(known), 4) if known else None,
         "copies": len(copied),
         "copied_ids": copied,
+        "lost": {a["id"]: a["prediction"] for a in known if not a["correct"]},
     }
