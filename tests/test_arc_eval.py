@@ -80,7 +80,9 @@ def test_cli_refuses_unknown_methods_and_data_in_one_line(tiny_model_dir, tmp_pa
 def test_arc_train_then_the_seal_and_oracle_methods(tiny_model_dir, tiny_lm, tmp_path, monkeypatch):
     monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache"))
     small = ["--model", str(tiny_model_dir), "--max-sequences", "3", "--views", "2", "--lora-r", "8"]
-    r = run_seal("arc", "train", "--n", "2", "--k", "2", "--out", str(tmp_path / "train"), "--json", *small)
+    r = run_seal("arc", "train", "--n", "2", "--k", "2", "--out", str(tmp_path / "none"), *small)
+    assert r.returncode == 1 and "no self-edit kept" in r.stderr  # a random model solves nothing: nothing to keep
+    r = run_seal("arc", "train", "--n", "2", "--k", "2", "--min-reward", "0", "--out", str(tmp_path / "train"), "--json", *small)
     assert r.returncode == 0, r.stderr
     (stats,) = json.loads(r.stdout)
     assert stats["iteration"] == 1 and stats["n_kept"] == 2  # through the one outer loop (rl.rest_em)

@@ -82,6 +82,8 @@ def test_best_of_k_and_ties_go_to_the_earlier_sample():
     assert [(k["passage_id"], k["sample"], k["completion"]) for k in kept] == [("a", 1, "s1"), ("b", 0, "s0")]
     assert kept[0]["sft_pairs"] == [("prompt a", "s1")]
     assert [k["passage_id"] for k in select_best(items, samples, trials, 3, 0.0, "passage")] == ["a"]  # b's best loses to passage
+    assert [k["passage_id"] for k in select_best(items, samples, trials, 3, None, "passage", min_reward=0.5)] == ["a"]
+    assert select_best(items, samples, trials, 3, None, "passage", min_reward=0.7) == []  # none reached it
 
 
 def test_stats_leave_the_spread_within_a_self_edit_unmeasured_with_one_repeat():

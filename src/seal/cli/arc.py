@@ -69,6 +69,7 @@ def train(
     iterations: int = typer.Option(1, "--iterations", min=1, help="ReST-EM iterations."),
     k: int = typer.Option(3, "--k", min=1, help="Self-edits sampled per task [paper: 15]."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="TTT runs per self-edit (distinct seeds)."),
+    min_reward: float = typer.Option(1.0, "--min-reward", min=0.0, max=1.0, callback=finite, help="Keep a task's best self-edit only when its mean reward over the repeats reaches this (1.0: it solved the task every time; 0: keep the best even when none solved)."),
     seed: int = typer.Option(0, "--seed", help="Root seed."),
     model: Optional[str] = ModelOpt,
     max_sequences: int = MaxSequencesOpt,
@@ -84,8 +85,8 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the per-iteration statistics as JSON."),
 ):
     """ReST-EM on ARC through the same outer loop as `seal train knowledge`: sample k JSON self-edits
-    per task, score each by test-time training (solved or not), fine-tune the generator on the kept
-    ones. Evaluate it with `seal arc eval --methods seal --generator OUT/iter_N`."""
+    per task, score each by test-time training (solved or not), fine-tune the generator on those that
+    solved their task (--min-reward). Evaluate it with `seal arc eval --methods seal --generator OUT/iter_N`."""
     from seal.core.config import SamplingConfig
     from seal.core.models import load_model
     from seal.domains.arc.domain import ArcDomain
@@ -99,7 +100,7 @@ def train(
         domain = ArcDomain(load_model(model), ttt=TTTConfig(lora_r=lora_r, max_sequences=max_sequences, views=views),
                            sampling=sampling, decoding=decoding)
     cfg = RestEMConfig(data=data, n=n, iterations=iterations, k=k, repeats=repeats, seed=seed, model=model, exclude=[],
-                       format=domain.format, sampling=sampling)
+                       format=domain.format, sampling=sampling, min_reward=min_reward or None)
     stats = run_outer_loop(domain, cfg, out_dir, executor, ray_address, workers, trial_cpus, trial_gpus)
     if as_json:
         print(json_text(stats))

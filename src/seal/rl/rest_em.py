@@ -7,7 +7,8 @@ One iteration, as in the paper:
      (iteration, item, self-edit, repeat)), plus the item's baselines (no update; the domain's
      trial without a self-edit, e.g. the passage alone);
   3. keep the best self-edit per item (ties: the earlier sample; `min_gain` can drop items whose
-     best does not beat that baseline);
+     best does not beat that baseline, `min_reward` those whose best does not reach a reward, e.g.
+     ARC's 1.0: only self-edits that solved their task);
   4. fine-tune the generator on (self-edit prompt -> kept self-edit) through the domain, and save
      it as OUT/iter_N (a new link chained on the previous iterations).
 
@@ -56,6 +57,7 @@ class RestEMConfig:
     format: str = "implications"
     reward: str = "gold"  # gold | self-questions
     min_gain: float | None = None  # drop items whose best reward - passage-only < min_gain
+    min_reward: float | None = None  # drop items whose best mean reward < min_reward
     seed: int = 0
     model: str | None = None
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -144,7 +146,8 @@ def iteration_stats(items: list, trials: list[dict], k: int, baseline: str, key:
     }
 
 
-def select_best(items: list, samples: dict, trials: list[dict], k: int, min_gain: float | None, baseline: str) -> list[dict]:
+def select_best(items: list, samples: dict, trials: list[dict], k: int, min_gain: float | None, baseline: str,
+                min_reward: float | None = None) -> list[dict]:
     """Best self-edit per item by mean reward over repeats; ties go to the earlier sample."""
     by = rewards_by_sample(trials)
     kept = []
@@ -152,7 +155,7 @@ def select_best(items: list, samples: dict, trials: list[dict], k: int, min_gain
         means = [mean(by.get((p.id, str(j)), [0.0])) for j in range(k)]
         j = max(range(k), key=lambda i: (means[i], -i))
         base = mean(by.get((p.id, baseline), [0.0]))
-        if min_gain is not None and means[j] - base < min_gain:
+        if (min_gain is not None and means[j] - base < min_gain) or (min_reward is not None and means[j] < min_reward):
             continue
         kept.append({"passage_id": p.id, "sample": j, "reward": means[j], "passage_reward": base,
                      "completion": samples[p.id]["completions"][j], "sft_pairs": samples[p.id]["sft_pairs"][j]})
@@ -239,10 +242,11 @@ def run_rest_em(domain: Domain, cfg: RestEMConfig, out: Path, executor: Executor
         for name, key in domain.extra_rewards.items():  # the same trials, scored by another reward
             if all(t.get(key) is not None for t in trials):
                 stats[name] = iteration_stats(items, trials, cfg.k, domain.baseline, key=key)
-        kept = select_best(items, samples, trials, cfg.k, cfg.min_gain, domain.baseline)
+        kept = select_best(items, samples, trials, cfg.k, cfg.min_gain, domain.baseline, cfg.min_reward)
         stats["n_kept"] = len(kept)
         if not kept:
-            raise RuntimeFailure(f"iteration {it}: no self-edit kept (min_gain {cfg.min_gain}); nothing to fine-tune on")
+            raise RuntimeFailure(f"iteration {it}: no self-edit kept (min_gain {cfg.min_gain}, min_reward {cfg.min_reward}); "
+                                 "nothing to fine-tune on")
         sft_pairs = [(pr, c) for k in kept for pr, c in k["sft_pairs"]]
         if not sft_pairs:
             raise RuntimeFailure(f"iteration {it}: the kept self-edits hold nothing to fine-tune the generator on")
