@@ -2,8 +2,9 @@
 for it, and whether the adapted model then solves the task (the reward, 0 or 1).
 
 `run_rest_em(ArcDomain(lm), cfg, out)` runs the paper's ARC experiment: sample k JSON self-edits
-per training task, score each by TTT (ttt.py), keep the best per task (one that solved it, when
-any did), and fine-tune the generator on (self-edit prompt -> kept self-edit). The trial without a
+per training task, score each by TTT (ttt.py), keep the best per task (with `cfg.min_reward` 1.0,
+as `seal arc train` sets it: only one that solved the task), and fine-tune the generator on
+(self-edit prompt -> kept self-edit). The trial without a
 self-edit ("default-ttt") runs TTT with the fixed default configuration; "base" answers in context.
 """
 
