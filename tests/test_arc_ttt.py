@@ -85,7 +85,7 @@ def test_domain_scores_a_scripted_self_edit_and_a_malformed_one(tiny_lm):
 
 def test_choices_decoding_samples_self_edits_that_parse_from_the_models_log_probabilities(tiny_lm):
     from seal.domains.arc.self_edit import PREFILL
-    from seal.guard.canary import choice_logprobs
+    from seal.core.packing import choice_logprobs
 
     domain = ArcDomain(tiny_lm, ttt=SMALL)
     [task] = domain.load_items("generated:train", 1)

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from seal.core.models import LoadedModel
-from seal.core.packing import additive_mask, packed_row
+from seal.core.packing import choice_logprobs, token_ids
 
 
 @dataclass
@@ -37,53 +37,6 @@ def load_canary() -> list[CanaryItem]:
 
 def load_english() -> str:
     return _resource("english.txt").read_text()
-
-
-def _ids(tok, text: str) -> list[int]:
-    return tok(text, add_special_tokens=False)["input_ids"]
-
-
-def choice_logprobs(lm: LoadedModel, items: list[tuple[str, list[str]]], batch_size: int = 16) -> list[list[float]]:
-    """For each (context, choices) item, the sum of log p(choice tokens | context) of every choice.
-
-    The context is read once per item: its choices are packed after it in one row, each choice
-    attending to the context and to itself only (a block mask) and placed at the positions it
-    would have alone, so the scores equal scoring each context + choice on its own row while the
-    model reads about a third of the tokens. Rows are sorted by length to waste little padding."""
-    import torch
-
-    tok, model = lm.tokenizer, lm.model
-    start = tok("", add_special_tokens=True)["input_ids"]
-    encoded = [(start + _ids(tok, c), [_ids(tok, x) for x in xs]) for c, xs in items]
-    out: list[list[float]] = [[] for _ in items]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    dtype = next(model.parameters()).dtype
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + sum(map(len, encoded[i][1])))
-    for b in range(0, len(order), batch_size):
-        rows = [encoded[i] for i in order[b : b + batch_size]]
-        width = max(len(c) + sum(map(len, xs)) for c, xs in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        positions = torch.zeros_like(ids)
-        allowed = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)  # padding sees itself only
-        for r, (c, xs) in enumerate(rows):
-            pos, allow = packed_row(len(c), [(len(x), True) for x in xs])
-            n = len(pos)
-            ids[r, :n] = torch.tensor(c + [t for x in xs for t in x])
-            positions[r, :n] = pos
-            allowed[r, :n, :n] = allow
-        mask = additive_mask(allowed, dtype)
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                           position_ids=positions.to(model.device)).logits
-            logp = torch.log_softmax(logits.float(), -1).cpu()
-        for r, (c, xs) in enumerate(rows):
-            at = len(c)
-            for x in xs:
-                # the first choice token is predicted from the context's last position, the rest from their own
-                before = torch.tensor([len(c) - 1] + list(range(at, at + len(x) - 1)))
-                out[order[b + r]].append(float(logp[r, before, torch.tensor(x)].sum()))
-                at += len(x)
-    return out
 
 
 def scoring_items(items: list[CanaryItem]) -> list[tuple[str, list[str]]]:
@@ -115,7 +68,7 @@ def perplexity(lm: LoadedModel, text: str | None = None, window: int = 512) -> f
     import torch
 
     text = text if text is not None else load_english()
-    ids = _ids(lm.tokenizer, text)
+    ids = token_ids(lm.tokenizer, text)
     nll, count = 0.0, 0
     for b in range(0, len(ids), window):
         chunk = torch.tensor([ids[b : b + window]], device=lm.model.device)

@@ -20,6 +20,7 @@ from seal.core.config import InnerLoopConfig, SamplingConfig
 from seal.core.generation import Sampling, render_prompt
 from seal.core.inner_loop import TrainExample, applied_adapters, run_inner_loop
 from seal.core.models import LoadedModel
+from seal.core.packing import choice_logprobs
 from seal.core.runtime import UsageError, derive_seed
 from seal.domains import Samples
 from seal.domains.arc.grids import ArcTask, pair_text
@@ -93,8 +94,6 @@ class ArcDomain:
         return Samples([PREFILL + t for t in texts], [[(prompt + PREFILL, t)] for t in texts])
 
     def _choice_logprobs(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
-        from seal.guard.canary import choice_logprobs
-
         with self._current():
             return choice_logprobs(self.lm, items)
 
