@@ -3,8 +3,8 @@
 
 Used where many short sequences share a start: choices after their context (`choice_logprobs`:
 the canary's answers, an ARC self-edit's options) and a training step's packed examples after the
-chat template's system turn (`seal.core.inner_loop`). The attention mask is 4D (one query row per token), which the eager and
-sdpa attention implementations take; flash-attention-2 does not.
+chat template's system turn (`seal.core.inner_loop`). The attention mask is 4D (one query row per
+token), which the eager and sdpa attention implementations take; flash-attention-2 does not.
 """
 
 from __future__ import annotations
