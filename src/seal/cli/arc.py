@@ -10,7 +10,8 @@ from rich.table import Table
 
 from seal.cli.common import HELP_MARKUP, ModelOpt, cli_errors, err, finite, out
 from seal.cli.train import ExecutorOpt, RayAddressOpt, TrialCpusOpt, TrialGpusOpt, WorkersOpt, check_executor, run_outer_loop
-from seal.core.runtime import UsageError, json_text
+from seal.core.runtime import json_text
+from seal.domains.arc.self_edit import check_decoding
 
 arc_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="Few-shot ARC: self-edits that configure test-time training.")
 
@@ -54,7 +55,7 @@ def evaluate(
     cfg = ArcEvalConfig(data=data, n=n, methods=chosen, seed=seed, model=model, generator=str(generator) if generator else None, ttt_lr=ttt_lr,
                         ttt=TTTConfig(lora_r=lora_r, max_sequences=max_sequences, views=views),
                         sampling=SamplingConfig(temperature=temperature, max_new_tokens=80), decoding=decoding)
-    check_decoding(decoding)
+    check_decoding(decoding)  # before the model loads
     with err.status("loading model"):
         lm = load_model(model)
     _show(run_arc_eval(cfg, out_dir, lm, fresh=fresh, reporter=RichReporter(err)), out_dir, as_json)
@@ -127,13 +128,6 @@ def report(
     from seal.domains.arc.evaluate import report_arc_eval
 
     _show(report_arc_eval(out_dir), out_dir, as_json)
-
-
-def check_decoding(decoding: str) -> None:
-    from seal.domains.arc.self_edit import DECODINGS
-
-    if decoding not in DECODINGS:
-        raise UsageError(f"--self-edit-decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
 
 
 def _show(results: dict, out_dir: Path, as_json: bool) -> None:

@@ -24,7 +24,7 @@ from seal.core.packing import choice_logprobs
 from seal.core.runtime import UsageError, derive_seed
 from seal.domains import Samples
 from seal.domains.arc.grids import ArcTask, pair_text
-from seal.domains.arc.self_edit import DECODINGS, PREFILL, ArcSelfEdit, parse_arc_self_edit, sample_by_choices, self_edit_instruction
+from seal.domains.arc.self_edit import PREFILL, ArcSelfEdit, check_decoding, parse_arc_self_edit, sample_by_choices, self_edit_instruction
 from seal.domains.arc.tasks import Skipped, check_no_overlap, held_out_of, select_tasks, within_budget
 from seal.domains.arc.ttt import DEFAULT_EDIT, TTTConfig, answer, run_ttt
 
@@ -63,8 +63,7 @@ class ArcDomain:
         return tasks
 
     def __post_init__(self):
-        if self.decoding not in DECODINGS:
-            raise UsageError(f"unknown self-edit decoding {self.decoding!r} (known: {', '.join(DECODINGS)})")
+        check_decoding(self.decoding)
 
     def validate(self, items: list[ArcTask], k: int) -> None:
         if k > 1 and not self.sampling.temperature:

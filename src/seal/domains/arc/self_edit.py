@@ -123,6 +123,13 @@ SELF_EDIT_INSTRUCTION = (
 )
 
 
+def check_decoding(decoding: str) -> None:
+    from seal.core.runtime import UsageError
+
+    if decoding not in DECODINGS:
+        raise UsageError(f"unknown self-edit decoding {decoding!r} (known: {', '.join(DECODINGS)})")
+
+
 def self_edit_instruction(demos_text: str) -> str:
     return SELF_EDIT_INSTRUCTION.format(demos=demos_text)
 
