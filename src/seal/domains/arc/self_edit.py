@@ -142,22 +142,24 @@ class _Draft:
     groups: list[str] = field(default_factory=list)
     stage: int = 0  # 0 augmentations, 1 loss, 2 lr, 3 epochs, 4 done
 
-    def options(self) -> list[str]:
+    def options(self) -> list[tuple[str, str | None]]:
         """The next continuations the schema allows, each with the character that ends its value
-        (so that "0.001" cannot stand for the start of "0.0015")."""
+        (so that "0.001" cannot stand for the start of "0.0015"), paired with the augmentation
+        group it adds (None for every other option)."""
         if self.stage == 0:
             sep = ", " if self.groups else ""
-            return [f'{sep}"{g}"' for g in GROUPS if g not in self.groups] + ["]"]
+            return [(f'{sep}"{g}"', g) for g in GROUPS if g not in self.groups] + [("]", None)]
         if self.stage == 1:
-            return [f'{loss}",' for loss in LOSSES]
+            return [(f'{loss}",', None) for loss in LOSSES]
         if self.stage == 2:
-            return [f"{lr}," for lr in LR_CHOICES]
-        return [f"{e}}}" for e in EPOCH_CHOICES]
+            return [(f"{lr},", None) for lr in LR_CHOICES]
+        return [(f"{e}}}", None) for e in EPOCH_CHOICES]
 
-    def take(self, option: str) -> None:
-        self.text += option
-        if self.stage == 0 and option != "]":
-            self.groups.append(option.split('"')[1])
+    def take(self, option: tuple[str, str | None]) -> None:
+        text, group = option
+        self.text += text
+        if group is not None:
+            self.groups.append(group)
             return
         self.text += (', "loss": "', ' "lr": ', ' "epochs": ', "")[self.stage]  # the keys between the values
         self.stage += 1
@@ -181,7 +183,7 @@ def sample_by_choices(score: Callable[[list[tuple[str, list[str]]]], list[list[f
         first: dict[str, _Draft] = {}  # drafts that agree so far (same text, same state) are scored once
         for d in live:
             first.setdefault(d.text, d)
-        scored = dict(zip(first, score([(prompt + PREFILL + t, d.options()) for t, d in first.items()])))
+        scored = dict(zip(first, score([(prompt + PREFILL + t, [text for text, _ in d.options()]) for t, d in first.items()])))
         for j, d in enumerate(drafts):
             if d.stage < 4:
                 d.take(d.options()[_draw(scored[d.text], temperature, rngs[j])])
