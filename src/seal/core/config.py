@@ -96,7 +96,7 @@ class LearnConfig:
     strategy: str = "replay"
     replay: int = 8  # replay: stored examples of earlier versions rehearsed per epoch (a fresh sample each epoch)
     writer: str = "head"  # who writes the self-edits: "head" (the current head) or "base" (the golden copy)
-    anchors: int = 16  # golden-copy answers to ordinary prompts rehearsed per epoch (seal.guard.anchors); 0: none
+    anchors: int = 16  # golden-copy answers to ordinary prompts rehearsed per epoch (seal.guard.anchors; a pool of 246); 0: none
     # How anchors are trained: "kl" (default), KL to the golden copy's next-token distribution (top
     # `anchor_topk` + the rest) at every position; "ce", cross-entropy on its greedy answer, which
     # leaks the answers as templates. Measured (docs/continual.md, fourth round): 8 articles in
