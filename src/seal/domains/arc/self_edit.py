@@ -30,6 +30,8 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from seal.core.runtime import UsageError
+
 GROUPS = ("basic", "size", "chain", "repeat")
 LOSSES = ("outputs", "all")
 LR_MIN, LR_MAX = 1e-5, 1e-2
@@ -124,8 +126,6 @@ SELF_EDIT_INSTRUCTION = (
 
 
 def check_decoding(decoding: str) -> None:
-    from seal.core.runtime import UsageError
-
     if decoding not in DECODINGS:
         raise UsageError(f"unknown self-edit decoding {decoding!r} (known: {', '.join(DECODINGS)})")
 
