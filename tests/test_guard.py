@@ -187,9 +187,12 @@ def test_learn_with_distilled_anchors_and_prose_records_them(tiny_lm, tmp_path):
     assert reh["prose"]["per_epoch"] == 2 and reh["prose"]["loss"] == "kl"
     assert len(list((tmp_path / "cache" / "prose").glob("*.json"))) == 1  # generated once, cached
     assert golden_prose(tiny_lm)[0].completion.startswith(load_prose_openers()[0])
-    for bad in (dict(anchor_loss="mse"), dict(anchor_weight=-1.0), dict(prose=-1)):
+    for bad in (dict(anchor_loss="mse"), dict(anchor_weight=-1.0), dict(prose=-1), dict(anchor_focus=-1.0),
+                dict(anchor_focus=float("nan")), dict(anchor_focus=2.0, anchor_loss="ce")):
         with pytest.raises(SealError):
             learn(tiny_lm, store, [doc(0)], LearnConfig(**{**c.__dict__, **bad}))
+    learn(tiny_lm, store, [doc(1)], LearnConfig(**{**c.__dict__, "anchor_focus": 2.0}))
+    assert store.manifest(2)["rehearsal"]["anchors"]["focus"] == 2.0
 
 
 def test_learn_with_mixed_rehearsal_takes_one_step_per_new_example(tiny_lm, tmp_path):

@@ -140,6 +140,33 @@ def test_kl_to_teacher_is_zero_for_the_teacher_itself_and_positive_after_trainin
     assert after > 0
 
 
+def test_focused_teacher_weighs_only_answer_positions_by_the_teachers_margin(tiny_lm):
+    """anchor_focus: positions predicting a completion token weigh 1 + f * exp(-margin); the KL
+    becomes the weighted mean of the per-position KL, and focus 0 weighs nothing."""
+    from seal.core.inner_loop import IGNORE, focused_teacher, kl_to_teacher, teacher_topk
+
+    tok, model = tiny_lm.tokenizer, tiny_lm.model
+    anchor = TrainExample("Paris is the capital.", prompt="Q: Capital of France?")
+    ids, labels = tokenize_example(tok, anchor, 512)
+    teacher = teacher_topk(model, [ids], k=8)[0]
+    focused = focused_teacher(teacher, labels, 3.0)
+    w = focused[2]
+    margin = teacher[1][:, 0] - teacher[1][:, 1]
+    for t in range(len(ids)):
+        answer = t + 1 < len(labels) and labels[t + 1] != IGNORE
+        assert float(w[t]) == pytest.approx(1 + 3.0 * float(torch.exp(-margin[t])) if answer else 1.0)
+    assert (w > 1).sum() == sum(lab != IGNORE for lab in labels[1:])
+    assert torch.equal(focused_teacher(teacher, labels, 0.0)[2], torch.ones(len(ids)))
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0] * 0.5  # any student other than the teacher
+    plain = float(kl_to_teacher(logits, teacher, len(ids)))
+    assert float(kl_to_teacher(logits, focused_teacher(teacher, labels, 0.0), len(ids))) == pytest.approx(plain, rel=1e-5)
+    n = len(ids) - 1
+    per_position = [float(kl_to_teacher(logits[t:t + 2], (teacher[0][t:t + 1], teacher[1][t:t + 1]), 2)) for t in range(n)]
+    expected = sum(float(w[t]) * k for t, k in enumerate(per_position)) / float(w[:n].sum())
+    assert float(kl_to_teacher(logits, focused, len(ids))) == pytest.approx(expected, rel=1e-4)
+
+
 def test_weight_one_plain_rehearsal_trains_exactly_as_before(tiny_lm):
     """Rehearsal with the default weight and no teacher takes the model's own loss: the default recipe is unchanged."""
     from seal.core.inner_loop import Rehearsal

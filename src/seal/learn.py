@@ -22,7 +22,7 @@ from seal.domains.knowledge.data import Passage
 from seal.core.environment import environment
 from seal.guard.check import chain_probes, check_guard, document_probes, run_guard
 from seal.core.inner_loop import (
-    Rehearsal, TrainExample, applied_adapters, run_inner_loop, steps_per_epoch, tokenize_example,
+    Rehearsal, TrainExample, applied_adapters, focused_teacher, run_inner_loop, steps_per_epoch, tokenize_example,
 )
 from seal.domains.knowledge.qa import EvalResult, evaluate_with_progress
 from seal.core.models import LoadedModel
@@ -89,10 +89,12 @@ def check_config(cfg: LearnConfig) -> None:
     for name, least in (("replay", 0), ("anchors", 0), ("anchor_topk", 1), ("prose", 0)):
         if getattr(cfg, name) < least:
             raise SealError(f"{name} must be >= {least}, not {getattr(cfg, name)}")
-    for name in ("anchor_weight", "replay_weight", "prose_weight"):
+    for name in ("anchor_weight", "replay_weight", "prose_weight", "anchor_focus"):
         w = getattr(cfg, name)
         if not (w >= 0 and w < float("inf")):
             raise SealError(f"{name} must be a finite number >= 0, not {w}")
+    if cfg.anchor_focus and cfg.anchor_loss != "kl":
+        raise SealError("anchor_focus weighs the KL anchors' positions; it needs anchor_loss 'kl'")
 
 
 def stored_examples(manifest: dict) -> list[TrainExample]:
@@ -187,6 +189,9 @@ def learn(
         if cfg.anchors:
             pool = golden_anchors(lm)
             teacher = golden_teacher(lm, pool, cfg.anchor_topk, cfg.inner.max_seq_len) if cfg.anchor_loss == "kl" else None
+            if teacher is not None and cfg.anchor_focus:
+                teacher = [focused_teacher(t, tokenize_example(lm.tokenizer, e, cfg.inner.max_seq_len)[1], cfg.anchor_focus)
+                           for t, e in zip(teacher, pool)]
             rehearsal["anchors"] = Rehearsal(pool, cfg.anchors, weight=cfg.anchor_weight, teacher=teacher)
         if cfg.prose:
             pool = golden_prose(lm)
@@ -238,7 +243,9 @@ def learn(
                if cfg.strategy == "consolidate" else {}),
             "rehearsal": {name: {"pool": len(r.pool), "per_epoch": r.per_epoch,
                                  **({"weight": r.weight} if r.weight != 1.0 else {}),
-                                 **({"loss": "kl"} if r.teacher is not None else {})} for name, r in rehearsal.items()},
+                                 **({"loss": "kl"} if r.teacher is not None else {}),
+                                 **({"focus": cfg.anchor_focus} if name == "anchors" and cfg.anchor_focus else {})}
+                          for name, r in rehearsal.items()},
             "probes": [dataclasses.asdict(pr) for pr in probes],
             **({"inherited_probes": [dataclasses.asdict(pr) for pr in earlier_probes]} if cfg.strategy == "consolidate" else {}),
             **({"guard": decision} if decision else {}),

@@ -75,6 +75,7 @@ _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
     "anchor-loss": ("anchor_loss", str),
     "anchor-topk": ("anchor_topk", int),
     "anchor-weight": ("anchor_weight", float),
+    "anchor-focus": ("anchor_focus", float),
     "replay-weight": ("replay_weight", float),
     "prose": ("prose", int),
     "prose-weight": ("prose_weight", float),

@@ -105,6 +105,11 @@ class LearnConfig:
     anchor_loss: str = "kl"
     anchor_topk: int = 64
     anchor_weight: float = 1.0  # loss weight of an anchor example relative to a new example
+    # KL anchors only: where an anchor's loss weighs (0: every position alike). With f > 0 a position
+    # predicting a token of the golden answer weighs 1 + f * exp(-margin), the margin being the golden
+    # copy's log-prob lead of its first choice over its second there (seal.core.inner_loop.focused_teacher):
+    # what learning loses first is what the golden copy answers by a hair (docs/continual.md, seventh round).
+    anchor_focus: float = 0.0
     replay_weight: float = 1.0  # loss weight of a replayed example relative to a new example
     # Golden-copy continuations of ordinary prose openers (seal.guard.anchors.golden_prose) distilled per
     # epoch by KL to the golden copy's distribution (0: none); prose_weight is their loss weight.

@@ -113,10 +113,11 @@ def teacher_topk(model, ids_list: list[list[int]], k: int) -> list[tuple]:
 def kl_to_teacher(logits, teacher: tuple, length: int):
     """KL(teacher || model) per position, averaged over the first `length` - 1 positions (those
     that predict a token of the sequence), on the teacher's top-k plus one bucket for the rest of
-    the vocabulary: exact for the distributions coarsened to those k + 1 outcomes."""
+    the vocabulary: exact for the distributions coarsened to those k + 1 outcomes. A teacher of
+    three parts carries per-position weights (`focused_teacher`): then a weighted mean."""
     import torch
 
-    t_ids, t_logp = (x.to(logits.device) for x in teacher)
+    t_ids, t_logp = (x.to(logits.device) for x in teacher[:2])
     n = min(length - 1, t_ids.shape[0], logits.shape[0])
     s_logp = torch.log_softmax(logits[:n].float(), -1)
     s_top = s_logp.gather(-1, t_ids[:n])
@@ -124,7 +125,28 @@ def kl_to_teacher(logits, teacher: tuple, length: int):
     t_rest = torch.log1p(-t_top.exp().sum(-1).clamp(max=1 - 1e-6))
     s_rest = torch.log1p(-s_top.exp().sum(-1).clamp(max=1 - 1e-6))
     kl = (t_top.exp() * (t_top - s_top)).sum(-1) + t_rest.exp() * (t_rest - s_rest)
+    if len(teacher) > 2:
+        w = teacher[2][:n].to(kl.device)
+        return (w * kl).sum() / w.sum()
     return kl.mean()
+
+
+def focused_teacher(teacher: tuple, labels: list[int], focus: float) -> tuple:
+    """The teacher (ids, log-probs) with a weight per position for `kl_to_teacher`: 1, plus
+    `focus` * exp(-margin) where the position predicts a completion token (labels), margin being
+    the teacher's log-prob lead of its first choice over its second there. So the tokens the
+    teacher picks by a hair, which an update flips first, weigh up to 1 + focus; the weights are
+    normalised, so the example's total loss scale stays that of a plain mean."""
+    import torch
+
+    ids, logp = teacher
+    if logp.shape[-1] < 2:
+        return teacher
+    margin = logp[:, 0] - logp[:, 1]
+    predicts = torch.zeros(logp.shape[0], dtype=torch.bool)
+    answer = [i for i, lab in enumerate(labels[1:]) if lab != IGNORE and i < logp.shape[0]]
+    predicts[answer] = True
+    return ids, logp, 1.0 + focus * torch.exp(-margin) * predicts
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
