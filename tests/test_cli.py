@@ -100,6 +100,8 @@ def bad_inputs(tmp_path):
         "learn unknown writer": (["learn", str(tmp_path / "ok.txt"), "--writer", "teacher"], "unknown self-edit writer"),
         "continual unknown strategy": (["bench", "continual", "--out", str(tmp_path / "c"), "--strategy", "stack,stak"], "unknown strategy 'stak'"),
         "continual bad lr": (["bench", "continual", "--out", str(tmp_path / "c"), "--lr", "-1"], "positive finite"),
+        "continual bad ordering": (["bench", "continual", "--out", str(tmp_path / "c"), "--sequences", "2", "--only-sequence", "2"],
+                                   "orderings from 0 to 1"),
     }
 
 
@@ -108,6 +110,7 @@ BAD_CASES = [
     "unknown id", "missing model", "not a model", "unknown model type", "eval unknown data", "history of no store",
     "train unknown reward", "train unknown preset", "brackets in a path", "brackets in a condition",
     "learn unknown strategy", "learn unknown writer", "continual unknown strategy", "continual bad lr",
+    "continual bad ordering",
 ]
 
 

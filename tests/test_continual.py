@@ -3,9 +3,10 @@
 import json
 
 import pytest
+from conftest import run_seal
 
 from seal.core.config import InnerLoopConfig, LearnConfig, SamplingConfig
-from seal.bench.continual import ContinualConfig, edit_key, parse_strategy, run_continual, store_dir
+from seal.bench.continual import ContinualConfig, edit_key, merge_runs, parse_strategy, run_continual, store_dir
 from seal.bench.continual_report import matrix, sequence_metrics
 from seal.domains.knowledge.data import Passage, Question
 from seal.guard.general import copies_document, general_summary, is_correct, load_general
@@ -203,6 +204,39 @@ def test_a_run_grows_by_strategy_or_ordering_but_other_changes_need_fresh(tiny_l
     with pytest.raises(SealError, match="listed twice"):
         run_continual(tiny_continual(tmp_path, strategies=["stack", "stack"]), tmp_path / "run3", lm=tiny_lm)
     assert edit_key("stack", 0, 2) == "stack|0|2"
+
+
+def test_orderings_split_over_processes_merge_into_the_run_of_one_command(tiny_lm, tmp_path):
+    whole = run_continual(tiny_continual(tmp_path, n=2, sequences=2, strategies=["stack", "replay"]), tmp_path / "w", lm=tiny_lm)
+    # one process per ordering of stack, one for replay's two: the split a machine with three cores would run
+    run_continual(tiny_continual(tmp_path, n=2, sequences=2, strategies=["stack"]), tmp_path / "s1", lm=tiny_lm, only=[1])
+    part = run_continual(tiny_continual(tmp_path, n=2, sequences=2, strategies=["stack"]), tmp_path / "s0", lm=tiny_lm, only=[0])
+    assert list(part["strategies"]["stack"]["sequences"]) == ["0"]  # only the ordering asked for ran
+    run_continual(tiny_continual(tmp_path, n=2, sequences=2, strategies=["replay"]), tmp_path / "r", lm=tiny_lm)
+    merged = merge_runs(tmp_path / "m", [tmp_path / "s0", tmp_path / "s1", tmp_path / "r"])
+    assert merged["config"] == whole["config"]
+    keys = [json.loads(line)["key"] for line in (tmp_path / "m" / "trials.jsonl").read_text().splitlines()]
+    assert keys == ["base", "stack|0|0", "stack|0|1", "stack|1|0", "stack|1|1", "replay|0|0", "replay|0|1", "replay|1|0", "replay|1|1"]
+    for name in ("stack", "replay"):  # the same learns: an edit's seed does not depend on which process ran it
+        for stat in ("just_learned", "final", "retention", "matrix", "general_kept_final", "perplexity_final"):
+            assert merged["strategies"][name][stat] == whole["strategies"][name][stat], (name, stat)
+    # the merged folder is that command's run folder: resuming it has nothing left to learn
+    again = run_continual(tiny_continual(tmp_path, n=2, sequences=2, strategies=["stack", "replay"]), tmp_path / "m", lm=tiny_lm)
+    assert again["strategies"]["stack"]["matrix"] == whole["strategies"]["stack"]["matrix"]
+    assert not (tmp_path / "m" / "stores").exists()
+    r = run_seal("bench", "merge", "--out", str(tmp_path / "m1"), str(tmp_path / "s1"), str(tmp_path / "s0"),
+                 env={"COLUMNS": "200"}, timeout=300)
+    assert r.returncode == 0 and "continual learning, 2 passages x 2 ordering(s)" in r.stdout, r.stderr
+    assert json.loads((tmp_path / "m1" / "config.json").read_text())["strategies"] == ["stack"]
+    with pytest.raises(SealError, match="not empty"):
+        merge_runs(tmp_path / "m", [tmp_path / "s0"])
+    with pytest.raises(SealError, match="one of the sources"):
+        merge_runs(tmp_path / "s0", [tmp_path / "s0", tmp_path / "s1"])
+    run_continual(tiny_continual(tmp_path, n=1, sequences=1, strategies=["stack"]), tmp_path / "n1", lm=tiny_lm)
+    with pytest.raises(SealError, match="differ in n"):
+        merge_runs(tmp_path / "m2", [tmp_path / "s0", tmp_path / "n1"])
+    with pytest.raises(SealError, match="--only-sequence must name orderings from 0 to 1"):
+        run_continual(tiny_continual(tmp_path, n=2, sequences=2), tmp_path / "x", lm=tiny_lm, only=[2])
 
 
 def test_alone_learns_each_later_passage_into_a_fresh_store_and_joins_a_finished_run(tiny_lm, tmp_path):

@@ -10,6 +10,8 @@ Every edit is one fsynced record in OUT/trials.jsonl (the knowledge benchmark's 
 stores live in OUT/stores/STRATEGY/seqS. A killed run resumes: finished edits are skipped, and an
 edit whose version was committed but whose record was lost is measured without relearning. A
 run grows: more strategies or orderings asked later on the same folder join it (`grown_config`).
+Orderings or strategies run in separate folders (`--only-sequence`, one process per core or
+machine) join into one with `merge_runs` (`seal bench merge`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from seal.learn import STRATEGIES, WRITERS, check_config, learn
 from seal.core.models import LoadedModel, load_model
 from seal.core.progress import NullReporter, Reporter
 from seal.core.environment import ENVIRONMENTS, environment
-from seal.core.run_records import MARKER, TrialLog, prepare_run_dir, read_config
-from seal.core.runtime import SealError, derive_seed, write_json_atomic
+from seal.core.run_records import MARKER, TrialLog, prepare_run_dir, read_config, read_trials
+from seal.core.runtime import SealError, UsageError, derive_seed, json_text, write_json_atomic
 from seal.domains.knowledge.self_edit import get_format
 from seal.core.store import KnowledgeStore
 
@@ -191,17 +193,69 @@ def grown_config(out: Path, cfg: ContinualConfig) -> ContinualConfig:
         settings = as_json(check_run_config({k: v for k, v in old.items() if k not in (MARKER, ENVIRONMENTS)}))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         return cfg  # prepare_out says what is wrong with it
-    grows = ("strategies", "sequences", "alone")
-    new = as_json(cfg)
-    if old.get("benchmark") != BENCHMARK or {k: v for k, v in settings.items() if k not in grows} != {
-            k: v for k, v in new.items() if k not in grows}:
+    if old.get("benchmark") != BENCHMARK or _fixed(settings) != _fixed(as_json(cfg)):
         return cfg  # prepare_run_dir refuses it with the list of differences
-    union = dataclasses.replace(cfg, strategies=old["strategies"] + [x for x in cfg.strategies if x not in old["strategies"]],
-                                sequences=max(old["sequences"], cfg.sequences), alone=old.get("alone", False) or cfg.alone)
+    union = _union(cfg, old, as_json(cfg))
     kept = {k: old[k] for k in (MARKER, ENVIRONMENTS) if k in old}
     if {**kept, **as_json(union)} != old:
         write_json_atomic(path, {**kept, **as_json(union)})
     return union
+
+
+GROWS = ("strategies", "sequences", "alone")  # what runs of one benchmark may differ in and still join
+
+
+def _fixed(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k not in GROWS}
+
+
+def _union(cfg: ContinualConfig, *runs: dict) -> ContinualConfig:
+    """cfg holding every strategy of the runs' configs (in order of first appearance), every ordering, and alone if any."""
+    strategies = []
+    for run in runs:
+        strategies += [x for x in run["strategies"] if x not in strategies]
+    return dataclasses.replace(cfg, strategies=strategies, sequences=max(run["sequences"] for run in runs),
+                               alone=any(run.get("alone", False) for run in runs))
+
+
+def merge_runs(out: Path, sources: list[Path]) -> dict:
+    """One run folder from continual runs of one benchmark split by strategy or ordering (`--only-sequence`),
+    e.g. one process per core or machine.
+
+    The sources must agree on every setting but those a run may grow by (strategies, orderings, alone);
+    the merged config is their union, the config of the one command that would have run them all (an
+    edit's seeds depend on its recipe, its passage and its place in the chain, not on the ordering's
+    index nor on the other strategies). An edit found in more than one source is kept once, from the first; the golden copy's
+    record likewise. OUT gets the records and the report, not the stores: an ordering left unfinished
+    in a source is finished there and merged again.
+    """
+    from seal.bench.continual_report import write_artifacts
+
+    if not sources:
+        raise SealError("nothing to merge: name at least one run folder")
+    if out.resolve() in {s.resolve() for s in sources}:
+        raise SealError(f"{out} is one of the sources; merge into a new folder")
+    confs = [read_run_config(s) for s in sources]
+    envs = [e for c in confs for e in c.get(ENVIRONMENTS, [])]  # not a setting: listed, never compared
+    cfgs = [check_run_config({k: v for k, v in c.items() if k != ENVIRONMENTS}) for c in confs]
+    for src, cfg in zip(sources[1:], cfgs[1:]):
+        diff = sorted(k for k, v in _fixed(as_json(cfg)).items() if _fixed(as_json(cfgs[0])).get(k) != v)
+        if diff:
+            raise SealError(f"{src} and {sources[0]} differ in {', '.join(diff)}: they are not one benchmark and do not merge")
+    merged = _union(cfgs[0], *(as_json(c) for c in cfgs))
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} is not empty; merge into a new folder")
+    records, seen = [], set()
+    for src in sources:
+        for r in read_trials(src / "trials.jsonl")[0]:
+            if r["key"] not in seen:
+                seen.add(r["key"])
+                records.append(r)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trials.jsonl").write_text("".join(json_text(r) + "\n" for r in records), encoding="utf-8")
+    conf = {MARKER: RUN_KIND, **as_json(merged), ENVIRONMENTS: [e for i, e in enumerate(envs) if e not in envs[:i]]}
+    (out / "config.json").write_text(json_text(conf, indent=2) + "\n", encoding="utf-8")
+    return write_artifacts(out, merged, records)
 
 
 def read_run_config(out: Path) -> dict:
@@ -210,7 +264,9 @@ def read_run_config(out: Path) -> dict:
 
 
 def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter: Reporter | None = None,
-                  lm: LoadedModel | None = None) -> dict:
+                  lm: LoadedModel | None = None, only: list[int] | None = None) -> dict:
+    """Run (or resume) every edit of `cfg` in `out`; `only`: just these orderings (0-based, each < cfg.sequences),
+    so that the orderings of one run can be split over processes or machines and joined by `merge_runs`."""
     from seal.bench.continual_report import write_artifacts
 
     reporter = reporter or NullReporter()
@@ -221,6 +277,8 @@ def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter
         raise SealError(f"a strategy is listed twice: {', '.join(cfg.strategies)}")
     if cfg.n < 1 or cfg.sequences < 1:
         raise SealError("--n and --sequences must be >= 1")
+    if only is not None and not (only and all(0 <= q < cfg.sequences for q in only)):
+        raise SealError(f"--only-sequence must name orderings from 0 to {cfg.sequences - 1} (--sequences {cfg.sequences})")
     get_format(cfg.learn.format)
     passages = select_passages(cfg.data, cfg.n, cfg.offset)
     if len(passages) < cfg.n:
@@ -241,7 +299,7 @@ def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter
             task.advance()
     base = next(r for r in log.records if r["key"] == "base")
 
-    plan = [(s, q, r) for s in cfg.strategies for q in range(cfg.sequences) for r in range(cfg.n)]
+    plan = [(s, q, r) for s in cfg.strategies for q in range(cfg.sequences) if only is None or q in only for r in range(cfg.n)]
     todo = [t for t in plan if edit_key(*t) not in log.done]
     with reporter.task(f"edits ({len(plan) - len(todo)} of {len(plan)} already done)", len(todo)) as task:
         for strategy, seq, step in todo:

@@ -84,6 +84,7 @@ def continual(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of every strategy unless it says lr= [default: seal learn's]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs of every strategy unless it says epochs= [default: seal learn's]."),
     seed: int = typer.Option(0, "--seed", help="Root seed of the orderings and of every learn."),
+    only_sequence: list[int] = typer.Option([], "--only-sequence", help="Run only this ordering (0-based, below --sequences; repeatable), e.g. one per process or machine; `seal bench merge` joins the folders."),
     alone: bool = typer.Option(False, "--alone", help="Also learn each passage alone into a fresh store, to compare what later edits learn with it (one more learn per passage and strategy)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model folder [default: embedded]."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete OUT and start over (default: resume finished edits)."),
@@ -107,7 +108,7 @@ def continual(
         learn_cfg.inner.epochs = epochs
     cfg = ContinualConfig(data=data, n=n, offset=offset, sequences=sequences, seed=seed, model=model, learn=learn_cfg, alone=alone,
                           strategies=[s.strip() for s in strategy.split(",") if s.strip()])
-    results = run_continual(cfg, out_dir, fresh=fresh, reporter=RichReporter(err))
+    results = run_continual(cfg, out_dir, fresh=fresh, reporter=RichReporter(err), only=sorted(set(only_sequence)) or None)
     _show_continual(results, out_dir, as_json)
 
 
@@ -162,13 +163,17 @@ def report(
 @cli_errors
 def merge(
     out_dir: Path = typer.Option(..., "--out", help="New run folder for the merged run."),
-    sources: list[Path] = typer.Argument(..., help="Run folders that split one benchmark by condition (the settings their conditions use must agree)."),
+    sources: list[Path] = typer.Argument(..., help="Run folders that split one benchmark: `seal bench knowledge` runs by condition (the settings their conditions use must agree), or `seal bench continual` runs by strategy or ordering (every other setting must agree)."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
 ):
-    """Merge runs split by condition (e.g. one process per core) into one run folder and its report."""
-    from seal.bench.knowledge import merge_runs
+    """Merge runs of one benchmark split over processes or machines into one run folder and its report."""
+    from seal.bench import continual, knowledge
+    from seal.core.run_records import run_kind
 
-    _show(merge_runs(out_dir, sources), out_dir, as_json)
+    if sources and run_kind(sources[0]) == continual.RUN_KIND:
+        _show_continual(continual.merge_runs(out_dir, sources), out_dir, as_json)
+    else:
+        _show(knowledge.merge_runs(out_dir, sources), out_dir, as_json)
 
 
 def _show(results: dict, out_dir: Path, as_json: bool) -> None:
