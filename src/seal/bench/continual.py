@@ -34,8 +34,8 @@ from seal.learn import STRATEGIES, WRITERS, check_config, learn
 from seal.core.models import LoadedModel, load_model
 from seal.core.progress import NullReporter, Reporter
 from seal.core.environment import ENVIRONMENTS, environment
-from seal.core.run_records import MARKER, TrialLog, prepare_run_dir, read_config, read_trials
-from seal.core.runtime import SealError, UsageError, derive_seed, json_text, write_json_atomic
+from seal.core.run_records import MARKER, TrialLog, prepare_run_dir, merge_sources, read_config, write_merged
+from seal.core.runtime import SealError, derive_seed, write_json_atomic
 from seal.domains.knowledge.self_edit import get_format
 from seal.core.store import KnowledgeStore
 
@@ -231,30 +231,14 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
     """
     from seal.bench.continual_report import write_artifacts
 
-    if not sources:
-        raise SealError("nothing to merge: name at least one run folder")
-    if out.resolve() in {s.resolve() for s in sources}:
-        raise SealError(f"{out} is one of the sources; merge into a new folder")
-    confs = [read_run_config(s) for s in sources]
-    envs = [e for c in confs for e in c.get(ENVIRONMENTS, [])]  # not a setting: listed, never compared
-    cfgs = [check_run_config({k: v for k, v in c.items() if k != ENVIRONMENTS}) for c in confs]
+    confs, envs = merge_sources(out, sources, read_run_config)
+    cfgs = [check_run_config(c) for c in confs]
     for src, cfg in zip(sources[1:], cfgs[1:]):
         diff = sorted(k for k, v in _fixed(as_json(cfg)).items() if _fixed(as_json(cfgs[0])).get(k) != v)
         if diff:
             raise SealError(f"{src} and {sources[0]} differ in {', '.join(diff)}: they are not one benchmark and do not merge")
     merged = _union(cfgs[0], *(as_json(c) for c in cfgs))
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"{out} is not empty; merge into a new folder")
-    records, seen = [], set()
-    for src in sources:
-        for r in read_trials(src / "trials.jsonl")[0]:
-            if r["key"] not in seen:
-                seen.add(r["key"])
-                records.append(r)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "trials.jsonl").write_text("".join(json_text(r) + "\n" for r in records), encoding="utf-8")
-    conf = {MARKER: RUN_KIND, **as_json(merged), ENVIRONMENTS: [e for i, e in enumerate(envs) if e not in envs[:i]]}
-    (out / "config.json").write_text(json_text(conf, indent=2) + "\n", encoding="utf-8")
+    records = write_merged(out, sources, RUN_KIND, as_json(merged), envs)
     return write_artifacts(out, merged, records)
 
 

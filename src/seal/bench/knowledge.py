@@ -23,7 +23,7 @@ from seal.bench.knowledge_report import public_config
 from seal.guard.canary import canary_scores
 from seal.core.config import InnerLoopConfig, SamplingConfig, check_inner, check_sampling
 from seal.domains.knowledge.data import Passage, select_passages
-from seal.core.environment import ENVIRONMENTS, environment
+from seal.core.environment import environment
 from seal.core.inner_loop import run_inner_loop
 from seal.domains.knowledge.judge import LLMJudge
 from seal.domains.knowledge.grading import local_grade
@@ -31,8 +31,8 @@ from seal.domains.knowledge.qa import evaluate, short_answers
 from seal.core.models import LoadedModel, load_model
 from seal.core.progress import NullReporter, Reporter
 from seal.core.remote import ChatEndpoint
-from seal.core.run_records import MARKER, TrialLog, prepare_run_dir, read_config, read_trials, run_kind
-from seal.core.runtime import SealError, UsageError, derive_seed, json_text, peak_memory_mb
+from seal.core.run_records import TrialLog, prepare_run_dir, read_config, read_trials, merge_sources, run_kind, write_merged
+from seal.core.runtime import SealError, derive_seed, peak_memory_mb
 from seal.domains.knowledge.self_edit import FORMATS, get_format, shown, training_examples
 from seal.domains.knowledge.writers import GoldQAWriter, ModelWriter, RemoteWriter, StoredWriter, Writer, writer_seed
 from seal.domains import generator_chain, generator_format, is_adapter
@@ -191,13 +191,7 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
     """
     from seal.bench.knowledge_report import write_artifacts
 
-    if not sources:
-        raise SealError("nothing to merge: name at least one run folder")
-    if out.resolve() in {s.resolve() for s in sources}:
-        raise SealError(f"{out} is one of the sources; merge into a new folder")
-    confs = [_read_config(s) for s in sources]
-    envs = [e for c in confs for e in c.get(ENVIRONMENTS, [])]  # not a setting: listed, never compared
-    confs = [{k: v for k, v in c.items() if k != ENVIRONMENTS} for c in confs]
+    confs, envs = merge_sources(out, sources, _read_config)
     merged, owner = {**confs[0], "conditions": []}, {}  # owner: the first source whose conditions use a setting
     for src, conf in zip(sources, confs):
         unused = [settings_unused(c) for c in conf["conditions"]] or [{"conditions"}]
@@ -209,18 +203,7 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
         for k in sorted(used - set(owner)):
             merged[k], owner[k] = conf.get(k), src
         merged["conditions"] += [c for c in conf["conditions"] if c not in merged["conditions"]]
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"{out} is not empty; merge into a new folder")
-    records, seen = [], set()
-    for src in sources:
-        for r in read_trials(src / "trials.jsonl")[0]:
-            if r["key"] not in seen:
-                seen.add(r["key"])
-                records.append(r)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "trials.jsonl").write_text("".join(json_text(r) + "\n" for r in records), encoding="utf-8")
-    merged[ENVIRONMENTS] = [e for i, e in enumerate(envs) if e not in envs[:i]]
-    (out / "config.json").write_text(json_text({MARKER: RUN_KIND, **merged}, indent=2) + "\n", encoding="utf-8")
+    records = write_merged(out, sources, RUN_KIND, merged, envs)
     return write_artifacts(out, config_from_json(merged), records)
 
 

@@ -129,3 +129,34 @@ def prepare_run_dir(out: Path, kind: str, conf: dict, fresh: bool, written: tupl
     marked = {MARKER: kind, **(add_environment(conf, env, previous) if env is not None else conf)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json_text(marked, indent=2) + "\n", encoding="utf-8")
+
+
+def merge_sources(out: Path, sources: list[Path], read: Callable[[Path], dict]) -> tuple[list[dict], list[dict]]:
+    """The configs (`read` from each source, environments removed) of runs to merge into `out`, and
+    their environments; one-line errors for no source or `out` among them."""
+    if not sources:
+        raise UsageError("nothing to merge: name at least one run folder")
+    if out.resolve() in {s.resolve() for s in sources}:
+        raise UsageError(f"{out} is one of the sources; merge into a new folder")
+    confs = [read(s) for s in sources]
+    envs = [e for c in confs for e in c.get(ENVIRONMENTS, [])]  # not a setting: listed, never compared
+    return [{k: v for k, v in c.items() if k != ENVIRONMENTS} for c in confs], envs
+
+
+def write_merged(out: Path, sources: list[Path], kind: str, conf: dict, envs: list[dict]) -> list[dict]:
+    """Write the run folder `out` merged from `sources`: config.json (`conf`, marked as `kind`, with the
+    sources' environments listed once each) and trials.jsonl with every record of the sources, one per
+    key, from the first source that has it. Returns the records. `out` must be new or empty."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} is not empty; merge into a new folder")
+    records, seen = [], set()
+    for src in sources:
+        for r in read_trials(src / "trials.jsonl")[0]:
+            if r["key"] not in seen:
+                seen.add(r["key"])
+                records.append(r)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trials.jsonl").write_text("".join(json_text(r) + "\n" for r in records), encoding="utf-8")
+    conf = {MARKER: kind, **conf, ENVIRONMENTS: [e for i, e in enumerate(envs) if e not in envs[:i]]}
+    (out / "config.json").write_text(json_text(conf, indent=2) + "\n", encoding="utf-8")
+    return records
