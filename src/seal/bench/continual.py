@@ -225,19 +225,21 @@ def merge_runs(out: Path, sources: list[Path]) -> dict:
     The sources must agree on every setting but those a run may grow by (strategies, orderings, alone);
     the merged config is their union, the config of the one command that would have run them all (an
     edit's seeds depend on its recipe, its passage and its place in the chain, not on the ordering's
-    index nor on the other strategies). An edit found in more than one source is kept once, from the first; the golden copy's
-    record likewise. OUT gets the records and the report, not the stores: an ordering left unfinished
-    in a source is finished there and merged again.
+    index nor on the other strategies). An edit found in more than one source is kept once, from the
+    first; the golden copy's record likewise. OUT gets the records and the report, not the stores: an
+    ordering left unfinished in a source is finished there and merged again.
     """
     from seal.bench.continual_report import write_artifacts
 
     confs, envs = merge_sources(out, sources, read_run_config)
     cfgs = [check_run_config(c) for c in confs]
-    for src, cfg in zip(sources[1:], cfgs[1:]):
-        diff = sorted(k for k, v in _fixed(as_json(cfg)).items() if _fixed(as_json(cfgs[0])).get(k) != v)
+    settings = [as_json(c) for c in cfgs]  # each read as the config it parses into: a field added since is at its default
+    first = _fixed(settings[0])
+    for src, conf in zip(sources[1:], settings[1:]):
+        diff = sorted(k for k, v in _fixed(conf).items() if first.get(k) != v)
         if diff:
             raise SealError(f"{src} and {sources[0]} differ in {', '.join(diff)}: they are not one benchmark and do not merge")
-    merged = _union(cfgs[0], *(as_json(c) for c in cfgs))
+    merged = _union(cfgs[0], *settings)
     records = write_merged(out, sources, RUN_KIND, as_json(merged), envs)
     return write_artifacts(out, merged, records)
 
