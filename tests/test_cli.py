@@ -99,7 +99,7 @@ def bad_inputs(tmp_path):
         "learn unknown strategy": (["learn", str(tmp_path / "ok.txt"), "--strategy", "merge"], "unknown strategy 'merge'"),
         "learn unknown writer": (["learn", str(tmp_path / "ok.txt"), "--writer", "teacher"], "unknown self-edit writer"),
         "continual unknown strategy": (["bench", "continual", "--out", str(tmp_path / "c"), "--strategy", "stack,stak"], "unknown strategy 'stak'"),
-        "continual bad lr": (["bench", "continual", "--out", str(tmp_path / "c"), "--lr", "-1"], "positive finite"),
+        "continual bad lr": (["bench", "continual", "--out", str(tmp_path / "c"), "--lr", "-1"], "lr = -1.0 is out of range"),
         "continual bad ordering": (["bench", "continual", "--out", str(tmp_path / "c"), "--sequences", "2", "--only-sequence", "2"],
                                    "orderings from 0 to 1"),
     }

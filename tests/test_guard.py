@@ -89,7 +89,8 @@ def test_no_guard_commits_without_measuring(tiny_lm, tmp_path):
 
 
 def test_bad_budgets_are_one_line_errors(tiny_lm, tmp_path):
-    for bad in (dict(general_kept=1.5), dict(perplexity_ratio=0.5), dict(scales=(2.0,)), dict(retention=float("nan"))):
+    for bad in (dict(general_kept=1.5), dict(perplexity_ratio=0.5), dict(scales=(2.0,)), dict(retention=float("nan")),
+                dict(perplexity_ratio=float("inf")), dict(canary_drop=float("inf")), dict(scales=(float("nan"),))):
         with pytest.raises(UsageError, match="guard"):
             learn(tiny_lm, KnowledgeStore(tmp_path / "s"), [doc(0)], cfg(**bad))
 

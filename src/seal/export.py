@@ -67,12 +67,17 @@ def _combined_adapter(folders: list[Path]) -> tuple[dict, dict]:
     return config, out
 
 
-def export_version(lm: LoadedModel, store: KnowledgeStore, version: int, out: Path, fmt: str) -> dict:
-    """Write version `version` of the store (0: the golden copy) to `out` in format `fmt`."""
+def check_export(out: Path, fmt: str) -> None:
+    """What an export can refuse without the model: the format, and an `out` that holds something."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r} (merged or adapter)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} exists and is not empty; export into a new folder")
+
+
+def export_version(lm: LoadedModel, store: KnowledgeStore, version: int, out: Path, fmt: str) -> dict:
+    """Write version `version` of the store (0: the golden copy) to `out` in format `fmt`."""
+    check_export(out, fmt)
     store.check_base(lm.name, lm.checksum)
     chain = store.chain(version)
     folders = store.adapter_dirs(version)  # checksums verified

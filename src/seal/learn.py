@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal.guard.anchors import golden_anchors, golden_prose, golden_teacher
-from seal.core.config import LearnConfig, check_inner, check_sampling
+from seal.core.config import LearnConfig, check_inner, check_ranges, check_sampling
 from seal.domains.knowledge.data import Passage
 from seal.core.environment import environment
 from seal.guard.check import chain_probes, check_guard, document_probes, run_guard
@@ -27,7 +27,7 @@ from seal.core.inner_loop import (
 from seal.domains.knowledge.qa import EvalResult, evaluate_with_progress
 from seal.core.models import LoadedModel
 from seal.core.progress import NullReporter, Reporter
-from seal.core.runtime import SealError, derive_seed, peak_memory_mb
+from seal.core.runtime import SealError, UsageError, derive_seed, peak_memory_mb
 from seal.domains.knowledge.self_edit import SelfEdit, get_format, sample_self_edits, shown, training_examples
 from seal.core.store import KnowledgeStore
 
@@ -79,22 +79,34 @@ WRITERS = ("head", "base")
 ANCHOR_LOSSES = ("ce", "kl")
 
 
+MAX_REHEARSED = 1024  # replay, anchors, prose: examples rehearsed per epoch (each pool is far smaller)
+MAX_TOPK = 1024  # anchor_topk: the golden distribution kept per position of ~250 anchors (memory grows with it)
+MAX_WEIGHT = 100.0  # loss weights and anchor_focus, relative to a new example's 1
+
+
 def check_config(cfg: LearnConfig) -> None:
+    """Every setting of a learn, checked before any folder is written or any model is loaded (the
+    CLI, `Seal.learn` and `seal bench continual`'s strategies all come through here)."""
     if cfg.strategy not in STRATEGIES:
-        raise SealError(f"unknown strategy {cfg.strategy!r} (known: {', '.join(STRATEGIES)})")
+        raise UsageError(f"unknown strategy {cfg.strategy!r} (known: {', '.join(STRATEGIES)})")
     if cfg.writer not in WRITERS:
-        raise SealError(f"unknown self-edit writer {cfg.writer!r} (known: {', '.join(WRITERS)})")
+        raise UsageError(f"unknown self-edit writer {cfg.writer!r} (known: {', '.join(WRITERS)})")
     if cfg.anchor_loss not in ANCHOR_LOSSES:
-        raise SealError(f"unknown anchor loss {cfg.anchor_loss!r} (known: {', '.join(ANCHOR_LOSSES)})")
-    for name, least in (("replay", 0), ("anchors", 0), ("anchor_topk", 1), ("prose", 0)):
-        if getattr(cfg, name) < least:
-            raise SealError(f"{name} must be >= {least}, not {getattr(cfg, name)}")
-    for name in ("anchor_weight", "replay_weight", "prose_weight", "anchor_focus"):
-        w = getattr(cfg, name)
-        if not (w >= 0 and w < float("inf")):
-            raise SealError(f"{name} must be a finite number >= 0, not {w}")
+        raise UsageError(f"unknown anchor loss {cfg.anchor_loss!r} (known: {', '.join(ANCHOR_LOSSES)})")
+    check_ranges("learn", [
+        *[(name, getattr(cfg, name), lambda v: 0 <= v <= MAX_REHEARSED, f"0 to {MAX_REHEARSED}", int)
+          for name in ("replay", "anchors", "prose")],
+        ("anchor_topk", cfg.anchor_topk, lambda v: 1 <= v <= MAX_TOPK, f"1 to {MAX_TOPK}", int),
+        ("max_chunk_words", cfg.max_chunk_words, lambda v: v >= 1, "a whole number >= 1", int),
+        ("seed", cfg.seed, lambda v: True, "a whole number", int),
+        *[(name, getattr(cfg, name), lambda v: 0 <= v <= MAX_WEIGHT, f"0 to {MAX_WEIGHT:g}")
+          for name in ("anchor_weight", "replay_weight", "prose_weight", "anchor_focus")],
+    ])
     if cfg.anchor_focus and cfg.anchor_loss != "kl":
-        raise SealError("anchor_focus weighs the KL anchors' positions; it needs anchor_loss 'kl'")
+        raise UsageError("anchor_focus weighs the KL anchors' positions; it needs anchor_loss 'kl'")
+    check_inner(cfg.inner)
+    check_sampling(cfg.sampling)
+    check_guard(cfg.guard)
 
 
 def stored_examples(manifest: dict) -> list[TrainExample]:
@@ -129,9 +141,6 @@ def learn(
     check_config(cfg)
     if not passages:
         raise SealError("nothing to learn: no passages")
-    check_inner(cfg.inner)
-    check_sampling(cfg.sampling)
-    check_guard(cfg.guard)
     with store.lock():
         store.init(lm.name, lm.path, lm.checksum)
         parent = store.head

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from seal.cli.common import HELP_MARKUP, ModelOpt, cli_errors, err, finite, out
 from seal.cli.train import ExecutorOpt, RayAddressOpt, TrialCpusOpt, TrialGpusOpt, WorkersOpt, check_executor, run_outer_loop
+from seal.core.config import MAX_K, MAX_LORA_R
 from seal.core.runtime import json_text
 from seal.domains.arc.self_edit import check_decoding
 
@@ -18,7 +19,7 @@ arc_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="
 # Test-time training and self-edit sampling options, the same for `eval` and `train`.
 MaxSequencesOpt = typer.Option(24, "--max-sequences", min=1, help="Cap on augmented pseudo-tasks trained on per task.")
 ViewsOpt = typer.Option(4, "--views", min=1, max=8, help="Invertible views of the test input that vote.")
-LoraROpt = typer.Option(64, "--lora-r", min=1, help="LoRA rank of the per-task adapter.")
+LoraROpt = typer.Option(64, "--lora-r", min=1, help=f"LoRA rank of the per-task adapter, 1 to {MAX_LORA_R}.")
 TemperatureOpt = typer.Option(1.0, "--temperature", min=0.0, callback=finite, help="Self-edit sampling temperature.")
 DecodingOpt = typer.Option("choices", "--self-edit-decoding", help="How the model writes a self-edit: choices (it picks each value among those the schema allows, by its own log-probabilities; always parses) or free (it writes the JSON text; the 135M model wrote 0 usable of 10).")
 
@@ -56,6 +57,7 @@ def evaluate(
                         ttt=TTTConfig(lora_r=lora_r, max_sequences=max_sequences, views=views),
                         sampling=SamplingConfig(temperature=temperature, max_new_tokens=80), decoding=decoding)
     check_decoding(decoding)  # before the model loads
+    check_ttt(lora_r, ttt_lr, cfg.sampling, data, n, None)
     with err.status("loading model"):
         lm = load_model(model)
     _show(run_arc_eval(cfg, out_dir, lm, fresh=fresh, reporter=RichReporter(err)), out_dir, as_json)
@@ -68,7 +70,7 @@ def train(
     data: str = typer.Option("generated:train", "--data", help="Training tasks: generated:train, arc-1b:train, arc-1:train or a challenges JSON (never their eval split)."),
     n: Optional[int] = typer.Option(12, "--n", min=1, help="Training tasks per iteration."),
     iterations: int = typer.Option(1, "--iterations", min=1, help="ReST-EM iterations."),
-    k: int = typer.Option(3, "--k", min=1, help="Self-edits sampled per task [paper: 15]."),
+    k: int = typer.Option(3, "--k", min=1, help=f"Self-edits sampled per task, 1 to {MAX_K} [paper: 15]."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="TTT runs per self-edit (distinct seeds)."),
     min_reward: float = typer.Option(1.0, "--min-reward", min=0.0, max=1.0, callback=finite, help="Keep a task's best self-edit only when its mean reward over the repeats reaches this (1.0: it solved the task every time; 0: keep the best even when none solved)."),
     seed: int = typer.Option(0, "--seed", help="Root seed."),
@@ -97,6 +99,7 @@ def train(
     check_executor(executor)
     check_decoding(decoding)
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=80)
+    check_ttt(lora_r, None, sampling, data, n, k)
     with err.status("loading model"):
         domain = ArcDomain(load_model(model), ttt=TTTConfig(lora_r=lora_r, max_sequences=max_sequences, views=views),
                            sampling=sampling, decoding=decoding)
@@ -116,6 +119,18 @@ def train(
     out.print(table)
     names = ", ".join(str(out_dir / f"iter_{st['iteration']}") for st in stats)
     out.print(f"generators: {names}", soft_wrap=True)
+
+
+def check_ttt(lora_r: int, ttt_lr: float | None, sampling, data: str, n: int | None, k: int | None) -> None:
+    """Options and tasks refused before the model loads (tasks are read again, with the tokenizer, once it has)."""
+    from seal.core.config import check_ranges, check_sampling
+    from seal.domains.arc.tasks import select_tasks
+
+    check_ranges("arc", [("--lora-r", lora_r, lambda v: 1 <= v <= MAX_LORA_R, f"1 to {MAX_LORA_R}", int),
+                         ("--ttt-lr", ttt_lr, lambda v: 0 < v < 1, "0 < lr < 1"),
+                         ("--k", k, lambda v: 1 <= v <= MAX_K, f"1 to {MAX_K}", int)])
+    check_sampling(sampling)
+    select_tasks(data, n)
 
 
 @arc_app.command("report")

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from seal.cli.common import HELP_MARKUP, MinFaithOpt, cli_errors, err, finite, out
+from seal.core.config import MAX_K, MAX_LORA_R, MAX_LR
 from seal.core.runtime import SealError, json_text
 
 bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="Benchmarks that reproduce the paper's tables.")
@@ -37,12 +38,12 @@ def knowledge(
     judge_url: Optional[str] = typer.Option(None, "--judge-url", help="Optional LLM judge: an OpenAI-compatible endpoint."),
     judge_name: Optional[str] = typer.Option(None, "--judge-name", help="Judge model name at --judge-url."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key [OPENAI_API_KEY]."),
-    k: Optional[int] = typer.Option(None, "--k", min=1, help="Self-edits per passage per trial."),
+    k: Optional[int] = typer.Option(None, "--k", min=1, help=f"Self-edits per passage per trial, 1 to {MAX_K}."),
     temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, callback=finite, help="Self-edit sampling temperature."),
     min_faithfulness: Optional[float] = MinFaithOpt,
-    lr: Optional[float] = typer.Option(None, "--lr", callback=finite, help="Inner-loop LoRA learning rate."),
+    lr: Optional[float] = typer.Option(None, "--lr", callback=finite, help=f"Inner-loop LoRA learning rate, 0 < lr <= {MAX_LR:g}."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Inner-loop epochs."),
-    lora_r: Optional[int] = typer.Option(None, "--lora-r", min=1, help="Inner-loop LoRA rank."),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", min=1, help=f"Inner-loop LoRA rank, 1 to {MAX_LORA_R}."),
     lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", min=1, help="Inner-loop LoRA alpha."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete OUT and start over (default: resume finished trials)."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
@@ -79,9 +80,9 @@ def continual(
     n: int = typer.Option(8, "--n", min=1, help="Passages learned one after another."),
     offset: int = typer.Option(0, "--offset", min=0, help="First passage of the slice."),
     sequences: int = typer.Option(1, "--sequences", min=1, help="Orderings of the passages (0: data order, others seeded shuffles); the same for every strategy."),
-    strategy: str = typer.Option("stack,replay,consolidate", "--strategy", help="Comma list of NAME[:OPTION=V...]: NAME stack (each version on top of the head), replay (plus a sample of the chain's stored examples), consolidate (one adapter retrained from the base on everything); options lr=, epochs=, stop-loss=, mix=on|off, replay=, writer=head|base, anchors=, guard=on|off, anchor-loss=ce|kl, anchor-topk=, anchor-weight=, anchor-focus=, replay-weight=, prose=, prose-weight=, r=, alpha=, modules=q_proj+v_proj. E.g. stack,stack:lr=1e-3,replay:stop-loss=0.1."),
+    strategy: str = typer.Option("stack,replay,consolidate", "--strategy", help="Comma list of NAME[:OPTION=V...]: NAME stack (each version on top of the head), replay (plus a sample of the chain's stored examples), consolidate (one adapter retrained from the base on everything); options lr=, epochs=, stop-loss=, mix=on|off, replay=, writer=head|base, anchors=, guard=on|off, anchor-loss=ce|kl, anchor-topk=, anchor-weight=, anchor-focus=, replay-weight=, prose=, prose-weight=, r=, alpha=, modules=q_proj+v_proj, each within the range of its seal learn option and checked before the run folder is written. E.g. stack,stack:lr=1e-3,replay:stop-loss=0.1."),
     format: Optional[str] = typer.Option(None, "--format", help="Self-edit format [default: seal learn's]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of every strategy unless it says lr= [default: seal learn's]."),
+    lr: Optional[float] = typer.Option(None, "--lr", callback=finite, help=f"Learning rate of every strategy unless it says lr=, 0 < lr <= {MAX_LR:g} [default: seal learn's]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs of every strategy unless it says epochs= [default: seal learn's]."),
     seed: int = typer.Option(0, "--seed", help="Root seed of the orderings and of every learn."),
     only_sequence: list[int] = typer.Option([], "--only-sequence", help="Run only this ordering (0-based, below --sequences; repeatable), e.g. one per process or machine; `seal bench merge` joins the folders."),
@@ -91,9 +92,7 @@ def continual(
     as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
 ):
     """Continual learning: N passages learned one after another per strategy; what is kept after every edit."""
-    import math
-
-    from seal.core.config import LearnConfig
+    from seal.core.config import LearnConfig, check_inner
     from seal.bench.continual import ContinualConfig, run_continual
     from seal.core.progress import RichReporter
 
@@ -101,11 +100,10 @@ def continual(
     if format is not None:
         learn_cfg.format = format
     if lr is not None:
-        if not (math.isfinite(lr) and lr > 0):
-            raise SealError(f"--lr must be a positive finite number, not {lr}")
         learn_cfg.inner.lr = lr
     if epochs is not None:
         learn_cfg.inner.epochs = epochs
+    check_inner(learn_cfg.inner, "bench continual")  # each strategy's own options are checked by run_continual, before it writes
     cfg = ContinualConfig(data=data, n=n, offset=offset, sequences=sequences, seed=seed, model=model, learn=learn_cfg, alone=alone,
                           strategies=[s.strip() for s in strategy.split(",") if s.strip()])
     results = run_continual(cfg, out_dir, fresh=fresh, reporter=RichReporter(err), only=sorted(set(only_sequence)) or None)

@@ -19,8 +19,11 @@ from seal.cli.arc import arc_app
 from seal.cli.bench import bench_app
 from seal.cli.train import train_app
 from seal.cli.common import HELP_MARKUP, JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, finite, out
-from seal.core.config import GuardConfig, DEFAULT_TARGET_MODULES, LEARN_LR, InnerLoopConfig, LearnConfig, SamplingConfig
-from seal.core.runtime import SealError, json_text, quiet_libraries
+from seal.core.config import (
+    DEFAULT_TARGET_MODULES, LEARN_LR, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_K, MAX_LORA_ALPHA, MAX_LORA_R, MAX_LR, MAX_NEW_TOKENS,
+    GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig,
+)
+from seal.core.runtime import SealError, UsageError, json_text, quiet_libraries
 
 app = typer.Typer(
     rich_markup_mode=HELP_MARKUP,
@@ -133,18 +136,18 @@ def learn(
     data: Optional[str] = typer.Option(None, "--data", help="Dataset to learn items from: fresh-facts[:train|eval] or a SEAL JSON/JSONL file."),
     ids: Optional[List[str]] = typer.Option(None, "--ids", help="Item ids of --data (repeat or comma-separate)."),
     format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format: sentence-recall (best measured for the embedded model), implications (the paper's), implications-long, rewrite, self-qa, self-qa-chat, sentence-ask, sentence-qa, sentence-rewrite."),
-    k: int = typer.Option(SamplingConfig.k, "--k", min=0, help="Self-edits sampled per passage (one batch); all usable ones are trained on. 0 = passage only."),
+    k: int = typer.Option(SamplingConfig.k, "--k", min=0, help=f"Self-edits sampled per passage (one batch), 0 to {MAX_K}; all usable ones are trained on. 0 = passage only."),
     temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, callback=finite, help="Sampling temperature of self-edits (0 = greedy) [default: the format's: 1.0 for the paper's formats, 0 for sentence formats]."),
     top_p: float = typer.Option(SamplingConfig.top_p, "--top-p", min=0.0, max=1.0, callback=finite, help="Nucleus sampling mass."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Length limit of a self-edit [default: per format]."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help=f"Length limit of a self-edit, 1 to {MAX_NEW_TOKENS} tokens [default: per format]."),
     min_faithfulness: Optional[float] = MinFaithOpt,
     no_passage: bool = typer.Option(False, "--no-passage", help="Do not add the raw passage to the training sequences."),
-    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help="LoRA learning rate (AdamW, linear decay); the paper's 1e-3. 3e-3 recalls no more and forgets far more (docs/RESULTS.md)."),
-    epochs: int = typer.Option(InnerLoopConfig.epochs, "--epochs", min=1, help="Passes over the training sequences."),
-    lora_r: int = typer.Option(InnerLoopConfig.lora_r, "--lora-r", min=1, help="LoRA rank."),
-    lora_alpha: int = typer.Option(InnerLoopConfig.lora_alpha, "--lora-alpha", min=1, help="LoRA alpha (scale = alpha / r)."),
+    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help=f"LoRA learning rate (AdamW, linear decay), 0 < lr <= {MAX_LR:g}; the paper's 1e-3. 3e-3 recalls no more and forgets far more (docs/RESULTS.md)."),
+    epochs: int = typer.Option(InnerLoopConfig.epochs, "--epochs", min=1, help=f"Passes over the training sequences, 1 to {MAX_EPOCHS}."),
+    lora_r: int = typer.Option(InnerLoopConfig.lora_r, "--lora-r", min=1, help=f"LoRA rank, 1 to {MAX_LORA_R}."),
+    lora_alpha: int = typer.Option(InnerLoopConfig.lora_alpha, "--lora-alpha", min=1, help=f"LoRA alpha (scale = alpha / r), up to {MAX_LORA_ALPHA}."),
     target_modules: str = typer.Option(",".join(DEFAULT_TARGET_MODULES), "--target-modules", help="Comma-separated module names that get LoRA."),
-    batch_size: int = typer.Option(InnerLoopConfig.batch_size, "--batch-size", min=1, help="Sequences per optimiser step."),
+    batch_size: int = typer.Option(InnerLoopConfig.batch_size, "--batch-size", min=1, help=f"Sequences per optimiser step, 1 to {MAX_BATCH_SIZE}."),
     max_chunk_words: int = typer.Option(LearnConfig.max_chunk_words, "--chunk-words", min=20, help="Long documents are split into chunks of about this many words."),
     seed: int = typer.Option(LearnConfig.seed, "--seed", help="Root seed; trial seeds derive from it and the document."),
     generator: Optional[Path] = typer.Option(None, "--generator", help="A ReST-EM generator (seal train ... OUT/iter_N) that writes the self-edits."),
@@ -368,6 +371,9 @@ def export(
     as_json: bool = JsonOpt,
 ):
     """Write a version out of the store for transformers, PEFT, vLLM or lm-eval, with a manifest of what went in."""
+    from seal.export import check_export
+
+    check_export(out_dir, format)  # before the model loads
     s = _seal(store, model)
     v = s.version(version) if s.store.exists else (version or 0)
     with err.status(f"exporting version {v} ({format})"):
@@ -420,7 +426,7 @@ def demo(
     store: Optional[Path] = typer.Option(None, "--store", help="Store for the demo [default: a fresh one in the cache dir]."),
     model: Optional[str] = ModelOpt,
     format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format."),
-    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help="LoRA learning rate (seal learn's default; docs/RESULTS.md)."),
+    lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help=f"LoRA learning rate, 0 < lr <= {MAX_LR:g} (seal learn's default; docs/RESULTS.md)."),
 ):
     """Learn a few unseen fictional articles and show closed-book answers before vs after."""
     import shutil
@@ -430,7 +436,12 @@ def demo(
     from seal.domains.knowledge.data import load_dataset
     from seal.domains.knowledge.self_edit import get_format, resolved_temperature
     from seal.guard.general import general_summary, load_general
+    from seal.learn import check_config
 
+    cfg = LearnConfig(format=format)
+    cfg.inner.lr = lr
+    temp = resolved_temperature(cfg.sampling.temperature, get_format(format))
+    check_config(cfg)  # before the demo store is cleared or the model loaded
     root = store or cache_root() / "demo-store"
     if store is None and root.exists():
         shutil.rmtree(root)
@@ -438,10 +449,7 @@ def demo(
     passages = load_dataset("fresh-facts:eval")[:n]
     rep = RichReporter(err)
     before = s.eval(passages, version=0, reporter=rep)
-    cfg = LearnConfig(format=format)
-    cfg.inner.lr = lr
     inner = cfg.inner
-    temp = resolved_temperature(cfg.sampling.temperature, get_format(format))
     err.print(f"recipe: {format} self-edits (k={cfg.sampling.k}, T={temp:g}) + passage; LoRA r={inner.lora_r} "
               f"alpha={inner.lora_alpha} lr={inner.lr:g} epochs={inner.epochs}; each article a new version on top of the last, "
               f"rehearsing {cfg.replay} earlier examples ({cfg.strategy}) and {cfg.anchors} ordinary prompts per epoch "

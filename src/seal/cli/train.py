@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from seal.cli.common import HELP_MARKUP, MinFaithOpt, cli_errors, err, finite, out
+from seal.core.config import MAX_K, MAX_LR, check_inner, check_ranges, check_sampling
 from seal.core.runtime import SealError, json_text
 
 train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help="ReST-EM: train the self-edit generator.")
@@ -34,7 +35,7 @@ def knowledge(
     preset: Optional[str] = typer.Option(None, "--preset", help="cpu: 20 passages, k=3, R=1, 2 iterations. Explicit options override it."),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="Training passages [default: all]."),
     iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="ReST-EM iterations [paper: 2]."),
-    k: Optional[int] = typer.Option(None, "--k", min=1, help="Self-edits sampled per passage [paper: 5]."),
+    k: Optional[int] = typer.Option(None, "--k", min=1, help=f"Self-edits sampled per passage, 1 to {MAX_K} [paper: 5]."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Inner-loop runs per self-edit [paper: 3]."),
     format: str = typer.Option("implications", "--format", help="Self-edit format the generator writes."),
     reward: str = typer.Option("gold", "--reward", help="gold (the passages' questions) or self-questions (the model's own Q/A pairs)."),
@@ -48,7 +49,7 @@ def knowledge(
     trial_cpus: float = TrialCpusOpt,
     trial_gpus: float = TrialGpusOpt,
     temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, callback=finite, help="Self-edit sampling temperature [the format's: 1.0, sentence formats 0 (greedy), which needs a temperature > 0 for k > 1]."),
-    lr: Optional[float] = typer.Option(None, "--lr", callback=finite, help="Inner-loop learning rate [1e-3]."),
+    lr: Optional[float] = typer.Option(None, "--lr", callback=finite, help=f"Inner-loop learning rate, 0 < lr <= {MAX_LR:g} [1e-3]."),
     min_faithfulness: Optional[float] = MinFaithOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the per-iteration statistics as JSON."),
 ):
@@ -72,6 +73,9 @@ def knowledge(
         cfg.inner.lr = lr
     cfg.sampling.min_faithfulness = min_faithfulness
     cfg.sampling.temperature = temperature
+    check_rest_em(cfg)
+    checked = knowledge_domain(cfg, None)  # reading and checking the items needs no model: done before it loads
+    checked.validate(checked.load_items(cfg.data, cfg.n), cfg.k)
     with err.status("loading model"):
         domain = knowledge_domain(cfg, load_model(cfg.model))
     stats = run_outer_loop(domain, cfg, out_dir, executor, ray_address, workers, trial_cpus, trial_gpus)
@@ -94,6 +98,14 @@ def knowledge(
     names = ", ".join(str(out_dir / f"iter_{s['iteration']}") for s in stats)
     out.print(f"generators: {names}", soft_wrap=True)
     out.print(f"statistics: {out_dir / 'stats.jsonl'}  plot: {out_dir / 'plot.png'}", soft_wrap=True)
+
+
+def check_rest_em(cfg) -> None:
+    """The outer loop's settings, checked before the model loads (run_rest_em checks them again for callers of the API)."""
+    check_inner(cfg.inner, "inner loop")
+    check_inner(cfg.sft, "generator SFT")
+    check_sampling(cfg.sampling)
+    check_ranges("ReST-EM", [("k", cfg.k, lambda v: 1 <= v <= MAX_K, f"1 to {MAX_K}", int)])
 
 
 def check_executor(executor: str) -> None:

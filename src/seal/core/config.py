@@ -126,29 +126,61 @@ def as_json(cfg) -> dict:
     return json.loads(json.dumps(asdict(cfg)))
 
 
-def _bad(value, ok: bool) -> bool:
-    return value is not None and (isinstance(value, float) and not math.isfinite(value) or not ok)
+# Upper bounds of what a run may ask for: far above every recipe measured here or in the paper
+# (lr 1e-3, rank 32-64, k 5-15, a few hundred tokens per self-edit), low enough that a typo (a
+# stray zero, 1e30) is refused at once, before any folder is written or any model is loaded,
+# instead of diverging, generating for hours or running out of memory.
+MAX_LR = 1.0
+MAX_EPOCHS = 1000
+MAX_LORA_R = 1024
+MAX_LORA_ALPHA = 4096
+MAX_BATCH_SIZE = 1024
+MAX_SEQ_LEN = 65536
+MAX_NEW_TOKENS = 4096
+MAX_K = 64
+
+
+def _number(value, integer: bool = False) -> bool:
+    """A real int or float (not a bool, not a string); for an integer field, an int."""
+    kinds = (int,) if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def check_ranges(what: str, checks) -> None:
+    """Each (name, value, ok, allowed[, int]) must hold: the value a finite number (an int where the
+    fifth element says so) for which `ok` is true. Written as what is allowed, so that NaN, which
+    fails every comparison, fails too; None passes (a field left to its default)."""
+    for name, value, ok, allowed, *kind in checks:
+        if value is None:
+            continue
+        if not _number(value, integer=kind == [int]) or not math.isfinite(value) or not ok(value):
+            raise UsageError(f"{what}: {name} = {value!r} is out of range (allowed: {allowed})")
 
 
 def check_inner(cfg: InnerLoopConfig, what: str = "inner loop") -> None:
-    """Refuse hyper-parameters that cannot train (NaN, inf, zero or negative) before any work starts."""
-    checks = [
-        ("lr", cfg.lr, cfg.lr > 0), ("epochs", cfg.epochs, cfg.epochs >= 1), ("lora_r", cfg.lora_r, cfg.lora_r >= 1),
-        ("lora_alpha", cfg.lora_alpha, cfg.lora_alpha > 0), ("lora_dropout", cfg.lora_dropout, 0 <= cfg.lora_dropout < 1),
-        ("batch_size", cfg.batch_size, cfg.batch_size >= 1), ("weight_decay", cfg.weight_decay, cfg.weight_decay >= 0),
-        ("max_seq_len", cfg.max_seq_len, cfg.max_seq_len >= 8),
-    ]
-    for name, value, ok in checks:
-        if _bad(value, ok):
-            raise UsageError(f"{what}: {name} = {value} is out of range")
-    if not cfg.target_modules:
-        raise UsageError(f"{what}: no target modules for LoRA")
+    """Refuse hyper-parameters that cannot train (NaN, inf, zero or negative) or that are far past
+    any sane recipe (`MAX_LR`, `MAX_LORA_R`...) before any work starts."""
+    check_ranges(what, [
+        ("lr", cfg.lr, lambda v: 0 < v <= MAX_LR, f"0 < lr <= {MAX_LR:g}"),
+        ("epochs", cfg.epochs, lambda v: 1 <= v <= MAX_EPOCHS, f"1 to {MAX_EPOCHS}", int),
+        ("lora_r", cfg.lora_r, lambda v: 1 <= v <= MAX_LORA_R, f"1 to {MAX_LORA_R}", int),
+        ("lora_alpha", cfg.lora_alpha, lambda v: 0 < v <= MAX_LORA_ALPHA, f"0 < lora_alpha <= {MAX_LORA_ALPHA}"),
+        ("lora_dropout", cfg.lora_dropout, lambda v: 0 <= v < 1, "0 <= lora_dropout < 1"),
+        ("batch_size", cfg.batch_size, lambda v: 1 <= v <= MAX_BATCH_SIZE, f"1 to {MAX_BATCH_SIZE}", int),
+        ("weight_decay", cfg.weight_decay, lambda v: 0 <= v <= 1, "0 to 1"),
+        ("max_seq_len", cfg.max_seq_len, lambda v: 8 <= v <= MAX_SEQ_LEN, f"8 to {MAX_SEQ_LEN}", int),
+        ("stop_loss", cfg.stop_loss, lambda v: v >= 0, "a number >= 0, or None"),
+    ])
+    if not cfg.target_modules or not all(isinstance(m, str) and m.strip() for m in cfg.target_modules):
+        raise UsageError(f"{what}: target_modules must name the modules that get LoRA (e.g. q_proj,v_proj), not {cfg.target_modules!r}")
 
 
 def check_sampling(cfg: SamplingConfig) -> None:
-    t, p = cfg.temperature, cfg.top_p
-    mf = cfg.min_faithfulness
-    for name, value, ok in (("temperature", t, t is None or t >= 0), ("top_p", p, 0 < p <= 1), ("k", cfg.k, cfg.k >= 0),
-                            ("min_faithfulness", mf, mf is None or 0 <= mf <= 1)):
-        if _bad(value, ok):
-            raise UsageError(f"sampling: {name} = {value} is out of range")
+    """Refuse sampling settings out of range; max_new_tokens None or 0 means the format's own."""
+    check_ranges("sampling", [
+        ("temperature", cfg.temperature, lambda v: v >= 0, "a number >= 0 (0: greedy), or None"),
+        ("top_p", cfg.top_p, lambda v: 0 < v <= 1, "0 < top_p <= 1"),
+        ("max_new_tokens", cfg.max_new_tokens, lambda v: 0 <= v <= MAX_NEW_TOKENS, f"1 to {MAX_NEW_TOKENS}, or 0/None for the format's", int),
+        ("k", cfg.k, lambda v: 0 <= v <= MAX_K, f"0 to {MAX_K}", int),
+        ("min_faithfulness", cfg.min_faithfulness, lambda v: 0 <= v <= 1, "0 to 1, or None"),
+    ])

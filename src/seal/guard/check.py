@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from seal.guard.canary import canary_scores
-from seal.core.config import AnswerConfig, GuardConfig
+from seal.core.config import AnswerConfig, GuardConfig, check_ranges
 from seal.domains.knowledge.data import Passage
 from seal.guard.general import GeneralQuestion, ask_general, load_general
 from seal.domains.knowledge.grading import local_grade
@@ -55,15 +55,14 @@ class Probe:
 
 
 def check_guard(cfg: GuardConfig) -> None:
-    for name, value, ok in (("general_kept", cfg.general_kept, 0 <= cfg.general_kept <= 1),
-                            ("retention", cfg.retention, 0 <= cfg.retention <= 1),
-                            ("canary_drop", cfg.canary_drop, cfg.canary_drop >= 0),
-                            ("perplexity_ratio", cfg.perplexity_ratio, cfg.perplexity_ratio >= 1)):
-        if not ok or value != value:
-            raise UsageError(f"guard: {name} = {value} is out of range")
-    if not 0 <= cfg.own_kept <= 1 or cfg.own_kept != cfg.own_kept:
-        raise UsageError(f"guard: own_kept = {cfg.own_kept} is out of range")
-    if any(not 0 < s < 1 for s in cfg.scales):
+    check_ranges("guard", [
+        ("general_kept", cfg.general_kept, lambda v: 0 <= v <= 1, "0 to 1"),
+        ("retention", cfg.retention, lambda v: 0 <= v <= 1, "0 to 1"),
+        ("canary_drop", cfg.canary_drop, lambda v: 0 <= v <= 1, "0 to 1"),
+        ("perplexity_ratio", cfg.perplexity_ratio, lambda v: v >= 1, "a number >= 1"),
+        ("own_kept", cfg.own_kept, lambda v: 0 <= v <= 1, "0 to 1"),
+    ])
+    if not all(isinstance(s, (int, float)) and 0 < s < 1 for s in cfg.scales):
         raise UsageError(f"guard: every scale must be between 0 and 1, not {list(cfg.scales)}")
 
 
