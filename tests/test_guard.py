@@ -83,6 +83,17 @@ def test_an_oversized_delta_is_scaled_until_it_fits_and_stored_scaled(tiny_lm, t
     assert (now[name][1] - trained[name][1] * g["scale"]).abs().max() < 1e-6  # what is stored is what was measured
 
 
+def test_a_candidate_measured_nan_is_rejected_even_when_forced(tiny_lm, tmp_path):
+    # NaN fails every comparison: "nan > budget" is False, and the guard once committed such a head
+    folder = _junk_adapter(tiny_lm, tmp_path / "a")
+    scale_adapter(folder, float("nan"))  # the weights a diverged step leaves
+    for force in (False, True):
+        g = run_guard(tiny_lm, GuardConfig(force=force, scales=(0.5,)), [], [folder], [], [])
+        assert g["decision"] == "rejected" and "perplexity" in g["reason"] and "not a finite number" in g["reason"]
+        assert all("perplexity" in c["not_finite"] and "perplexity" in c["over"] for c in g["checks"])
+        assert "probe_flags" not in g  # nothing of a rejected candidate is reused by the next learn
+
+
 def test_no_guard_commits_without_measuring(tiny_lm, tmp_path):
     out = learn(tiny_lm, KnowledgeStore(tmp_path / "s"), [doc(0)], cfg(lr=0.5, enabled=False))
     assert out.guard is None and out.head_moved

@@ -254,6 +254,8 @@ def _guard_line(g: dict, parent: int) -> str:
     if g["decision"] == "scaled":
         return f"scaled to {g['scale']:g} of the trained delta to fit the budget: {shown}"
     over = ", ".join(g["checks"][-1]["over"])
+    if g.get("reason"):  # a measurement that is not a number: no scale, and no --force, makes it head
+        return f"REJECTED: {g['reason']}; head stays v{parent}: {shown}"
     if g["decision"] == "forced":
         return f"FORCED over budget ({over}) by --force: {shown}"
     return f"REJECTED, over budget ({over}) at every scale; head stays v{parent} (seal rollback N makes it head anyway): {shown}"

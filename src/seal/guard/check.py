@@ -16,8 +16,12 @@ After `seal learn` trains a candidate adapter, and before it commits it, the gua
 Over budget, the candidate's delta is scaled down (each `scales` factor in turn, measured
 again) as long as the scaled delta still answers `own_kept` of the questions about its own
 document that the full delta answered (below that, scaling only undoes the learn); if no scale
-fits, the version is stored as rejected and the head does not move, unless `force` is set. The
-cheap generative checks run first; the canary and perplexity only for a scale that passed them. The decision and every measurement are written to the manifest.
+fits, the version is stored as rejected and the head does not move, unless `force` is set. A
+measurement that is not a finite number (a NaN or infinite perplexity, canary or share: the
+candidate's weights are broken) is over budget, and such a version is rejected even with `force`,
+with the reason in the decision. The cheap generative checks run first; the canary and
+perplexity only for a scale that passed them. The decision and every measurement are written to
+the manifest.
 
 The guard's questions are disjoint from the general questions the benchmarks report
 (questions.jsonl) and from the anchors that learning rehearses (anchors.txt).
@@ -25,6 +29,7 @@ The guard's questions are disjoint from the general questions the benchmarks rep
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -175,15 +180,17 @@ def run_guard(
             # a scaled delta must still recall what the full one did, or scaling only undoes the learn
             "own_kept": _share(own_flags, own_full) if scale != 1.0 else None,
         }
-        m["over"] = [k for k, bad in (
-            ("general_kept", m["general_kept"] is not None and m["general_kept"] < cfg.general_kept),
-            ("retention", m["retention"] is not None and m["retention"] < cfg.retention),
-            ("own_kept", m["own_kept"] is not None and m["own_kept"] < cfg.own_kept),
-        ) if bad]
+        # Written as what fits, so that a NaN (which fails every comparison) is over budget too.
+        m["over"] = [k for k, floor in (("general_kept", cfg.general_kept), ("retention", cfg.retention),
+                                        ("own_kept", cfg.own_kept)) if m[k] is not None and not (m[k] >= floor)]
         if not m["over"]:  # the canary and perplexity cost most: measured only when the rest fits
             m.update(_ability(lm, candidate))
-            m["over"] += [k for k, bad in (("canary_accuracy", m["canary_accuracy"] < budget["canary_accuracy"]),
-                                           ("perplexity", m["perplexity"] > budget["perplexity"])) if bad]
+            m["over"] += [k for k, fits in (("canary_accuracy", m["canary_accuracy"] >= budget["canary_accuracy"]),
+                                            ("perplexity", m["perplexity"] <= budget["perplexity"])) if not fits]
+        broken = [k for k, v in m.items() if isinstance(v, float) and not math.isfinite(v)]
+        if broken:  # NaN or infinite: the candidate's weights are broken, whatever the budget says
+            m["not_finite"] = broken
+            m["over"] += [k for k in broken if k not in m["over"]]
         checks.append(m)
         flags = retained + own_flags
         log(f"guard at scale {scale:g}: general kept {_pct(m['general_kept'])}, earlier documents kept {_pct(m['retention'])}, "
@@ -194,9 +201,10 @@ def run_guard(
         if not m["over"] or "own_kept" in m["over"]:  # fits, or smaller scales would only forget more of the document
             break
     passed = not checks[-1]["over"]
+    broken = checks[-1].get("not_finite", [])
     if passed:
         decision = "accepted" if applied_scale == 1.0 else "scaled"
-    elif cfg.force:
+    elif cfg.force and not broken:  # --force overrides a budget, never a measurement that is not a number
         decision = "forced"
     else:
         decision = "rejected"
@@ -205,6 +213,8 @@ def run_guard(
         applied_scale = 1.0
     return {
         "decision": decision,
+        **({"reason": f"{', '.join(broken)} not a finite number (NaN or infinite): the candidate's weights are broken"}
+           if broken else {}),
         "scale": applied_scale,
         "budget": budget,
         "golden": {k: golden[k] for k in ("canary_accuracy", "canary_margin", "perplexity")}
