@@ -44,11 +44,13 @@ def test_library_warnings_are_silenced_unless_verbose():
 
 # -- options checked before any model loads or any folder is written -------------------------------
 def _bad_options(tmp: Path) -> dict[str, tuple[list[str], str]]:
-    doc, full = tmp / "doc.md", tmp / "full"
+    doc, full, deep = tmp / "doc.md", tmp / "full", tmp / "deep.json"
     doc.write_text("# Ferry\n\nVolthaven supplied the batteries.\n")
     full.mkdir()
     (full / "x").write_text("x")
+    deep.write_text("[" * 100_000 + "]" * 100_000)
     out = ["--out", str(tmp / "run")]
+    teacher = ["bench", "knowledge", *out, "--conditions", "teacher", "--n", "1"]
     return {
         "learn lr": (["learn", str(doc), "--lr", "1e38"], "inner loop: lr = 1e+38 is out of range (allowed: 0 < lr <= 1)"),
         "learn max-new-tokens": (["learn", str(doc), "--max-new-tokens", "100000000"], "max_new_tokens = 100000000 is out of range"),
@@ -56,9 +58,15 @@ def _bad_options(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "learn k": (["learn", str(doc), "--k", "1000"], "sampling: k = 1000 is out of range (allowed: 0 to 64)"),
         "learn top-p": (["learn", str(doc), "--top-p", "0"], "top_p = 0.0 is out of range"),
         "learn no modules": (["learn", str(doc), "--target-modules", ","], "target_modules must name the modules"),
+        "ask base and version": (["ask", "Who?", "--base", "--version", "1"], "give --base or --version 1, not both"),
+        "eval base and version": (["eval", "fresh-facts:eval", "--base", "--version", "2"], "give --base or --version 2, not both"),
+        "ask surrogate": (["ask", "Who \udcff?"], "the question is not valid text: character 4 is a lone surrogate"),
         "export into a full folder": (["export", "--out", str(full)], "exists and is not empty"),
         "demo format": (["demo", "--format", "summary", "--store", str(tmp / "demo")], "unknown self-edit format 'summary'"),
         "bench lr": (["bench", "knowledge", *out, "--lr", "5"], "lr = 5.0 is out of range"),
+        "teacher file": ([*teacher, "--teacher-file", str(deep)], "deep.json is not usable JSON: it is nested too deeply"),
+        "teacher format": ([*teacher, "--teacher-url", "http://127.0.0.1:9/v1", "--teacher-name", "t", "--teacher-format",
+                            "sentence-recall"], "teacher format 'sentence-recall' prompts once per sentence"),
         "strategy r": (["bench", "continual", *out, "--strategy", "stack:r=100000000"],
                        "strategy 'stack:r=100000000': inner loop: lora_r = 100000000 is out of range"),
         "strategy lr": (["bench", "continual", *out, "--strategy", "stack,replay:lr=2"], "strategy 'replay:lr=2': inner loop: lr = 2.0"),
@@ -72,9 +80,9 @@ def _bad_options(tmp: Path) -> dict[str, tuple[list[str], str]]:
 
 
 BAD_OPTIONS = [
-    "learn lr", "learn max-new-tokens", "learn lora-r", "learn k", "learn top-p", "learn no modules",
-    "export into a full folder", "demo format", "bench lr",
-    "strategy r", "strategy lr", "continual lr", "train lr", "train k", "train data", "arc lora-r", "arc data",
+    "learn lr", "learn max-new-tokens", "learn lora-r", "learn k", "learn top-p", "learn no modules", "ask base and version",
+    "eval base and version", "ask surrogate", "export into a full folder", "demo format", "bench lr", "teacher file",
+    "teacher format", "strategy r", "strategy lr", "continual lr", "train lr", "train k", "train data", "arc lora-r", "arc data",
 ]
 
 

@@ -1,9 +1,14 @@
 import json
+import re
 
 import pytest
 
-from seal.domains.knowledge.data import chunk_text, load_dataset, load_document, select
-from seal.core.runtime import SealError
+from seal.domains.knowledge.data import (
+    Passage, check_passages, chunk_text, document_passages, load_dataset, load_document, select,
+)
+from seal.domains.knowledge.self_edit import get_format
+from seal.domains.knowledge.writers import StoredWriter
+from seal.core.runtime import SealError, UsageError
 
 
 @pytest.mark.parametrize("split", ["train", "eval"])
@@ -95,3 +100,81 @@ def test_seal_training_passages_by_name(monkeypatch):
     assert len(train) == 199 and len({p.context for p in train}) == 199
     evals = {p.context for p in load_dataset("seal-squad:eval")}
     assert not evals & {p.context for p in train}
+
+
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):
+    doc = tmp_path / "bom.md"
+    doc.write_bytes("\ufeff# Harbour report\n\nThe harbour got two cranes.\n".encode())
+    (p,) = load_document(doc)
+    assert p.title == "Harbour report" and p.context == "The harbour got two cranes."
+    items = tmp_path / "bom.json"
+    items.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"id": "x", "title": "T", "context": "C"}]).encode())
+    assert [x.id for x in load_dataset(str(items))] == ["x"]
+
+
+@pytest.mark.parametrize("item,message", [
+    ({"context": 5}, "line 1: 'context' must be a string, not int 5"),
+    ({"context": float("nan")}, "line 1: 'context' must be a string, not float nan"),  # json writes it as NaN
+    ({"context": "C", "title": ["T"]}, "line 1: 'title' must be a string, not list ['T']"),
+    ({"context": "C", "questions": [{"question": 3, "answer": "A"}]}, "line 1: 'question' must be a string, not int 3"),
+    ({"context": "C", "questions": [{"question": "Q?", "answer": 1.5}]}, "line 1: 'answer' must be a string, not float 1.5"),
+    ({"context": "C", "id": True}, "line 1: 'id' must be a string, not bool True"),
+    ({"context": "Volthaven \udc80 supplied the batteries."}, "line 1: 'context' is not valid text: character 10 is a lone surrogate '\\udc80'"),
+])
+def test_dataset_fields_that_are_not_text_are_refused_naming_the_item(tmp_path, item, message):
+    path = tmp_path / "items.jsonl"
+    path.write_text(json.dumps(item) + "\n")  # ensure_ascii: a lone surrogate goes in as its \u escape
+    with pytest.raises(UsageError) as e:
+        load_dataset(str(path))
+    assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
+    (tmp_path / "ids.jsonl").write_text(json.dumps({"id": 7, "context": "C"}) + "\n")
+    assert load_dataset(str(tmp_path / "ids.jsonl"))[0].id == "7"  # an id written as a number is still an id
+
+
+def test_deeply_nested_json_is_one_line(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(deep)
+    (tmp_path / "deep.jsonl").write_text(json.dumps({"context": "C"}) + "\n" + deep + "\n")
+    with pytest.raises(UsageError, match="deep.json is not usable JSON: it is nested too deeply"):
+        load_dataset(str(tmp_path / "deep.json"))
+    with pytest.raises(UsageError, match="deep.jsonl: line 2 is not usable JSON: it is nested too deeply"):
+        load_dataset(str(tmp_path / "deep.jsonl"))
+    with pytest.raises(UsageError, match="nested too deeply"):
+        StoredWriter(tmp_path / "deep.json", get_format("implications"))
+
+
+def test_text_that_is_not_unicode_is_refused_where_it_enters():
+    with pytest.raises(UsageError, match="document name 'bad\\\\udcffname.txt' is not valid text"):
+        document_passages("A ferry.", "bad\udcffname.txt")
+    with pytest.raises(UsageError, match="its text is not valid text: character 2 is a lone surrogate"):
+        document_passages("A \udc80 ferry.", "notes")
+    with pytest.raises(UsageError, match="passage 'p': 'context' must be a string, not int 5"):
+        check_passages([Passage("p", "T", 5)])
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{}", "expected a SEAL JSON list of items with 'context' and 'completions'"),
+    ("[1]", "item 0 is not an object with 'context' and 'completions'"),
+    ('[{"completions": ["x"]}]', "item 0: 'context' must be a string, not null"),
+    ('[{"context": ["C"], "completions": ["x"]}]', "item 0: 'context' must be a string, not list"),
+    ('[{"context": "C", "completions": "x"}]', "item 0: 'completions' must be a list of strings"),
+    ('[{"context": "C", "completions": [null]}]', "item 0: 'completions' must be a list of strings"),
+    ('[{"context": "C", "completions": ["\\udc80"]}]', "item 0: completion 0 is not valid text"),
+    ("[{", "is not valid JSON"),
+])
+def test_a_malformed_teacher_file_is_one_line(tmp_path, content, message):
+    path = tmp_path / "teacher.json"
+    path.write_text(content)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        StoredWriter(path, get_format("implications"))
+
+
+def test_a_teacher_endpoint_is_asked_passage_formats_only():
+    from seal.core.config import SamplingConfig
+    from seal.core.remote import ChatEndpoint
+    from seal.domains.knowledge.writers import RemoteWriter
+
+    endpoint = ChatEndpoint("http://127.0.0.1:9/v1", "t")
+    RemoteWriter(endpoint, get_format("implications"), SamplingConfig())
+    with pytest.raises(UsageError, match="teacher format 'sentence-recall' prompts once per sentence.*use a passage format"):
+        RemoteWriter(endpoint, get_format("sentence-recall"), SamplingConfig())

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from seal.guard.anchors import golden_anchors, golden_prose, golden_teacher
 from seal.core.config import LearnConfig, check_inner, check_ranges, check_sampling
-from seal.domains.knowledge.data import Passage
+from seal.domains.knowledge.data import Passage, check_passages
 from seal.core.environment import environment
 from seal.guard.check import chain_probes, check_guard, document_probes, run_guard
 from seal.core.inner_loop import (
@@ -141,6 +141,7 @@ def learn(
     check_config(cfg)
     if not passages:
         raise SealError("nothing to learn: no passages")
+    check_passages(passages)
     with store.lock():
         store.init(lm.name, lm.path, lm.checksum)
         parent = store.head

@@ -228,6 +228,9 @@ def run_bench(cfg: BenchConfig, out: Path, fresh: bool = False, reporter: Report
         raise SealError(f"no passages selected from {cfg.data} (n={cfg.n}, offset={cfg.offset})")
     if not any(p.questions for p in passages):
         raise SealError(f"{cfg.data}: the selected passages have no questions")
+    # a teacher that needs no model (a file, an endpoint) is read and checked before anything is written
+    writers: dict[str, Writer | None] = {name: make_writer(kind, arg, cfg, None) for name, kind, arg in conditions
+                                         if kind == "teacher" and not cfg.teacher_model}
     log = prepare_out(out, cfg, fresh, environment(lm.model if lm else None))
     lm = lm or load_model(cfg.model)
     judge = LLMJudge(ChatEndpoint(cfg.judge_url, cfg.judge_name or "judge", cfg.api_key_env)) if cfg.judge_url else None
@@ -240,7 +243,6 @@ def run_bench(cfg: BenchConfig, out: Path, fresh: bool = False, reporter: Report
             else:
                 plan.append((name, kind, arg, rep, passages))
     todo = [t for t in plan if _key(t) not in log.done]
-    writers: dict[str, Writer | None] = {}
     canaried: dict[str, int] = {}
     for r in log.records:
         if r.get("canary"):

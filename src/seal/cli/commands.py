@@ -112,6 +112,11 @@ def _seal(store: Optional[Path], model: Optional[str]):
     return Seal(store=store or None, model=model, loading=lambda: err.status(msg))
 
 
+def _version_or_base(version: Optional[int], base: bool) -> None:
+    if base and version is not None:
+        raise UsageError(f"give --base or --version {version}, not both (--base is --version 0, the golden copy)")
+
+
 def _split_ids(ids: Optional[List[str]]) -> list[str]:
     return [i for chunk in ids or [] for i in chunk.split(",") if i]
 
@@ -277,6 +282,12 @@ def ask(
     as_json: bool = JsonOpt,
 ):
     """Answer a question from what the model has learned."""
+    from seal.domains.knowledge.data import check_text
+
+    _version_or_base(version, base)
+    check_text(question, "the question")
+    if topic is not None:
+        check_text(topic, "--topic")
     s = _seal(store, model)
     answer = s.ask(question, topic=topic, version=0 if base else version)
     _warn_notes(s.store)
@@ -301,6 +312,7 @@ def eval_(
     """Closed-book QA accuracy of a version on a dataset (local grader: EM, containment, F1)."""
     from seal.core.progress import RichReporter
 
+    _version_or_base(version, base)
     s = _seal(store, model)
     v = s.version(0 if base else version)
     result = s.eval(data, version=v, ids=_split_ids(ids), n=n, reporter=RichReporter(err))

@@ -66,13 +66,43 @@ def _bundled_path(name: str, split: str) -> Path:
     return Path(str(base / f"{split}.jsonl"))
 
 
-def _text_field(item: dict, key: str, where: str, default: str | None = None) -> str:
-    value = item.get(key, default)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)  # an id or an answer written as a number
-    if not isinstance(value, str):
-        raise UsageError(f"{where}: '{key}' must be a string, not {'null' if value is None else type(value).__name__}")
+def check_text(value: str, what: str) -> str:
+    """`value` if it is text that can be written as UTF-8; a lone surrogate (a JSON escape such as
+    "\\udc80", or a byte that is not UTF-8 in a file name or a command-line argument) is refused
+    here, not later as a tokenizer or encoder traceback."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(f"{what} is not valid text: character {e.start} is a lone surrogate {ascii(value[e.start])} "
+                         "(a broken \\u escape, or bytes that are not UTF-8)") from None
     return value
+
+
+def text_field(item: dict, key: str, where: str, default: str | None = None) -> str:
+    value = item.get(key, default)
+    if key == "id" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # an id written as a number
+    if not isinstance(value, str):
+        shown = "null" if value is None else f"{type(value).__name__} {value!r}"
+        raise UsageError(f"{where}: '{key}' must be a string, not {shown}")
+    return check_text(value, f"{where}: '{key}'")
+
+
+def parse_json(text: str, where: str):
+    """JSON text, or a one-line UsageError: invalid, or nested too deeply for the parser."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{where} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise UsageError(f"{where} is not usable JSON: it is nested too deeply") from None
+
+
+def check_passages(passages: list["Passage"]) -> None:
+    """Passages built in code (the Python API) meet what a file's items must: text title and context."""
+    for p in passages:
+        for key in ("title", "context"):
+            text_field({key: getattr(p, key)}, key, f"passage {p.id!r}")
 
 
 def _parse_items(raw: list, source: str, lines: list[int] | None = None) -> list[Passage]:
@@ -91,11 +121,11 @@ def _parse_items(raw: list, source: str, lines: list[int] | None = None) -> list
         for j, q in enumerate(questions):
             if not isinstance(q, dict) or "question" not in q or "answer" not in q:
                 raise UsageError(f"{where}: question {j} is not a {{\"question\": ..., \"answer\": ...}} object")
-            qs.append(Question(_text_field(q, "question", where), _text_field(q, "answer", where)))
-        context = _text_field(item, "context", where)
+            qs.append(Question(text_field(q, "question", where), text_field(q, "answer", where)))
+        context = text_field(item, "context", where)
         if not context.strip():
             raise UsageError(f"{where}: empty 'context'")
-        out.append(Passage(_text_field(item, "id", where, str(i)), _text_field(item, "title", where, ""), context, qs))
+        out.append(Passage(text_field(item, "id", where, str(i)), text_field(item, "title", where, ""), context, qs))
     return out
 
 
@@ -118,17 +148,11 @@ def load_dataset(spec: str) -> list[Passage]:
         raise SealError(f"dataset not found: {spec!r} is not a file nor one of {sorted(BUNDLED)} (e.g. fresh-facts:eval)")
     text = read_text_file(path)
     if text.lstrip().startswith("["):
-        try:
-            return _parse_items(json.loads(text), str(path))
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        return _parse_items(parse_json(text, str(path)), str(path))
     raw, lines = [], []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            try:
-                raw.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise UsageError(f"{path}: line {n} is not valid JSON ({e.msg}, column {e.colno})") from None
+            raw.append(parse_json(line, f"{path}: line {n}"))
             lines.append(n)
     return _parse_items(raw, str(path), lines)
 
@@ -142,7 +166,7 @@ def select_passages(spec: str, n: int | None, offset: int = 0) -> list[Passage]:
 
     items = load_dataset(spec)
     path = Path(spec)
-    if spec == "seal-squad:eval" or path.is_file() and path.read_text(encoding="utf-8").lstrip()[:1] == "[":
+    if spec == "seal-squad:eval" or path.is_file() and read_text_file(path).lstrip()[:1] == "[":
         random.Random(PAPER_SEED).shuffle(items)
     return items[offset : offset + n if n else None]
 
@@ -164,7 +188,9 @@ def select(items: list[Passage], ids: list[str] | None) -> list[Passage]:
 
 
 def read_text_file(path: Path) -> str:
-    """UTF-8 text or a one-line SealError (missing, binary, not UTF-8)."""
+    """UTF-8 text (without the byte-order mark some editors write first, which would otherwise
+    hide a first-line heading or a JSON file's first bracket), or a one-line SealError (missing,
+    binary, not UTF-8)."""
     if not path.exists():
         raise SealError(f"file not found: {path}")
     if not path.is_file():
@@ -173,7 +199,7 @@ def read_text_file(path: Path) -> str:
     if b"\0" in data[:8192]:
         raise SealError(f"binary file, expected UTF-8 text: {path}")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SealError(f"not UTF-8 text: {path} (byte {e.start})") from e
 
@@ -237,6 +263,9 @@ def load_document(path: Path, max_words: int = 200, warnings: list[str] | None =
 def document_passages(text: str, name: str, title: str = "", max_words: int = 200, notes: list[str] | None = None) -> list[Passage]:
     """A document's text as passages of about `max_words`; its first Markdown heading, if any, is
     the title (else `title`). Ids are `name`, or `name#1`, `name#2`... for several chunks."""
+    check_text(name, f"document name {name!r}")
+    check_text(title, f"{name!r}: title {title!r}")
+    check_text(text, f"{name!r}: its text")
     body = []
     found = False
     for line in text.splitlines():

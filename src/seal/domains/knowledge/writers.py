@@ -12,17 +12,16 @@ A writer is anything with `write(passage, seed) -> list[SelfEdit]`:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from seal.core.config import SamplingConfig
-from seal.domains.knowledge.data import Passage, read_text_file
+from seal.domains.knowledge.data import Passage, text_field, check_text, parse_json, read_text_file
 from seal.core.models import LoadedModel
 from seal.core.remote import ChatEndpoint, RemoteError
-from seal.core.runtime import RuntimeFailure, SealError, derive_seed
-from seal.domains.knowledge.self_edit import SelfEdit, SelfEditFormat, get_format, parse_self_edit, resolved_temperature, sample_self_edits
+from seal.core.runtime import RuntimeFailure, UsageError, derive_seed
+from seal.domains.knowledge.self_edit import FORMATS, SelfEdit, SelfEditFormat, get_format, parse_self_edit, resolved_temperature, sample_self_edits
 
 
 
@@ -51,6 +50,12 @@ class RemoteWriter:
     fmt: SelfEditFormat
     sampling: SamplingConfig
 
+    def __post_init__(self):
+        if self.fmt.unit != "passage":  # its instruction is per sentence (and may need a second, answering turn)
+            passage_formats = ", ".join(n for n, f in FORMATS.items() if f.unit == "passage")
+            raise UsageError(f"teacher format {self.fmt.name!r} prompts once per sentence, which a teacher endpoint is not "
+                             f"asked; use a passage format ({passage_formats})")
+
     def write(self, passage: Passage, seed: int) -> list[SelfEdit]:
         prompt = self.fmt.instruction.format(title=passage.title, passage=passage.context)
         edits = []
@@ -68,10 +73,20 @@ class RemoteWriter:
 
 class StoredWriter:
     def __init__(self, path: Path, fmt: SelfEditFormat, min_faithfulness: float | None = None):
-        raw = json.loads(read_text_file(path))
-        if not isinstance(raw, list) or not all(isinstance(r, dict) and "completions" in r for r in raw):
-            raise SealError(f"{path}: expected a SEAL JSON list whose items have 'completions'")
-        self.by_context = {r["context"]: r["completions"] for r in raw}
+        raw = parse_json(read_text_file(path), str(path))
+        if not isinstance(raw, list):
+            raise UsageError(f"{path}: expected a SEAL JSON list of items with 'context' and 'completions'")
+        self.by_context = {}
+        for i, item in enumerate(raw):
+            where = f"{path}: item {i}"
+            if not isinstance(item, dict) or "completions" not in item:
+                raise UsageError(f"{where} is not an object with 'context' and 'completions'")
+            completions = item["completions"]
+            if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
+                raise UsageError(f"{where}: 'completions' must be a list of strings")
+            for j, c in enumerate(completions):
+                check_text(c, f"{where}: completion {j}")
+            self.by_context[text_field(item, "context", where)] = completions
         self.fmt, self.path, self.min_faithfulness = fmt, path, min_faithfulness
 
     def write(self, passage: Passage, seed: int) -> list[SelfEdit]:
