@@ -1,6 +1,7 @@
 """The forgetting guard, anchors and per-epoch rehearsal in seal learn (tiny model)."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from seal.guard.general import load_general
 from seal.guard.check import Probe, chain_probes, document_probes, load_guard_questions, run_guard, scale_adapter
 from seal.core.inner_loop import Rehearsal, TrainExample, lora_adapter, lora_factors, train
 from seal.learn import learn
-from seal.core.runtime import SealError, UsageError
+from seal.core.runtime import RuntimeFailure, SealError, UsageError
 from seal.core.store import KnowledgeStore
 
 
@@ -92,6 +93,52 @@ def test_a_candidate_measured_nan_is_rejected_even_when_forced(tiny_lm, tmp_path
         assert g["decision"] == "rejected" and "perplexity" in g["reason"] and "not a finite number" in g["reason"]
         assert all("perplexity" in c["not_finite"] and "perplexity" in c["over"] for c in g["checks"])
         assert "probe_flags" not in g  # nothing of a rejected candidate is reused by the next learn
+
+
+def test_a_learn_whose_weights_diverged_keeps_nothing(tiny_lm, tmp_path, monkeypatch):
+    import seal.learn
+
+    def diverging(*args, keep=None, **kw):  # the real inner loop, then the last step's blow-up
+        out = real(*args, keep=keep, **kw)
+        scale_adapter(keep, float("inf"))
+        return out
+
+    real = seal.learn.run_inner_loop
+    monkeypatch.setattr(seal.learn, "run_inner_loop", diverging)
+    store = KnowledgeStore(tmp_path / "s")
+    with pytest.raises(RuntimeFailure, match="training diverged: the trained adapter holds NaN or infinite weights"):
+        learn(tiny_lm, store, [doc(0)], cfg(enabled=False))  # no guard: the check is learn's own
+    assert store.head == 0 and store.state()["versions"] == [] and not list((store.root / "tmp").iterdir())
+
+
+def test_disk_full_while_the_adapter_is_saved_is_one_line_and_changes_nothing(tiny_lm, tmp_path, monkeypatch):
+    import errno
+
+    import seal.core.inner_loop
+
+    store = KnowledgeStore(tmp_path / "s")
+    learn(tiny_lm, store, [doc(0)], cfg(enabled=False))
+    state = (store.root / "state.json").read_bytes()
+
+    def full(_model, _folder):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(seal.core.inner_loop, "save_adapter", full)
+    with pytest.raises(RuntimeFailure) as e:
+        learn(tiny_lm, store, [doc(1)], cfg(enabled=False))
+    assert str(e.value) == f"learning into store {store.root} failed: No space left on device; the head is unchanged"
+    assert (store.root / "state.json").read_bytes() == state and store.head == 1
+    assert [p.name for p in (store.root / "versions").iterdir()] == ["v0001"] and not list((store.root / "tmp").iterdir())
+
+    def full_safetensors(_model, _folder):  # how safetensors itself reports it: not an OSError
+        from safetensors import SafetensorError
+
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(seal.core.inner_loop, "save_adapter", full_safetensors)
+    with pytest.raises(RuntimeFailure, match=r"failed: Error while serializing: .*No space left on device \(os error 28\)"):
+        learn(tiny_lm, store, [doc(1)], cfg(enabled=False))
+    assert (store.root / "state.json").read_bytes() == state
 
 
 def test_no_guard_commits_without_measuring(tiny_lm, tmp_path):

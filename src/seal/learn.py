@@ -6,12 +6,17 @@ chain; `consolidate` retrains one adapter from the golden base on all of them pl
 so the head is always a single adapter.
 
 The whole run holds the store's writer lock; the new version is committed only at the very
-end, so a crash or a kill at any point leaves the previous head in place.
+end, so a crash or a kill at any point leaves the previous head in place. A learn that fails
+(training diverged, a disk full or read-only while the version is written) removes its
+half-written folder and ends with one line naming the store; the head stays where it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +27,12 @@ from seal.domains.knowledge.data import Passage, check_passages
 from seal.core.environment import environment
 from seal.guard.check import chain_probes, check_guard, document_probes, run_guard
 from seal.core.inner_loop import (
-    Rehearsal, TrainExample, applied_adapters, focused_teacher, run_inner_loop, steps_per_epoch, tokenize_example,
+    ADAPTER_WEIGHTS, Rehearsal, TrainExample, applied_adapters, focused_teacher, run_inner_loop, steps_per_epoch, tokenize_example,
 )
 from seal.domains.knowledge.qa import EvalResult, evaluate_with_progress
 from seal.core.models import LoadedModel
 from seal.core.progress import NullReporter, Reporter
-from seal.core.runtime import SealError, UsageError, derive_seed, peak_memory_mb
+from seal.core.runtime import RuntimeFailure, SealError, UsageError, derive_seed, peak_memory_mb
 from seal.domains.knowledge.self_edit import SelfEdit, get_format, sample_self_edits, shown, training_examples
 from seal.core.store import KnowledgeStore
 
@@ -109,6 +114,40 @@ def check_config(cfg: LearnConfig) -> None:
     check_guard(cfg.guard)
 
 
+def finite_adapter(folder: Path) -> bool:
+    """Whether every weight of a stored LoRA adapter is a finite number."""
+    import torch
+    from safetensors.torch import load_file
+
+    return all(bool(torch.isfinite(t).all()) for t in load_file(folder / ADAPTER_WEIGHTS).values())
+
+
+@contextlib.contextmanager
+def _version_writes(store: KnowledgeStore):
+    """What a learn writes into the store. Yields `new_version_dir()`, the new version's working
+    folder, which a failure removes; a write the file system refuses (disk full, read-only, no
+    permission; safetensors reports these as SafetensorError) becomes one RuntimeFailure naming
+    the store. The head and the listed versions are only changed by the commit, the last step."""
+    made: list[Path] = []
+
+    def new_version_dir() -> Path:
+        made.append(store.new_version_dir())
+        return made[-1]
+
+    try:
+        yield new_version_dir
+    except BaseException as e:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(e, OSError):
+            why = e.strerror or (os.strerror(e.errno) if isinstance(e.errno, int) else str(e))
+            raise RuntimeFailure(f"learning into store {store.root} failed: {why}" + (f" ({e.filename})" if e.filename else "")
+                                 + "; the head is unchanged") from None
+        if type(e).__name__ == "SafetensorError":
+            raise RuntimeFailure(f"learning into store {store.root} failed: {e}; the head is unchanged") from None
+        raise
+
+
 def stored_examples(manifest: dict) -> list[TrainExample]:
     """A version's own training examples; manifests older than `training_examples` only hold the
     shown strings, which are then replayed as plain text."""
@@ -142,7 +181,7 @@ def learn(
     if not passages:
         raise SealError("nothing to learn: no passages")
     check_passages(passages)
-    with store.lock():
+    with store.lock(), _version_writes(store) as new_version_dir:
         store.init(lm.name, lm.path, lm.checksum)
         parent = store.head
         head = store.adapter_dirs(parent)
@@ -211,7 +250,7 @@ def learn(
         total = cfg.inner.epochs * per_epoch
         label = (f"training LoRA on {len(examples)} sequences" + (f" + {len(earlier)} earlier ({cfg.strategy})" if earlier else "")
                  + "".join(f" + {r.per_epoch} {name}/epoch" for name, r in rehearsal.items()))
-        folder = store.new_version_dir()
+        folder = new_version_dir()
         with applied_adapters(lm.model, train_on), reporter.task(label, total) as task:
             result, after = run_inner_loop(
                 lm.model, lm.tokenizer, trained, cfg.inner, seed,
@@ -219,6 +258,9 @@ def learn(
                 keep=folder, on_step=lambda step, _total, loss: task.advance(info=f"loss {loss:.3f}"),
                 rehearsal=tuple(rehearsal.values()),
             )
+        if not finite_adapter(folder):  # the last step can blow the weights up after the last loss was checked
+            raise RuntimeFailure(f"training diverged: the trained adapter holds NaN or infinite weights (learning rate "
+                                 f"{cfg.inner.lr:g}; try a lower --lr); nothing was kept")
         # What to ask later to see whether these documents are still known, and the earlier ones'.
         probes = [pr for p in passages for pr in document_probes(p, [s for e in edits[p.id] for s in e.sequences], seed)]
         chain_manifests = [store.manifest(v) for v in store.chain(parent)]  # oldest first; the last is the head's
