@@ -1,4 +1,4 @@
-"""Options of the `seal` command: --version and --verbose, and bounds checked before a model loads."""
+"""Options of the `seal` command: --version and --verbose, bounds checked before a model loads, Ctrl-C at start-up."""
 
 import subprocess
 import sys
@@ -101,6 +101,36 @@ def test_bad_options_are_one_line_before_any_model_loads_or_folder_is_written(tm
     lines = r.stderr.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (r.stderr, r.exception)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no store, run folder or demo store
+
+
+# -- Ctrl-C during start-up ------------------------------------------------------------------------
+# The interrupt is raised at a chosen point: when a module is first imported (a finder that raises).
+_INTERRUPT = """
+import sys
+
+at = sys.argv[1]
+
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == at:
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["seal", *sys.argv[2:]]
+from seal.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("module,extra", [
+    ("typer", []),  # while the command line's own modules load, before main() runs
+    ("transformers", []),  # in the global options' callback, where Typer exits 130 silently
+    ("safetensors", ["--verbose"]),  # while the command loads the model
+])
+def test_ctrl_c_during_start_up_is_one_line_and_status_130(tiny_model_dir, tmp_path, module, extra):
+    args = [*extra, "ask", "Who?", "--model", str(tiny_model_dir), "--store", str(tmp_path / "s")]
+    r = subprocess.run([sys.executable, "-c", _INTERRUPT, module, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130 and r.stderr == "interrupted\n", r.stderr
 
 
 def test_every_setting_of_a_learn_is_bounded_and_nan_is_out_of_range(tmp_path):

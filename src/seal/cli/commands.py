@@ -500,7 +500,18 @@ app.add_typer(arc_app, name="arc")
 
 
 def main() -> None:
-    app()
+    """The `seal` command. Ctrl-C ends it with one line and status 130 wherever it lands: in a
+    command (cli_errors), while options are parsed or libraries load (where Typer exits 130
+    without a word), or while Typer builds the command (where it does not catch it)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise SystemExit(130) from None
+    except SystemExit as e:
+        if e.code == 130:
+            err.print("interrupted")
+        raise
 
 
 if __name__ == "__main__":

@@ -68,8 +68,7 @@ def cli_errors(fn):
             where = f": {e.filename}" if e.filename else ""
             err.print(Text.assemble(("error:", "red"), f" {e.strerror or _one_line(e)}{where}"), soft_wrap=True)
             raise typer.Exit(1)
-        except KeyboardInterrupt:
-            err.print("interrupted")
+        except KeyboardInterrupt:  # commands.main() prints the one line
             raise typer.Exit(130)
 
     return wrapper
