@@ -165,7 +165,7 @@ def learn(
     stop_loss: Optional[float] = typer.Option(None, "--stop-loss", min=0.0, help="Stop training after the first epoch whose new examples' mean loss is below this (rehearsed ones are not counted) [default: all epochs]."),
     mix_rehearsal: bool = typer.Option(InnerLoopConfig.mix_rehearsal, "--mix-rehearsal/--no-mix-rehearsal", help="Pack the rehearsed examples (replay, anchors) into the new examples' training steps instead of giving them steps of their own: training 1.17x faster, more forgetting (docs/continual.md)."),
     no_guard: bool = typer.Option(False, "--no-guard", help="Commit without the forgetting guard's checks."),
-    force: bool = typer.Option(False, "--force", help="Make the new version head even when the guard finds it over budget (recorded as forced)."),
+    force: bool = typer.Option(False, "--force", help="Make the new version head even when the guard finds it over budget (recorded as forced); never one measured NaN or infinite."),
     guard_general: float = typer.Option(GuardConfig.general_kept, "--guard-general", min=0.0, max=1.0, callback=finite, help="Guard: share of the general questions the golden copy answers that must still be answered."),
     guard_retention: float = typer.Option(GuardConfig.retention, "--guard-retention", min=0.0, max=1.0, callback=finite, help="Guard: share of the earlier documents' probes the head answers that must still be answered."),
     guard_canary: float = typer.Option(GuardConfig.canary_drop, "--guard-canary-drop", min=0.0, max=1.0, callback=finite, help="Guard: how far canary accuracy may fall below the golden copy's."),
