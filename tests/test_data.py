@@ -39,6 +39,9 @@ def test_seal_json_and_jsonl(tmp_path):
     assert select(b, ["x"]) == b and select(a, ["0"]) == a
     with pytest.raises(SealError, match="no item with id"):
         select(a, ["nope"])
+    for odd in ("9" * 5001, "\u00b2"):  # int() refuses both: once a traceback
+        with pytest.raises(SealError, match="no item with id"):
+            select(a, [odd])
 
 
 def test_unknown_dataset_and_bad_json(tmp_path):
