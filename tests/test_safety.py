@@ -119,8 +119,8 @@ def test_a_teacher_that_fails_stops_the_run_and_a_rerun_retries(tiny_lm, tmp_pat
 # -- training -----------------------------------------------------------------------------------
 def test_a_diverging_loss_aborts_and_commits_nothing(tiny_lm, tmp_path):
     st = KnowledgeStore(tmp_path / "s")
-    cfg = tiny_learn_cfg(lr=1e6)
-    cfg.inner.epochs = 5
+    cfg = tiny_learn_cfg(lr=1.0)  # the largest lr allowed, with a LoRA scale of 4096: the loss is NaN by step 4
+    cfg.inner.lora_r, cfg.inner.lora_alpha, cfg.inner.epochs = 1, 4096, 5
     cfg.sampling.k = 0
     with pytest.raises(RuntimeFailure, match="training diverged: the loss is (nan|inf)"):
         learn(tiny_lm, st, [DOC], cfg)
