@@ -181,3 +181,13 @@ def test_a_teacher_endpoint_is_asked_passage_formats_only():
     RemoteWriter(endpoint, get_format("implications"), SamplingConfig())
     with pytest.raises(UsageError, match="teacher format 'sentence-recall' prompts once per sentence.*use a passage format"):
         RemoteWriter(endpoint, get_format("sentence-recall"), SamplingConfig())
+
+
+def test_a_question_that_is_not_text_is_refused_before_the_tokenizer(tiny_lm):
+    from seal.domains.knowledge.qa import check_question_fits
+
+    check_question_fits(tiny_lm, "Who built it?", "Ferry")
+    with pytest.raises(UsageError, match="the question is not valid text"):
+        check_question_fits(tiny_lm, "Who \udc80?", None)  # Seal.ask's check: once a tokenizer TypeError
+    with pytest.raises(UsageError, match="the topic is not valid text"):
+        check_question_fits(tiny_lm, "Who?", "\udc80")

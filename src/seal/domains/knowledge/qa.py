@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from seal.core.config import AnswerConfig
-from seal.domains.knowledge.data import Passage
+from seal.domains.knowledge.data import Passage, check_text
 from seal.core.generation import Sampling, render_prompt
 from seal.domains.knowledge.grading import Grader, local_grade
 from seal.core.models import LoadedModel
@@ -24,8 +24,12 @@ def answer_prompt(lm: LoadedModel, question: str, topic: str | None) -> str:
 
 
 def check_question_fits(lm: LoadedModel, question: str, topic: str | None, cfg: AnswerConfig | None = None) -> None:
-    """Refuse a question whose prompt and answer do not fit the model's context (instead of a
-    generation that runs for minutes and answers from a truncated prompt)."""
+    """Refuse a question that is not text (a lone surrogate), or whose prompt and answer do not fit
+    the model's context (instead of a generation that runs for minutes and answers from a
+    truncated prompt)."""
+    check_text(question, "the question")
+    if topic is not None:
+        check_text(topic, "the topic")
     cfg = cfg or AnswerConfig()
     context = getattr(lm.model.config, "max_position_embeddings", None)
     if not context:
