@@ -149,7 +149,7 @@ def test_deeply_nested_json_is_one_line(tmp_path):
 def test_text_that_is_not_unicode_is_refused_where_it_enters():
     with pytest.raises(UsageError, match="document name 'bad\\\\udcffname.txt' is not valid text"):
         document_passages("A ferry.", "bad\udcffname.txt")
-    with pytest.raises(UsageError, match="its text is not valid text: character 2 is a lone surrogate"):
+    with pytest.raises(UsageError, match="document 'notes' is not valid text: character 2 is a lone surrogate"):
         document_passages("A \udc80 ferry.", "notes")
     with pytest.raises(UsageError, match="passage 'p': 'context' must be a string, not int 5"):
         check_passages([Passage("p", "T", 5)])

@@ -264,8 +264,8 @@ def document_passages(text: str, name: str, title: str = "", max_words: int = 20
     """A document's text as passages of about `max_words`; its first Markdown heading, if any, is
     the title (else `title`). Ids are `name`, or `name#1`, `name#2`... for several chunks."""
     check_text(name, f"document name {name!r}")
-    check_text(title, f"{name!r}: title {title!r}")
-    check_text(text, f"{name!r}: its text")
+    check_text(title, f"document {name!r}: title {title!r}")
+    check_text(text, f"document {name!r}")
     body = []
     found = False
     for line in text.splitlines():

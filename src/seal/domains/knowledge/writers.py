@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from seal.core.config import SamplingConfig
-from seal.domains.knowledge.data import Passage, text_field, check_text, parse_json, read_text_file
+from seal.domains.knowledge.data import Passage, check_text, parse_json, read_text_file, text_field
 from seal.core.models import LoadedModel
 from seal.core.remote import ChatEndpoint, RemoteError
 from seal.core.runtime import RuntimeFailure, UsageError, derive_seed
