@@ -55,7 +55,7 @@ def cli_errors(fn):
     """Every failure is one line on stderr, never a traceback. Exit status: 2 for what the user's
     input caused (bad options, files, folders), 1 for a failure at run time (a damaged or busy
     store, a diverged training, a remote endpoint that failed, a file system that refused a write),
-    130 for Ctrl-C."""
+    130 for Ctrl-C (whose one line `commands.main()` prints, as it also catches it outside a command)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

@@ -101,7 +101,7 @@ def knowledge(
 
 
 def check_rest_em(cfg) -> None:
-    """The outer loop's settings, checked before the model loads (run_rest_em checks them again for callers of the API)."""
+    """The outer loop's settings, checked before the model loads (run_rest_em checks only the inner loops, after)."""
     check_inner(cfg.inner, "inner loop")
     check_inner(cfg.sft, "generator SFT")
     check_sampling(cfg.sampling)
