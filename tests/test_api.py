@@ -87,3 +87,43 @@ def test_the_readme_example_runs_as_written(tiny_model_dir, tmp_path, monkeypatc
     (tmp_path / "notes.md").write_text("# Heat pump\nThe Volthaven heat pump cost 214 million kroner.\n")
     exec(compile(block, "README.md", "exec"), {})
     assert seal.Seal is Seal
+
+
+def test_one_seal_shared_by_two_threads_asks_and_learns_without_touching_the_golden_copy(tiny_model_dir, tmp_path):
+    import threading
+
+    import torch
+
+    torch.set_num_threads(1)
+    s = Seal(store=tmp_path / "store", model=tiny_model_dir)
+    s.learn("Lagos ferry batteries were supplied by Volthaven in May.", config=FAST)  # asks below add v1's deltas
+    golden = {n: p.detach().clone() for n, p in s.lm.model.state_dict().items()}
+    question = "Who supplied the batteries?"
+    answers = {0: s.ask(question, version=0).text, 1: s.ask(question, version=1).text}
+    done, errors, asked = threading.Event(), [], []
+
+    def ask_until_done():
+        try:
+            while not done.is_set():  # the head's deltas added and removed, over and over, during the learn
+                asked.append(s.ask(question, version=1).text)
+        except Exception as e:
+            errors.append(e)
+
+    def learn():
+        try:  # several epochs and the guard: long enough that every run overlapped with asks before the lock
+            s.learn("Volthaven built the ferry tower in Bergen in March.", config=FAST, inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=4, lr=5e-3))
+        except Exception as e:
+            errors.append(e)
+        finally:
+            done.set()
+
+    threads = [threading.Thread(target=ask_until_done), threading.Thread(target=learn)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and s.store.state()["versions"] == [1, 2] and asked
+    assert set(asked) == {answers[1]}  # every ask answered from v1, never from weights half-way through a learn
+    after = s.lm.model.state_dict()
+    assert all(torch.equal(golden[n], after[n]) for n in golden)  # the golden copy, bit for bit
+    assert s.ask(question, version=0).text == answers[0] and s.ask(question, version=1).text == answers[1]

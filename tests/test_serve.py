@@ -130,7 +130,7 @@ def test_beyond_localhost_every_endpoint_needs_the_key_and_learning_always(tiny_
     keyless = TestClient(create_app(server, api_key=None))
     assert keyless.get("/v1/models").status_code == 200
     r = keyless.post("/v1/learn", json={"text": "A fact."})
-    assert r.status_code == 403 and "--api-key" in r.json()["error"]["message"]
+    assert r.status_code == 403 and "SEAL_API_KEY" in r.json()["error"]["message"]
 
 
 def test_a_document_can_be_uploaded_as_a_file(tiny_model_dir, tmp_path, monkeypatch):
@@ -157,7 +157,7 @@ def test_a_document_can_be_uploaded_as_a_file(tiny_model_dir, tmp_path, monkeypa
     assert [v["documents"] for v in client.get("/v1/versions").json()["versions"]] == [["ferry note"], ["Battery"]]
 
 
-def test_a_server_killed_while_learning_restarts_on_the_previous_head(tiny_model_dir, tmp_path):
+def test_a_server_killed_while_learning_restarts_on_the_previous_head_and_queues_the_job_again(tiny_model_dir, tmp_path):
     import os
     import signal
     import subprocess
@@ -191,10 +191,190 @@ def test_a_server_killed_while_learning_restarts_on_the_previous_head(tiny_model
         os.kill(proc.pid, signal.SIGKILL)  # mid-learn (the default recipe takes seconds even on the tiny model)
         proc.wait()
         proc = start()
-        versions = httpx.get(f"{url}/versions").json()
+        versions = httpx.get(f"{url}/versions").json()  # the previous head (the job's second run takes seconds)
         assert versions["head"] == 0 and versions["versions"] == []
         r = httpx.post(f"{url}/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
         assert r.status_code == 200 and r.json()["model"] == "seal-head"
+        # the job the kill cut short is found again and learned again from the start (to the end: test_learn_jobs_survive_a_restart)
+        status = httpx.get(f"{url}/learn/{job['id']}", headers=headers).json()
+        assert status["status"] in ("queued", "running") and status["note"] == "queued again: the server stopped while it was learning"
     finally:
         proc.kill()
         proc.wait()
+
+
+# -- bounds: bodies, prompts, queues, uploads ------------------------------------------------------
+
+def test_a_chunked_body_over_the_limit_is_refused_before_it_is_read(served):
+    _server, _client, url = served  # max_body 64 KiB
+    sent = [0]
+
+    def endless():  # 256 MiB, chunked: no Content-Length to refuse it by
+        for _ in range(4096):
+            sent[0] += 1 << 16
+            yield b"x" * (1 << 16)
+
+    for path, kind in (("learn", "application/json"), ("learn", "multipart/form-data; boundary=b"), ("chat/completions", "application/json")):
+        sent[0] = 0
+        r = httpx.post(f"{url}/{path}", content=endless(), timeout=60,
+                       headers={"Authorization": f"Bearer {KEY}", "Content-Type": kind})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+        assert sent[0] < 64 << 20  # the server closed the connection: the client stopped long before the end
+
+
+def test_a_prompt_beyond_the_context_is_refused_before_generation(served):
+    server, client, url = served
+    forwards = []
+    hook = server.serving.model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        long = "Volthaven built the ferry tower in Bergen in March. " * 600  # thousands of tokens; the model has 1,024 positions
+        with pytest.raises(openai.BadRequestError, match="context is 1024 tokens") as e:
+            client.completions.create(model="seal-head", prompt=long, max_tokens=8)
+        assert e.value.code == "context_length_exceeded"
+        r = httpx.post(f"{url}/chat/completions", json={"messages": [{"role": "user", "content": long}], "stream": True})
+        assert r.status_code == 400 and "max_tokens 128" in r.json()["error"]["message"]  # not a stream that fails later
+        fits = "Volthaven built the tower. " * next(k for k in range(10, 200, 10) if server.count("Volthaven built the tower. " * k) > 600)
+        n = client.completions.create(model="seal-head", prompt=fits, max_tokens=1).usage.prompt_tokens
+        assert 1025 - n <= 512  # a max_tokens the server accepts on its own
+        with pytest.raises(openai.BadRequestError, match=f"{n} in the prompt, max_tokens {1025 - n}"):
+            client.completions.create(model="seal-head", prompt=fits, max_tokens=1025 - n)  # one token past the context
+        assert len(forwards) == 1  # only the one request that fitted generated
+    finally:
+        hook.remove()
+
+
+def test_bad_bodies_are_400s_not_500s(served):
+    _server, client, url = served
+    with pytest.raises(openai.BadRequestError, match="model must be a string"):
+        client.chat.completions.create(model=5, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for raw, message in ((b'{"prompt": "\\ud800"}', "lone surrogate"), (b"[" * 30_000 + b"]" * 30_000, "not valid JSON")):
+        r = httpx.post(f"{url}/completions", content=raw, headers=headers)
+        assert r.status_code == 400 and message in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/learn", json={"text": "PK\x03\x04\x00\x00binary"}, headers=headers)
+    assert r.status_code == 400 and "NUL" in r.json()["error"]["message"]
+
+
+def test_binary_uploads_are_refused_as_the_cli_refuses_them(served, tmp_path):
+    from typer.testing import CliRunner
+
+    from seal.cli import app
+
+    _server, _client, url = served
+    data = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+    r = httpx.post(f"{url}/learn", files={"file": ("photo.txt", data, "text/plain")}, headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 400 and "binary file, expected UTF-8 text: 'photo.txt'" in r.json()["error"]["message"]
+    (tmp_path / "photo.txt").write_bytes(data)
+    cli = CliRunner().invoke(app, ["learn", str(tmp_path / "photo.txt"), "--store", str(tmp_path / "s")])
+    assert cli.exit_code == 2 and "binary file, expected UTF-8 text" in cli.output  # the same rule, the same words
+
+
+def test_the_learn_queue_and_the_generations_are_bounded(tiny_model_dir, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache"))
+    server = Server(Seal(store=tmp_path / "store", model=tiny_model_dir), learn_config=LOUD, max_jobs=2, max_requests=1)
+    server.close()  # no worker: every job stays queued
+    client = TestClient(create_app(server, api_key=KEY))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    codes = [client.post("/v1/learn", json={"text": f"Fact {i}."}, headers=auth).status_code for i in range(3)]
+    assert codes == [202, 202, 429]
+    r = client.post("/v1/learn", json={"text": "One more."}, headers=auth)
+    assert "2 learn jobs are already waiting" in r.json()["error"]["message"] and r.json()["error"]["code"] == "queue_full"
+    release = server.slots.take()  # the one generation slot busy (a stream in progress)
+    r = client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+    assert r.status_code == 503 and "busy" in r.json()["error"]["message"]
+    release()
+    assert client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
+    assert server.slots.free == 1
+
+
+def test_rollback_while_the_store_is_being_written_is_a_conflict(served):
+    server, _client, url = served
+    headers = {"Authorization": f"Bearer {KEY}"}
+    lm = server.seal.lm
+    with server.seal.store.lock() as store:
+        store.init(lm.name, lm.path, lm.checksum)  # a store with nothing learned yet
+    with server.learning:  # as the worker holds it through a learn
+        r = httpx.post(f"{url}/rollback", json={"version": 0}, headers=headers)
+        assert r.status_code == 409 and "a learn job is running" in r.json()["error"]["message"]
+    with server.seal.store.lock():  # another writer (e.g. `seal learn` in another process)
+        r = httpx.post(f"{url}/rollback", json={"version": 0}, headers=headers)
+        assert r.status_code == 409 and "busy" in r.json()["error"]["message"]
+    assert httpx.post(f"{url}/rollback", json={"version": 3}, headers=headers).status_code == 400  # no such version
+    assert httpx.post(f"{url}/rollback", json={"version": 0}, headers=headers).json() == {"head": 0, "previous": 0}
+
+
+# -- streams ---------------------------------------------------------------------------------------
+
+def test_a_closed_stream_stops_its_generation(tiny_lm):
+    from seal.core.generation import Sampling
+
+    forwards = []
+    tiny_lm.model.register_forward_hook(lambda *_: forwards.append(1))
+    sampling = Sampling(max_new_tokens=512)
+    full = "".join(tiny_lm.generator.stream("Volthaven", sampling=sampling))
+    assert full and len(forwards) == 512  # this prompt runs to the limit
+    forwards.clear()
+    pieces = tiny_lm.generator.stream("Volthaven", sampling=sampling)
+    next(pieces)
+    pieces.close()  # what the server does when the client goes away
+    assert len(forwards) < 16
+
+
+def test_a_client_that_drops_a_stream_frees_the_model(served):
+    server, client, url = served
+    for _ in range(3):
+        with httpx.stream("POST", f"{url}/completions", json={"prompt": "Volthaven", "max_tokens": 512, "stream": True}) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())  # the first event, then the client goes away mid-stream
+    deadline = time.monotonic() + 10
+    while server.slots.free != server.slots.n or server.lock.locked():
+        assert time.monotonic() < deadline, "a dropped stream still holds the model or its slot"
+        time.sleep(0.05)
+    assert isinstance(_ask(client), str)
+
+
+# -- jobs survive a restart ------------------------------------------------------------------------
+
+def test_learn_jobs_survive_a_restart(tiny_model_dir, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache"))
+    quick = LearnConfig(sampling=SamplingConfig(k=0), anchors=0, guard=GuardConfig(enabled=False),
+                        inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1, lr=5e-3))
+    seal = Seal(store=tmp_path / "store", model=tiny_model_dir)
+    first = Server(seal, learn_config=quick)
+    first.close()  # stopped before it learned anything: both jobs are still queued
+    auth = {"Authorization": f"Bearer {KEY}"}
+    ids = [TestClient(create_app(first, api_key=KEY)).post("/v1/learn", json={"text": t, "title": t[:5]}, headers=auth).json()["id"]
+           for t in ("Volthaven built the tower.", "Lagos got ferry batteries.")]
+
+    second = Server(seal, learn_config=quick)  # the same store: the queued jobs are found and learned
+    client = TestClient(create_app(second, api_key=KEY))
+    deadline = time.monotonic() + 60
+    while any(client.get(f"/v1/learn/{i}", headers=auth).json()["status"] in ("queued", "running") for i in ids):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    done = [client.get(f"/v1/learn/{i}", headers=auth).json() for i in ids]
+    assert [(j["status"], j["version"], j["title"]) for j in done] == [("committed", 1, "Volth"), ("committed", 2, "Lagos")]
+    assert client.get("/v1/learn/learn-1-bogus", headers=auth).status_code == 404
+    second.close()
+
+    # a server that died after committing a version but before recording it: the version is the job's
+    # outcome, not a reason to learn the document a second time
+    record = json.loads((seal.store.root / "jobs" / f"{ids[1]}.json").read_text())
+    record.update(status="running", version=None, finished=None, text="Lagos got ferry batteries.")
+    (seal.store.root / "jobs" / f"{ids[1]}.json").write_text(json.dumps(record))
+    third = Server(seal, learn_config=quick)
+    third.close()
+    assert third.jobs[ids[0]].status == "committed" and third.jobs[ids[0]].version == 1
+    assert (third.jobs[ids[1]].status, third.jobs[ids[1]].version) == ("committed", 2) and "after" in third.jobs[ids[1]].note
+    assert seal.store.state()["versions"] == [1, 2]
+    # the next id does not reuse a number, and a damaged job file is set aside, not deleted nor fatal
+    (seal.store.root / "jobs" / "learn-9-x.json").write_text("{torn")
+    fourth = Server(seal, learn_config=quick)
+    fourth.close()
+    assert any("learn-9-x.json is damaged" in n for n in fourth.notes)
+    assert list((seal.store.root / "jobs").glob("learn-9-x.json.damaged-*"))
+    assert fourth.submit("A third fact.", "").id.startswith("learn-3-")

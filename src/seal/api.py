@@ -9,14 +9,17 @@
 
 `Seal(model=hf_model, tokenizer=hf_tokenizer)` wraps a model already in memory (its weights are
 hashed to identify the store's base). Every method raises `SealError` subclasses with the same
-one-line messages the CLI prints; results have `.to_json()`.
+one-line messages the CLI prints; results have `.to_json()`. One `Seal` may be shared by threads:
+what uses the weights runs one call at a time (see the class).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ContextManager, Iterable, Union
@@ -58,11 +61,34 @@ def _in_memory(model, tokenizer, name: str) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, path=Path("."), checksum=h.hexdigest())
 
 
+def _one_at_a_time(method):
+    """Run `method` holding the object's lock: learning trains on the weights in place, and asking
+    adds a version's deltas to them for the call, so two such calls must never interleave."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class Seal:
-    """A base model (the golden copy, never changed on disk) and a knowledge store of LoRA versions."""
+    """A base model (the golden copy, never changed on disk) and a knowledge store of LoRA versions.
+
+    One writer, safe to share between threads: `learn`, `ask`, `eval`, `general` and `export`
+    (everything that uses the model's weights, and its first loading) run one call at a time under
+    a lock, so a caller asking while another thread learns waits until the learn has finished (or
+    been refused) and then answers from the head as it is then; the golden copy in memory is the
+    same after any mix of calls. `history`, `versions` and `version` only read the store and do not
+    wait; `rollback` takes the store's writer lock and, while a learn holds it, raises the same
+    one-line "busy" error as a second `seal` process would. For answers while learning, keep a
+    second copy of the model (what `seal serve` does).
+    """
 
     def __init__(self, store: str | Path | None = None, model=None, tokenizer=None, name: str | None = None,
                  loading: Callable[[], ContextManager] | None = None):
+        self._lock = threading.RLock()  # reentrant: a locked method may call another (learn loads the model)
         self._loading = loading or contextlib.nullcontext  # wraps the model's loading (the CLI shows a status line)
         self.store = KnowledgeStore(Path(store) if store is not None else default_store_dir())
         self._spec = None if model is None else str(model) if isinstance(model, (str, Path)) else None
@@ -74,10 +100,11 @@ class Seal:
     @property
     def lm(self) -> LoadedModel:
         """The base model, loaded on first use (history and rollback never load it)."""
-        if self._lm is None:
-            with self._loading():
-                self._lm = load_model(self._spec)
-            self._check_base()
+        with self._lock:  # two threads asking first must not load it twice
+            if self._lm is None:
+                with self._loading():
+                    self._lm = load_model(self._spec)
+                self._check_base()
         return self._lm
 
     def _check_base(self) -> None:
@@ -106,6 +133,7 @@ class Seal:
                 raise UsageError(f"cannot learn from {src!r}: give a file path, a non-empty text or a Passage")
         return out
 
+    @_one_at_a_time
     def learn(self, sources: Source | Iterable[Source], config: LearnConfig | None = None, reporter=None, *,
               source: str | None = None, generator: str | Path | None = None, notes: list[str] | None = None, **options):
         """Learn documents into a new version (`seal learn`); returns a `LearnOutcome`. Keyword
@@ -145,6 +173,7 @@ class Seal:
     def _adapters(self, v: int) -> list[Path]:
         return self.store.adapter_dirs(v) if v else []
 
+    @_one_at_a_time
     def ask(self, question: str, topic: str | None = None, version: int | None = None) -> Answer:
         """A closed-book answer (`seal ask`) from the head, an older version, or 0 (the golden copy)."""
         from seal.domains.knowledge.qa import answer_questions, check_question_fits
@@ -155,6 +184,7 @@ class Seal:
         check_question_fits(self.lm, question, topic)
         return Answer(answer_questions(self.lm, [(question, topic)], AnswerConfig(), adapters=self._adapters(v))[0], v)
 
+    @_one_at_a_time
     def eval(self, data: str | list[Passage], version: int | None = None, ids: list[str] | None = None,
              n: int | None = None, reporter=None):
         """Closed-book accuracy (`seal eval`) on a dataset name/path or passages; an `EvalResult`."""
@@ -168,6 +198,7 @@ class Seal:
         return evaluate_with_progress(self.lm, passages, reporter or NullReporter(), f"closed-book QA, version {v}",
                                       adapters=self._adapters(v))
 
+    @_one_at_a_time
     def general(self, version: int | None = None, questions=None) -> list[dict]:
         """The generative general-knowledge probe (`seal.guard.general`: ordinary questions asked
         closed-book, no topic) of a version (None: the head; 0: the golden copy): per question its
@@ -213,6 +244,7 @@ class Seal:
             self.store.rollback(version)
         return old
 
+    @_one_at_a_time
     def export(self, out: str | Path, version: int | None = None, format: str = "merged") -> dict:
         """Write a version out of the store (`seal export`); returns the export manifest."""
         from seal.export import FORMATS, export_version

@@ -405,8 +405,10 @@ def export(
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; beyond localhost every endpoint needs the API key."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SEAL_API_KEY", help="Bearer token; learning and rollback need it always [env: SEAL_API_KEY]."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SEAL_API_KEY", help="Bearer token; learning and rollback need it always. Prefer setting SEAL_API_KEY: a flag's value shows in `ps`."),
     max_body_kb: int = typer.Option(1024, "--max-body-kb", min=1, help="Largest request body accepted (413 above)."),
+    max_jobs: int = typer.Option(32, "--max-jobs", min=1, help="Learn jobs that may wait in the queue (429 above)."),
+    max_requests: int = typer.Option(16, "--max-requests", min=1, help="Generations running or waiting at once, streams included (503 above)."),
     store: Optional[Path] = StoreOpt,
     model: Optional[str] = ModelOpt,
 ):
@@ -420,12 +422,13 @@ def serve(
     from seal.serve import LOCAL_HOSTS, Server, create_app
 
     if host not in LOCAL_HOSTS and not api_key:
-        raise SealError(f"binding to {host} needs an API key: --api-key KEY or SEAL_API_KEY")
+        raise SealError(f"binding to {host} needs an API key: SEAL_API_KEY=KEY (or --api-key KEY)")
     with err.status("loading model (two copies: one serves, one learns)"):
         seal_ = Seal(store=store, model=model)
-        server = Server(seal_)
+        server = Server(seal_, max_jobs=max_jobs, max_requests=max_requests)
+    _warn(server.notes)
     err.print(f"serving {seal_.store.root} (head v{seal_.store.head if seal_.store.exists else 0}) on http://{host}:{port}/v1"
-              + ("" if api_key else "; learning endpoints are off without --api-key"))
+              + ("" if api_key else "; learning endpoints are off without SEAL_API_KEY"))
     uvicorn.run(create_app(server, api_key=api_key, host=host, max_body=max_body_kb * 1024), host=host, port=port,
                 log_level="warning")
 

@@ -138,18 +138,24 @@ class HFGenerator:
         return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def stream(self, prompt: str, *, adapters: Sequence[Path] = (), sampling: Sampling) -> Iterator[str]:
-        """Runs the generation in a thread that the caller must let finish (iterate to the end)."""
+        """Runs the generation in a thread; closing the iterator early (a client that went away)
+        stops it at the next token, so the weights are free again at once."""
         import threading
 
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class Closed(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), closed.is_set(), dtype=torch.bool, device=input_ids.device)
 
         tok, model = self.lm.tokenizer, self.lm.model
+        closed = threading.Event()
         with self._with(adapters):
             enc = tok([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
             streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
             kwargs = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], streamer=streamer,
-                          **_decoding(tok, sampling))
+                          stopping_criteria=StoppingCriteriaList([Closed()]), **_decoding(tok, sampling))
 
             def run():
                 torch.manual_seed(sampling.seed)
@@ -161,6 +167,7 @@ class HFGenerator:
             try:
                 yield from streamer
             finally:
+                closed.set()
                 thread.join()
 
 

@@ -195,13 +195,18 @@ def read_text_file(path: Path) -> str:
         raise SealError(f"file not found: {path}")
     if not path.is_file():
         raise SealError(f"not a file: {path}")
-    data = path.read_bytes()
+    return decode_text(path.read_bytes(), str(path))
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """A document's bytes as text, or a one-line SealError naming it (binary, not UTF-8): the one
+    rule for files and uploads (`seal serve`)."""
     if b"\0" in data[:8192]:
-        raise SealError(f"binary file, expected UTF-8 text: {path}")
+        raise SealError(f"binary file, expected UTF-8 text: {name}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise SealError(f"not UTF-8 text: {path} (byte {e.start})") from e
+        raise SealError(f"not UTF-8 text: {name} (byte {e.start})") from e
 
 
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
