@@ -200,7 +200,11 @@ def test_cli_store_damage_is_one_line(tiny_model_dir, tmp_path):
     (st / "versions" / "v0001" / "manifest.json").write_text("{not json")
     (st / "state.json").write_text(json.dumps({"head": 1, "versions": [1]}))
     (st / "store.json").write_text("{broken")
-    r = run_seal("history", "--store", str(st))
+    r = run_seal("history", "--store", str(st))  # lists what it can, the damaged version marked
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "DAMAGED (head)" in r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning:") and "version 1 is damaged" in lines[0]
+    r = run_seal("rollback", "1", "--store", str(st))
     assert r.returncode == 1 and "Traceback" not in r.stderr and "version 1 is damaged" in r.stderr
     assert len(r.stderr.strip().splitlines()) <= 2  # the error (and at most one warning)
 
@@ -246,12 +250,12 @@ def test_model_folders_seal_cannot_read_are_one_line(tmp_path, tiny_model_dir):
     bin_only = tmp_path / "binmodel"
     shutil.copytree(tiny_model_dir, bin_only)
     (bin_only / "model.safetensors").rename(bin_only / "pytorch_model.bin")  # not a pickle: unreadable
-    r = run_seal("ask", "Who?", "--model", str(bin_only), "--store", str(tmp_path / "s"))
+    r = run_seal("ask", "Who?", "--model", str(bin_only), "--store", str(tmp_path / "s"), "--base")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot load model" in r.stderr
 
 
 def test_input_bounds(tiny_model_dir, tmp_path):
-    r = run_seal("ask", "why " * 3000, "--model", str(tiny_model_dir), "--store", str(tmp_path / "s"))
+    r = run_seal("ask", "why " * 3000, "--model", str(tiny_model_dir), "--store", str(tmp_path / "s"), "--base")
     assert r.returncode == 2 and "question is too long" in r.stderr and "context of 1024 tokens" in r.stderr
     notes: list[str] = []
     chunks = chunk_text("word " * 450, 200, notes)
