@@ -276,3 +276,28 @@ def test_a_run_written_before_a_new_setting_still_resumes(tiny_lm, tmp_path):
     run_bench(bench_cfg(tmp_path), run, lm=tiny_lm)  # resumes: the missing field has its default
     with pytest.raises(UsageError, match="different config .*inner"):
         run_bench(bench_cfg(tmp_path, inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=2)), run, lm=tiny_lm)
+
+
+def test_a_continual_run_killed_in_the_commit_window_learns_each_passage_once(tiny_lm, tmp_path):
+    from seal.bench.continual import ContinualConfig, run_continual, store_dir
+
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "title": f"Town {i}", "context": f"Volthaven {i} supplied the ferry of town {i}.",
+                                        "questions": [{"question": f"Who supplied town {i}?", "answer": f"Volthaven {i}"}]}) + "\n"
+                            for i in range(3)))
+    cfg = ContinualConfig(data=str(data), n=3, strategies=["stack:guard=off"], learn=tiny_learn_cfg())
+    cfg.learn.sampling.k = 0
+    out = tmp_path / "run"
+    run_continual(cfg, out, lm=tiny_lm)
+    st = KnowledgeStore(store_dir(out, "stack:guard=off", 0))
+    # What a kill at step 1 between the rename of v2 and the write of state.json leaves: v2 in place
+    # but unlisted, the head still v1, no record of step 1 (and nothing of step 2 yet).
+    shutil.rmtree(st.root / "versions" / "v0003")
+    (st.root / "state.json").write_text(json.dumps({"head": 1, "versions": [1]}))
+    log = out / "trials.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:2]))  # the golden copy and step 0
+    run_continual(cfg, out, lm=tiny_lm)
+    assert [[d["id"] for d in m["documents"]] for m in st.manifests()] == [["p0"], ["p1"], ["p2"]]
+    assert st.chain() == [1, 2, 3]
+    edits = [json.loads(line) for line in log.read_text().splitlines()][1:]
+    assert [(r["passage_id"], r["version"], r["resumed"]) for r in edits] == [("p0", 1, False), ("p1", 2, True), ("p2", 3, False)]
