@@ -1,6 +1,7 @@
 """Nothing lost, ever: run folders and the store under damage and bad input (tiny model)."""
 
 import json
+import os
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -224,6 +225,41 @@ def test_the_base_identity_comes_from_the_weights_not_a_marker(tmp_path, tiny_mo
     tensors[name] = tensors[name] + 1
     save_file(tensors, weights, metadata={"format": "pt"})
     assert weights_checksum(other) != first  # the cached hash is bound to size and mtime
+
+
+def test_weights_swapped_under_the_same_size_and_mtime_are_refused(tmp_path, tiny_model_dir, monkeypatch):
+    from seal.core.models import load_model
+
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    st = KnowledgeStore(tmp_path / "s")
+    cfg = tiny_learn_cfg()
+    cfg.sampling.k = 0
+    lm = load_model(str(model))
+    learn(lm, st, [DOC], cfg)
+    weights = model / "model.safetensors"
+    before = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # other weights, same size
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the same modification time
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    swapped = load_model(str(model))
+    assert swapped.checksum != lm.checksum
+    with pytest.raises(UsageError, match="belongs to base model"):
+        st.check_base(swapped.name, swapped.checksum)
+    # A checksum cache fooled anyway (its entry rewritten to the swapped file's stamps): the content is
+    # hashed again before the store is written.
+    index = tmp_path / "cache" / "checksums.json"
+    entries = json.loads(index.read_text())
+    entries[str(weights.resolve())]["sha256"] = lm.checksum
+    index.write_text(json.dumps(entries))
+    fooled = load_model(str(model))
+    assert fooled.checksum == lm.checksum
+    with pytest.raises(RuntimeFailure, match="hash to .*, not .* as when they were loaded"):
+        learn(fooled, st, [DOC], cfg)
+    assert st.state()["versions"] == [1]
 
 
 # -- bad input ----------------------------------------------------------------------------------

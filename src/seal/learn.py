@@ -133,7 +133,7 @@ def learn(
     check_sampling(cfg.sampling)
     check_guard(cfg.guard)
     with store.lock():
-        store.init(lm.name, lm.path, lm.checksum)
+        store.init(lm.name, lm.path, lm.verified_checksum())  # the weights' content, not a cache entry
         parent = store.head
         head = store.adapter_dirs(parent)
         quizzed = [p for p in passages if p.questions]
