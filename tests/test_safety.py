@@ -337,3 +337,21 @@ def test_a_continual_run_killed_in_the_commit_window_learns_each_passage_once(ti
     assert st.chain() == [1, 2, 3]
     edits = [json.loads(line) for line in log.read_text().splitlines()][1:]
     assert [(r["passage_id"], r["version"], r["resumed"]) for r in edits] == [("p0", 1, False), ("p1", 2, True), ("p2", 3, False)]
+
+
+def test_garbage_lines_in_a_run_log_are_skipped_by_name_and_the_records_kept(tiny_lm, tmp_path, capsys):
+    from seal.core.run_records import TrialLog
+
+    run = tmp_path / "run"
+    run_bench(bench_cfg(tmp_path), run, lm=tiny_lm)
+    log = run / "trials.jsonl"
+    good = [json.loads(line) for line in log.read_text().splitlines()]
+    garbage = [b"5", b"\xff\xfe not UTF-8", b'{"no": "key"}', b"[" * 100_000, b'{"key": "torn', b""]
+    log.write_bytes(b"\n".join([json.dumps(good[0]).encode(), *garbage[:-2], *[json.dumps(r).encode() for r in good[1:]], *garbage[-2:]]))
+    r = run_seal("bench", "report", str(run))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    named = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert [line.split(" line ")[1].split()[0] for line in named] == ["2", "3", "4", "5", str(len(good) + 5)]
+    capsys.readouterr()
+    assert TrialLog(log).records == good  # and a resume keeps every record
+    assert [json.loads(line) for line in log.read_text().splitlines()] == good
