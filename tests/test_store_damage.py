@@ -194,6 +194,14 @@ def test_store_folders_and_files_are_never_followed_out_of_the_store(st, tmp_pat
     (st.root / "versions" / "v0002" / "adapter_model.safetensors").symlink_to("/dev/zero")  # hashing it would never end
     with pytest.raises(RuntimeFailure, match="adapter_model.safetensors is a symbolic link"):
         st.adapter_dirs(2)
+    elsewhere = tmp_path / "v0003-elsewhere"  # an unlisted version folder that is a link: set aside as a link
+    shutil.copytree(st.root / "versions" / "v0001", elsewhere)
+    (st.root / "versions" / "v0003").symlink_to(elsewhere)
+    kept = tree(elsewhere)
+    with st.lock():
+        pass
+    [q] = st.quarantined()
+    assert q["version"] == 3 and q["reason"] == "its folder is a symbolic link" and tree(elsewhere) == kept
 
 
 def test_a_legacy_manifest_without_checksums_still_checks_the_adapter(tmp_path):
@@ -238,4 +246,6 @@ def test_cli_store_option_coercions_are_errors(tmp_path):
     assert r.returncode == 2 and "empty path" in r.stderr
     r = run_seal("ask", "Who?", "--store", str(tmp_path / "TYPO"))  # before any model is loaded
     assert r.returncode == 2 and "no knowledge store at" in r.stderr and "--base" in r.stderr
+    r = run_seal("export", "--out", str(tmp_path / "m"), "--store", str(tmp_path / "TYPO"))
+    assert r.returncode == 2 and "no knowledge store at" in r.stderr and not (tmp_path / "m").exists()
     assert not (tmp_path / "TYPO").exists()

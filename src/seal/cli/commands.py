@@ -110,7 +110,8 @@ def _seal(store: Optional[Path], model: Optional[str]):
 
 
 def _asked_store(s, store: Optional[Path], base: bool) -> None:
-    """A --store named for a question must hold a store: a mistyped folder must not answer from the golden copy."""
+    """A --store named for a version (not the golden copy: `base`) must hold a store: a mistyped
+    folder must not answer, evaluate or export from the golden copy."""
     if store is not None and not base and not s.store.exists:
         raise UsageError(f"no knowledge store at {store} (`seal learn --store {store}` creates one; --base asks the golden copy)")
 
@@ -413,6 +414,7 @@ def export(
 ):
     """Write a version out of the store for transformers, PEFT, vLLM or lm-eval, with a manifest of what went in."""
     s = _seal(store, model)
+    _asked_store(s, store, version == 0)
     v = s.version(version) if s.store.exists else (version or 0)
     with err.status(f"exporting version {v} ({format})"):
         record = s.export(out_dir, version=v, format=format)

@@ -158,7 +158,7 @@ def open_lock(path: Path) -> int:
             raise refused("a symbolic link" if e.errno == errno.ELOOP else "not a plain file") from None
         raise
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
         os.close(fd)
         raise refused("a hard link to another file" if stat.S_ISREG(st.st_mode) else "not a plain file")
     return fd
