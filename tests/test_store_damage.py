@@ -152,6 +152,23 @@ def test_duplicate_and_overlong_state_entries(st):
     assert KnowledgeStore(st.root).state() == {"head": 2, "versions": [1, 2]}  # damaged: read from the folders
 
 
+def test_a_store_json_of_the_wrong_shape_is_rebuilt_from_the_manifests(tmp_path):
+    st = KnowledgeStore(tmp_path / "s")
+    with st.lock():
+        st.init("tiny", tmp_path, "abc123")
+    with st.lock():
+        folder = st.new_version_dir()
+        (folder / "adapter_model.safetensors").write_bytes(b"w")
+        st.commit(folder, {"documents": [], "base_sha256": "abc123"})
+    (st.root / "store.json").write_text(json.dumps({"base": {"name": "tiny", "sha256": 5}}))
+    with pytest.raises(UsageError, match="belongs to base model unknown \\(rebuilt\\) \\(abc123\\)"):
+        st.check_base("other", "fff")
+    with st.lock():
+        pass
+    assert json.loads((st.root / "store.json").read_text())["base"]["sha256"] == "abc123"
+    assert list(st.root.glob("store.json.damaged-*"))
+
+
 def test_the_lock_is_never_written_through_a_link(st, tmp_path):
     lock = st.root / ".lock"
     victim = tmp_path / "victim.txt"

@@ -105,7 +105,8 @@ class KnowledgeStore:
 
     def info(self) -> dict:
         info = self._read("store.json")
-        if info is not None and isinstance(info.get("base"), dict) and "sha256" in info["base"]:
+        base = (info or {}).get("base")
+        if isinstance(base, dict) and isinstance(base.get("sha256"), str) and isinstance(base.get("name"), str):
             return info
         if not self.exists:
             return {}
@@ -126,7 +127,8 @@ class KnowledgeStore:
                 self.notes.append(f"state.json is missing or damaged: read from the version folders (head v{self._rebuilt['head']}, "
                                   "the latest); the next `seal learn` or `seal rollback` writes it again")
             self.notes += [f"version {v} cannot be used ({why}); the next `seal learn` or `seal rollback` moves it to "
-                           f"{self.root / 'quarantine'}" for v, why in bad.items() if not empty_dir(self.root / "versions" / version_name(v))]
+                           f"{self.root / 'quarantine'}" for v, why in bad.items()
+                           if not empty_dir(self.root / "versions" / version_name(v))]
         return self._rebuilt
 
     @property
@@ -288,9 +290,9 @@ class KnowledgeStore:
 
     def _recover_info(self, stamp: str) -> None:
         """Rebuild a missing or damaged store.json from the manifests' base checksum."""
-        if not self.exists or self._read("store.json") is not None:
+        info = self.info() if self.exists else {}
+        if not info.get("rebuilt"):
             return
-        info = self.info()
         if os.path.lexists(self.root / "store.json"):
             os.replace(self.root / "store.json", self.root / f"store.json.damaged-{stamp}")
         if info["base"]["sha256"]:
