@@ -86,6 +86,8 @@ def test_a_repaired_version_is_restored_as_inactive(st):
     with st.lock():
         pass
     [q] = st.quarantined()
+    with pytest.raises(UsageError, match=f"no version 2 .*; it is in quarantine as {q['name']}"):
+        st.chain(2)
     with st.lock(), pytest.raises(RuntimeFailure, match="still cannot be used .*sha256"):
         st.restore(q["name"])
     with st.lock(), pytest.raises(UsageError, match="no quarantined version 'v0009'"):
@@ -261,6 +263,8 @@ def test_cli_quarantine_is_reported_listed_and_restorable(st):
 def test_cli_store_option_coercions_are_errors(tmp_path):
     r = run_seal("history", "--store", "")
     assert r.returncode == 2 and "empty path" in r.stderr
+    r = run_seal("rollback", "1" * 5001, "--store", str(tmp_path / "s"))  # past Python's int-digit limit
+    assert r.returncode == 2 and "Traceback" not in r.stderr and not (tmp_path / "s").exists()
     r = run_seal("ask", "Who?", "--store", str(tmp_path / "TYPO"))  # before any model is loaded
     assert r.returncode == 2 and "no knowledge store at" in r.stderr and "--base" in r.stderr
     r = run_seal("export", "--out", str(tmp_path / "m"), "--store", str(tmp_path / "TYPO"))

@@ -149,12 +149,17 @@ class KnowledgeStore:
         v = self.head if v is None else v
         known = set(self.state()["versions"])
         if v != 0 and v not in known:
-            raise UsageError(f"no version {v} in store {self.root} (versions: {sorted(known) or 'none'})")
+            raise self._no_version(v, sorted(known))
         out = []
         while v:  # each parent is smaller (manifest() refuses one that is not), so a cycle cannot loop
             out.append(v)
             v = self.manifest(v)["parent"]
         return out[::-1]
+
+    def _no_version(self, v: int, versions: list[int]) -> UsageError:
+        held = [q["name"] for q in self.quarantined() if q["version"] == v]
+        return UsageError(f"no version {v} in store {self.root} (versions: {versions or 'none'})"
+                          + (f"; it is in quarantine as {held[-1]} (`seal restore {held[-1]}` once repaired)" if held else ""))
 
     def verify(self, v: int) -> Path:
         """The folder of version v after checking its files against the manifest's checksums."""
@@ -389,7 +394,7 @@ class KnowledgeStore:
     def rollback(self, v: int) -> None:
         state = self.state()
         if v != 0 and v not in state["versions"]:
-            raise UsageError(f"no version {v} in store {self.root} (versions: {state['versions'] or 'none'})")
+            raise self._no_version(v, state["versions"])
         if v:
             self.adapter_dirs(v)  # refuse to make a damaged version head
         write_json_atomic(self.root / "state.json", {**state, "head": v})
