@@ -1,6 +1,7 @@
 """Nothing lost, ever: run folders and the store under damage and bad input (tiny model)."""
 
 import json
+import os
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -200,7 +201,11 @@ def test_cli_store_damage_is_one_line(tiny_model_dir, tmp_path):
     (st / "versions" / "v0001" / "manifest.json").write_text("{not json")
     (st / "state.json").write_text(json.dumps({"head": 1, "versions": [1]}))
     (st / "store.json").write_text("{broken")
-    r = run_seal("history", "--store", str(st))
+    r = run_seal("history", "--store", str(st))  # lists what it can, the damaged version marked
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "DAMAGED (head)" in r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning:") and "version 1 is damaged" in lines[0]
+    r = run_seal("rollback", "1", "--store", str(st))
     assert r.returncode == 1 and "Traceback" not in r.stderr and "version 1 is damaged" in r.stderr
     assert len(r.stderr.strip().splitlines()) <= 2  # the error (and at most one warning)
 
@@ -220,6 +225,41 @@ def test_the_base_identity_comes_from_the_weights_not_a_marker(tmp_path, tiny_mo
     tensors[name] = tensors[name] + 1
     save_file(tensors, weights, metadata={"format": "pt"})
     assert weights_checksum(other) != first  # the cached hash is bound to size and mtime
+
+
+def test_weights_swapped_under_the_same_size_and_mtime_are_refused(tmp_path, tiny_model_dir, monkeypatch):
+    from seal.core.models import load_model
+
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    st = KnowledgeStore(tmp_path / "s")
+    cfg = tiny_learn_cfg()
+    cfg.sampling.k = 0
+    lm = load_model(str(model))
+    learn(lm, st, [DOC], cfg)
+    weights = model / "model.safetensors"
+    before = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # other weights, same size
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the same modification time
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    swapped = load_model(str(model))
+    assert swapped.checksum != lm.checksum
+    with pytest.raises(UsageError, match="belongs to base model"):
+        st.check_base(swapped.name, swapped.checksum)
+    # A checksum cache fooled anyway (its entry rewritten to the swapped file's stamps): the content is
+    # hashed again before the store is written.
+    index = tmp_path / "cache" / "checksums.json"
+    entries = json.loads(index.read_text())
+    entries[str(weights.resolve())]["sha256"] = lm.checksum
+    index.write_text(json.dumps(entries))
+    fooled = load_model(str(model))
+    assert fooled.checksum == lm.checksum
+    with pytest.raises(RuntimeFailure, match="hash to .*, not .* as when they were loaded"):
+        learn(fooled, st, [DOC], cfg)
+    assert st.state()["versions"] == [1]
 
 
 # -- bad input ----------------------------------------------------------------------------------
@@ -246,12 +286,12 @@ def test_model_folders_seal_cannot_read_are_one_line(tmp_path, tiny_model_dir):
     bin_only = tmp_path / "binmodel"
     shutil.copytree(tiny_model_dir, bin_only)
     (bin_only / "model.safetensors").rename(bin_only / "pytorch_model.bin")  # not a pickle: unreadable
-    r = run_seal("ask", "Who?", "--model", str(bin_only), "--store", str(tmp_path / "s"))
+    r = run_seal("ask", "Who?", "--model", str(bin_only), "--store", str(tmp_path / "s"), "--base")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot load model" in r.stderr
 
 
 def test_input_bounds(tiny_model_dir, tmp_path):
-    r = run_seal("ask", "why " * 3000, "--model", str(tiny_model_dir), "--store", str(tmp_path / "s"))
+    r = run_seal("ask", "why " * 3000, "--model", str(tiny_model_dir), "--store", str(tmp_path / "s"), "--base")
     assert r.returncode == 2 and "question is too long" in r.stderr and "context of 1024 tokens" in r.stderr
     notes: list[str] = []
     chunks = chunk_text("word " * 450, 200, notes)
@@ -272,3 +312,46 @@ def test_a_run_written_before_a_new_setting_still_resumes(tiny_lm, tmp_path):
     run_bench(bench_cfg(tmp_path), run, lm=tiny_lm)  # resumes: the missing field has its default
     with pytest.raises(UsageError, match="different config .*inner"):
         run_bench(bench_cfg(tmp_path, inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=2)), run, lm=tiny_lm)
+
+
+def test_a_continual_run_killed_in_the_commit_window_learns_each_passage_once(tiny_lm, tmp_path):
+    from seal.bench.continual import ContinualConfig, run_continual, store_dir
+
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "title": f"Town {i}", "context": f"Volthaven {i} supplied the ferry of town {i}.",
+                                        "questions": [{"question": f"Who supplied town {i}?", "answer": f"Volthaven {i}"}]}) + "\n"
+                            for i in range(3)))
+    cfg = ContinualConfig(data=str(data), n=3, strategies=["stack:guard=off"], learn=tiny_learn_cfg())
+    cfg.learn.sampling.k = 0
+    out = tmp_path / "run"
+    run_continual(cfg, out, lm=tiny_lm)
+    st = KnowledgeStore(store_dir(out, "stack:guard=off", 0))
+    # What a kill at step 1 between the rename of v2 and the write of state.json leaves: v2 in place
+    # but unlisted, the head still v1, no record of step 1 (and nothing of step 2 yet).
+    shutil.rmtree(st.root / "versions" / "v0003")
+    (st.root / "state.json").write_text(json.dumps({"head": 1, "versions": [1]}))
+    log = out / "trials.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:2]))  # the golden copy and step 0
+    run_continual(cfg, out, lm=tiny_lm)
+    assert [[d["id"] for d in m["documents"]] for m in st.manifests()] == [["p0"], ["p1"], ["p2"]]
+    assert st.chain() == [1, 2, 3]
+    edits = [json.loads(line) for line in log.read_text().splitlines()][1:]
+    assert [(r["passage_id"], r["version"], r["resumed"]) for r in edits] == [("p0", 1, False), ("p1", 2, True), ("p2", 3, False)]
+
+
+def test_garbage_lines_in_a_run_log_are_skipped_by_name_and_the_records_kept(tiny_lm, tmp_path, capsys):
+    from seal.core.run_records import TrialLog
+
+    run = tmp_path / "run"
+    run_bench(bench_cfg(tmp_path), run, lm=tiny_lm)
+    log = run / "trials.jsonl"
+    good = [json.loads(line) for line in log.read_text().splitlines()]
+    garbage = [b"5", b"\xff\xfe not UTF-8", b'{"no": "key"}', b"[" * 100_000, b'{"key": "torn', b""]
+    log.write_bytes(b"\n".join([json.dumps(good[0]).encode(), *garbage[:-2], *[json.dumps(r).encode() for r in good[1:]], *garbage[-2:]]))
+    r = run_seal("bench", "report", str(run))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    named = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert [line.split(" line ")[1].split()[0] for line in named] == ["2", "3", "4", "5", str(len(good) + 5)]
+    capsys.readouterr()
+    assert TrialLog(log).records == good  # and a resume keeps every record
+    assert [json.loads(line) for line in log.read_text().splitlines()] == good

@@ -27,7 +27,7 @@ from typing import Callable, ContextManager, Iterable, Union
 from seal.core.config import AnswerConfig, LearnConfig
 from seal.domains.knowledge.data import Passage, document_passages, load_dataset, load_document, select
 from seal.core.models import LoadedModel, load_model
-from seal.core.runtime import SealError, UsageError
+from seal.core.runtime import RuntimeFailure, SealError, UsageError
 from seal.core.store import KnowledgeStore, default_store_dir
 
 Source = Union[str, Path, Passage]
@@ -209,25 +209,41 @@ class Seal:
 
     # -- the store -----------------------------------------------------------------------------
     def history(self) -> list[dict]:
-        """The store's versions, oldest first (each manifest, plus `head` and `active`)."""
+        """The store's versions, oldest first (each manifest, plus `head`, `active` and `damaged`:
+        None, or why the version's manifest cannot be read; such a version is listed, never hidden)."""
         if not self.store.exists:
             return []
         head = self.store.head
-        active = set(self.store.chain(head))
-        return [{**m, "head": m["version"] == head, "active": m["version"] in active} for m in self.store.manifests()]
+        active, v = set(), head
+        while v and v not in active:  # the head's chain, as far as its manifests can be read
+            active.add(v)
+            try:
+                v = self.store.manifest(v)["parent"]
+            except RuntimeFailure:  # its own row says why
+                break
+        out = []
+        for v in self.store.state()["versions"]:
+            try:
+                m = {**self.store.manifest(v), "damaged": None}
+            except RuntimeFailure as e:
+                m = {"version": v, "damaged": str(e)}
+            out.append({**m, "head": v == head, "active": v in active})
+        return out
 
     def versions(self) -> list[dict]:
         """One summary row per version (what `seal history` shows): documents, training, and the
-        guard's measurements when it was learned (None where it was learned without the guard)."""
+        guard's measurements when it was learned (None where it was learned without the guard, and
+        everything but `damaged` for a version whose manifest is damaged)."""
         out = []
         for m in self.history():
             g = m.get("guard") or {}
-            last = (g.get("checks") or [{}])[-1]
+            checks = g.get("checks")
+            last = checks[-1] if isinstance(checks, list) and checks and isinstance(checks[-1], dict) else {}
             out.append({
-                "version": m["version"], "parent": m["parent"], "created": m["created"],
-                "titles": sorted({d["title"] for d in m["documents"]}), "n_sequences": len(m["training_sequences"]),
-                "train_seconds": m["timings"]["train_seconds"], "active": m["active"], "head": m["head"],
-                "strategy": m.get("strategy", "stack"),
+                "version": m["version"], "parent": m.get("parent"), "created": m.get("created"),
+                "titles": sorted({d["title"] for d in m.get("documents", [])}), "n_sequences": len(m.get("training_sequences", [])),
+                "train_seconds": m.get("timings", {}).get("train_seconds"), "active": m["active"], "head": m["head"],
+                "strategy": m.get("strategy", "stack") if not m["damaged"] else None, "damaged": m["damaged"],
                 "guard": g.get("decision"), "scale": g.get("scale"), "own_questions": last.get("own_probes"),
                 "earlier_kept": last.get("retention"), "general_kept": last.get("general_kept"),
                 "canary_accuracy": last.get("canary_accuracy"), "perplexity": last.get("perplexity"),

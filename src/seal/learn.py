@@ -182,7 +182,7 @@ def learn(
         raise SealError("nothing to learn: no passages")
     check_passages(passages)
     with store.lock(), _version_writes(store) as new_version_dir:
-        store.init(lm.name, lm.path, lm.checksum)
+        store.init(lm.name, lm.path, lm.verified_checksum())  # the weights' content, not a cache entry
         parent = store.head
         head = store.adapter_dirs(parent)
         quizzed = [p for p in passages if p.questions]

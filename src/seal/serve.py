@@ -604,9 +604,9 @@ def create_app(server: Server, api_key: str | None = None, host: str = "127.0.0.
     @app.get("/v1/versions")
     async def versions(request: Request):
         check_auth(request, writes=False)
-        rows = [{"version": m["version"], "parent": m["parent"], "created": m["created"], "head": m["head"],
-                 "active": m["active"], "documents": [d["title"] for d in m["documents"]],
-                 "guard": (m.get("guard") or {}).get("decision")} for m in server.seal.history()]
+        rows = [{"version": m["version"], "parent": m.get("parent"), "created": m.get("created"), "head": m["head"],
+                 "active": m["active"], "documents": [d["title"] for d in m.get("documents", [])],
+                 "guard": (m.get("guard") or {}).get("decision"), "damaged": m["damaged"]} for m in server.seal.history()]
         return {"head": server.seal.store.head if server.seal.store.exists else 0, "versions": rows}
 
     @app.post("/v1/rollback")

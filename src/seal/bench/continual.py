@@ -8,7 +8,9 @@ the canary (multiple-choice accuracy and margin, held-out perplexity).
 
 Every edit is one fsynced record in OUT/trials.jsonl (the knowledge benchmark's TrialLog); the
 stores live in OUT/stores/STRATEGY/seqS. A killed run resumes: finished edits are skipped, and an
-edit whose version was committed but whose record was lost is measured without relearning. A
+edit whose version was committed (or renamed into place, not yet listed) but whose record was lost
+is measured without relearning; which passages a store holds is read from its versions' documents
+(`committed_version`), never from their count. A
 run grows: more strategies or orderings asked later on the same folder join it (`grown_config`).
 Orderings or strategies run in separate folders (`--only-sequence`, one process per core or
 machine) join into one with `merge_runs` (`seal bench merge`).
@@ -313,28 +315,56 @@ def learn_alone(lm: LoadedModel, out: Path, recipe: LearnConfig, passage, strate
     if first is not None:
         return {"accuracy": first["row"][passage.id], "from": first["key"]}
     store = KnowledgeStore(strategy_dir(out, strategy) / "alone" / passage.id)
-    if not (store.exists and store.state()["versions"]):  # a killed run may have committed it already
+    version = committed_version(store, [passage], 0)  # a killed run may have committed it already
+    if version is None:
         learn(lm, store, [dataclasses.replace(passage, questions=[])], recipe, source=f"continual-alone:{passage.id}")
+        version = max(store.state()["versions"])
     result = evaluate(lm, [passage], adapters=store.adapter_dirs())
-    manifest = store.manifest(max(store.state()["versions"]))
+    manifest = store.manifest(version)
     return {"accuracy": round(result.by_passage().get(passage.id, 0.0), 4),
             "guard": (manifest.get("guard") or {}).get("decision"), "epochs_run": manifest["metrics"].get("epochs_run"),
             **manifest["timings"]}
 
 
+def committed_version(store: KnowledgeStore, order, step: int) -> int | None:
+    """The version of `store` that learned passage `step` of `order`, or None while none has.
+
+    The store must hold one version for each passage before it (and at most this one more), told
+    by the documents each version learned, not by a count: a run killed between a version's rename
+    and its commit leaves it unlisted, the lock adopts it as inactive, and it is resumed as what it
+    is, this passage's edit, made head as its commit would have (unless the guard rejected it)."""
+    by_passage: dict[str, list[int]] = {}
+    if store.exists:
+        with store.lock():
+            for m in store.manifests():
+                by_passage.setdefault(",".join(str(d.get("id")) for d in m["documents"]), []).append(m["version"])
+            expected = [p.id for p in order[: step + 1]]
+            done = [i for i in expected if i in by_passage]
+            if set(by_passage) - set(expected) or done not in (expected[:step], expected) or any(len(vs) > 1 for vs in by_passage.values()):
+                raise SealError(f"store {store.root} holds versions of {', '.join(sorted(by_passage))}; expected one version "
+                                f"for each of the first {step} (or {step + 1}) passages of this ordering ({', '.join(expected)}); "
+                                "delete it or use --fresh")
+            version = by_passage.get(order[step].id, [None])[0]
+            if version is not None and store.head != version and (store.manifest(version).get("guard") or {}).get("decision") != "rejected":
+                store.rollback(version)
+            return version
+    if step:
+        raise SealError(f"store {store.root} is missing or empty, but {step} passage(s) of this ordering were learned; use --fresh")
+    return None
+
+
 def run_edit(lm: LoadedModel, store: KnowledgeStore, recipe: LearnConfig, order, step: int,
              base_general: list[dict], general_qs) -> dict:
     """Learn passage `step` of `order` into the store (unless a killed run already committed it) and measure."""
-    done = len(store.state()["versions"]) if store.exists else 0
-    if done > step + 1 or done < step:
-        raise SealError(f"store {store.root} holds {done} versions, expected {step} or {step + 1}; delete it or use --fresh")
-    resumed = done == step + 1
+    version = committed_version(store, order, step)
+    resumed = version is not None
     t0 = time.perf_counter()
     if not resumed:
         # The passage's questions are asked below, after the edit; learn() need not ask them too.
         learn(lm, store, [dataclasses.replace(order[step], questions=[])], recipe, source=f"continual:{order[step].id}")
+        version = max(store.state()["versions"])  # this edit's version, even when the guard rejected it
     edit_seconds = time.perf_counter() - t0
-    manifest = store.manifest(max(store.state()["versions"]))  # this edit's version, even when the guard rejected it
+    manifest = store.manifest(version)
     guard = manifest.get("guard") or {}
     seen = order[: step + 1]
     m = measure(lm, seen, base_general, [p.context for p in seen], general_qs, store.adapter_dirs())

@@ -1,4 +1,4 @@
-"""The `seal` command line: learn, ask, eval, history, rollback, export, demo.
+"""The `seal` command line: learn, ask, eval, history, rollback, restore, export, serve, demo.
 
 Progress goes to stderr, results to stdout (`--json` gives one JSON object), and every error a
 user can cause is one line on stderr with a non-zero exit status.
@@ -18,7 +18,7 @@ from rich.text import Text
 from seal.cli.arc import arc_app
 from seal.cli.bench import bench_app
 from seal.cli.train import train_app
-from seal.cli.common import HELP_MARKUP, JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, finite, out
+from seal.cli.common import HELP_MARKUP, JsonOpt, MinFaithOpt, ModelOpt, StoreOpt, cli_errors, err, finite, out, store_path
 from seal.core.config import (
     DEFAULT_TARGET_MODULES, LEARN_LR, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_K, MAX_LORA_ALPHA, MAX_LORA_R, MAX_LR, MAX_NEW_TOKENS,
     GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig,
@@ -115,6 +115,13 @@ def _seal(store: Optional[Path], model: Optional[str]):
 def _version_or_base(version: Optional[int], base: bool) -> None:
     if base and version is not None:
         raise UsageError(f"give --base or --version {version}, not both (--base is --version 0, the golden copy)")
+
+
+def _asked_store(s, store: Optional[Path], base: bool) -> None:
+    """A --store named for a version (not the golden copy: `base`) must hold a store: a mistyped
+    folder must not answer, evaluate or export from the golden copy."""
+    if store is not None and not base and not s.store.exists:
+        raise UsageError(f"no knowledge store at {store} (`seal learn --store {store}` creates one; --base asks the golden copy)")
 
 
 def _split_ids(ids: Optional[List[str]]) -> list[str]:
@@ -267,7 +274,7 @@ def _guard_line(g: dict, parent: int) -> str:
 
 
 def _share(x) -> str:
-    return "n/a" if x is None else f"{x:.0%}"
+    return _num(x, ".0%")
 
 
 @app.command()
@@ -289,6 +296,7 @@ def ask(
     if topic is not None:
         check_text(topic, "--topic")
     s = _seal(store, model)
+    _asked_store(s, store, base)
     answer = s.ask(question, topic=topic, version=0 if base else version)
     _warn_notes(s.store)
     if as_json:
@@ -314,6 +322,7 @@ def eval_(
 
     _version_or_base(version, base)
     s = _seal(store, model)
+    _asked_store(s, store, base)
     v = s.version(0 if base else version)
     result = s.eval(data, version=v, ids=_split_ids(ids), n=n, reporter=RichReporter(err))
     passages = {q.passage_id for q in result.per_question}
@@ -334,17 +343,22 @@ def eval_(
 @app.command()
 @cli_errors
 def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
-    """List the store's versions; the active ones make up the head."""
+    """List the store's versions; the active ones make up the head. A version whose manifest is
+    damaged is listed as damaged; version folders that recovery moved to the store's quarantine are
+    listed after the table (`seal restore NAME` puts one back)."""
     s = _seal(store, None)
     st = s.store
     if not st.exists:
         raise SealError(f"no knowledge store at {st.root} (it is created by the first `seal learn`)")
     head = st.head
     rows = s.versions()
+    quarantined = st.quarantined()
     base = st.info()["base"]
+    _warn([r["damaged"] for r in rows if r["damaged"]])
     _warn_notes(st)
     if as_json:
-        print(json_text({"store": str(st.root), "base": {**base, "weights": _weights_note(base)}, "head": head, "versions": rows}))
+        print(json_text({"store": str(st.root), "base": {**base, "weights": _weights_note(base)}, "head": head, "versions": rows,
+                         "quarantined": quarantined}))
         return
     table = Table(title=f"{st.root}  (base {base['name']}, {_weights_note(base)}; head v{head})")
     for col in ("version", "parent", "created", "documents", "sequences", "strategy", "train s", "own Qs", "earlier kept",
@@ -352,12 +366,23 @@ def history(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt):
         table.add_column(col, overflow="fold")
     for r in rows:
         state = "head" if r["head"] else ("active" if r["active"] else "inactive")
-        guard = "off" if r["guard"] is None else r["guard"] + (f" x{r['scale']:g}" if r["guard"] == "scaled" else "")
-        table.add_row(str(r["version"]), str(r["parent"]), r["created"], "; ".join(r["titles"]), str(r["n_sequences"]),
-                      r["strategy"], f"{r['train_seconds']:.1f}", _share(r["own_questions"]), _share(r["earlier_kept"]),
-                      _share(r["general_kept"]), _share(r["canary_accuracy"]),
-                      "n/a" if r["perplexity"] is None else f"{r['perplexity']:.1f}", guard, state)
+        if r["damaged"]:
+            table.add_row(str(r["version"]), "?", "", r["damaged"].removeprefix(f"store {st.root}: "), *[""] * 9, f"DAMAGED ({state})")
+            continue
+        guard = "off" if r["guard"] is None else str(r["guard"]) + (f" x{_num(r['scale'], 'g')}" if r["guard"] == "scaled" else "")
+        table.add_row(str(r["version"]), str(r["parent"]), str(r["created"]), "; ".join(r["titles"]), str(r["n_sequences"]),
+                      str(r["strategy"]), _num(r["train_seconds"], ".1f"), _share(r["own_questions"]), _share(r["earlier_kept"]),
+                      _share(r["general_kept"]), _share(r["canary_accuracy"]), _num(r["perplexity"], ".1f"), guard, state)
     out.print(table)
+    if quarantined:
+        out.print(f"quarantined in {st.root / 'quarantine'} (not used; `seal restore NAME` puts one back once repaired):")
+        for q in quarantined:
+            out.print(f"  {q['name']}  version {q['version']}: {q['reason']}")
+
+
+def _num(x, spec: str) -> str:
+    """A measurement as text; n/a where a manifest has none (or not a number)."""
+    return format(x, spec) if isinstance(x, (int, float)) and not isinstance(x, bool) else "n/a"
 
 
 @app.command()
@@ -368,10 +393,30 @@ def rollback(
 ):
     """Make an earlier (or, to undo a rollback, a later) version the head."""
     s = _seal(store, None)
-    old = s.rollback(version)
-    st = s.store
-    _warn_notes(st)
-    out.print(f"head: v{old} -> v{version} (active: {st.chain(version) or 'base only'})")
+    try:
+        old = s.rollback(version)
+    finally:
+        _warn_notes(s.store)  # what recovery did on the way, even when the rollback is refused
+    out.print(f"head: v{old} -> v{version} (active: {s.store.chain(version) or 'base only'})")
+
+
+@app.command()
+@cli_errors
+def restore(
+    name: str = typer.Argument(..., help="A quarantined version folder, as `seal history` lists it (e.g. v0002-20260101-120000)."),
+    store: Optional[Path] = StoreOpt,
+):
+    """Put back a version that recovery moved to the store's quarantine (once its files are repaired,
+    or its parent is back): it is listed again as an inactive version, which `seal rollback N` makes head."""
+    st = _store(store)
+    if not st.exists:
+        raise SealError(f"no knowledge store at {st.root}")
+    try:
+        with st.lock():
+            v = st.restore(name)
+    finally:
+        _warn_notes(st)
+    out.print(f"restored version {v} from quarantine as an inactive version (`seal rollback {v}` makes it head)")
 
 
 @app.command()
@@ -389,6 +434,7 @@ def export(
 
     check_export(out_dir, format)  # before the model loads
     s = _seal(store, model)
+    _asked_store(s, store, version == 0)
     v = s.version(version) if s.store.exists else (version or 0)
     with err.status(f"exporting version {v} ({format})"):
         record = s.export(out_dir, version=v, format=format)
@@ -440,7 +486,7 @@ DEMO_GENERAL = ("g001", "g019", "g036", "g048", "g058", "g023")  # asked after e
 @cli_errors
 def demo(
     n: int = typer.Option(3, "--n", min=1, help="Articles of fresh-facts:eval to learn."),
-    store: Optional[Path] = typer.Option(None, "--store", help="Store for the demo [default: a fresh one in the cache dir]."),
+    store: Optional[Path] = typer.Option(None, "--store", parser=store_path, metavar="<path>", help="Store for the demo [default: a fresh one in the cache dir]."),
     model: Optional[str] = ModelOpt,
     format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format."),
     lr: float = typer.Option(LEARN_LR, "--lr", min=0.0, callback=finite, help=f"LoRA learning rate, 0 < lr <= {MAX_LR:g} (seal learn's default; docs/RESULTS.md)."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -38,7 +39,15 @@ def finite(value):
     return value
 
 
-StoreOpt = typer.Option(None, "--store", help="Knowledge store folder [env SEAL_HOME; default: user data dir].")
+def store_path(value: str) -> Path:
+    """Typer parser of --store: an empty value would silently make the current folder a store."""
+    if not value.strip():
+        raise typer.BadParameter("an empty path; name the store's folder (or leave --store out for the default)")
+    return Path(value)
+
+
+StoreOpt = typer.Option(None, "--store", parser=store_path, metavar="<path>",
+                        help="Knowledge store folder [env SEAL_HOME; default: user data dir].")
 ModelOpt = typer.Option(None, "--model", help="Local Hugging Face model folder [default: embedded SmolLM2-135M-Instruct].")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
 MinFaithOpt = typer.Option(

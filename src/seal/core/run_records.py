@@ -14,6 +14,7 @@ import fnmatch
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -25,16 +26,24 @@ MARKER = "seal_run"
 
 
 def read_trials(path: Path) -> tuple[list[dict], int]:
-    """The records of a JSONL log (never written to) and its number of lines."""
+    """The records of a JSONL log (never written to) and its number of lines. A line that is not a
+    record (torn by a kill mid-write, or garbage) is skipped with a one-line warning on stderr that
+    names it: the trial it held, if any, simply runs again, and every other record is kept."""
     if not path.exists():
         return [], 0
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_bytes().splitlines()
     records = []
-    for line in lines:
+    for n, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a line torn by a kill mid-write; that trial simply reruns
+            record = json.loads(line.decode("utf-8"))
+            if not (isinstance(record, dict) and isinstance(record.get("key"), str)):
+                raise ValueError("not a JSON object with a key")
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            if line.strip():
+                print(f"warning: {path} line {n} is not a record ({' '.join(str(e).split())[:120]}); skipped",
+                      file=sys.stderr)
+            continue
+        records.append(record)
     return records, len(lines)
 
 
