@@ -41,7 +41,8 @@ from seal.core.store import KnowledgeStore
 
 BENCHMARK = "continual"  # config.json key that tells `seal bench report` which report to write
 RUN_KIND = "bench-continual"
-RUN_FILES = ("config.json", "trials.jsonl", "trials.tmp", "results.json", "report.md", "plot.png", "heatmap_*.png", "stores")
+RUN_FILES = ("config.json", "trials.jsonl", "trials.tmp", "results.json", "report.md", "plot.png", "heatmap_*.png", "stores",
+             "speed.json", "speed.md", "speed.png")  # the last three: `seal bench speed` (seal.bench.speed)
 
 
 @dataclass
@@ -70,6 +71,8 @@ _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
     "lr": ("inner.lr", float),
     "epochs": ("inner.epochs", int),
     "stop-loss": ("inner.stop_loss", float),
+    "stop-recalled": ("inner.stop_recalled", _on_off),
+    "min-epochs": ("inner.min_epochs", int),
     "mix": ("inner.mix_rehearsal", _on_off),
     "replay": ("replay", int),
     "writer": ("writer", str),
@@ -344,6 +347,7 @@ def run_edit(lm: LoadedModel, store: KnowledgeStore, recipe: LearnConfig, order,
         "edit_seconds": round(timings["generate_seconds"] + timings["train_seconds"] if resumed else edit_seconds, 2),
         **timings, "epochs_run": manifest["metrics"].get("epochs_run"),
         "new_losses": manifest["metrics"].get("new_losses"), "final_loss": manifest["metrics"]["final_loss"],
+        **{k: manifest["metrics"][k] for k in ("recalled", "trained_tokens", "input_tokens") if k in manifest["metrics"]},
         "n_examples": len(manifest.get("training_examples", [])), "rehearsal": manifest.get("rehearsal", {}),
         "n_inherited": len(manifest.get("inherited_examples", [])), **manifest["memory"],
         "guard": guard.get("decision"), "guard_scale": guard.get("scale"), "guard_seconds": guard.get("seconds"),

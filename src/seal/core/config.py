@@ -31,6 +31,11 @@ class InnerLoopConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     max_seq_len: int = 512  # longer sequences are truncated (tokens)
     stop_loss: float | None = None  # stop after the first epoch whose new examples' mean loss is below this (None: all epochs)
+    # Stop after the first epoch (from `min_epochs` on) at the end of which every new example is
+    # recalled: the greedy next token equals the target at every completion position, i.e. greedy
+    # decoding from each prompt reproduces its completion (one no-grad pass over the new examples).
+    stop_recalled: bool = False
+    min_epochs: int = 1  # stop_recalled / stop_loss never stop before this many epochs
     # Rehearsed examples (replay, anchors) ride along in the new examples' steps, packed into one
     # row with them (seal.core.inner_loop.train), instead of taking steps of their own: the same
     # examples per epoch in one step per batch of new examples, each a longer, faster-per-token row.
@@ -136,7 +141,7 @@ def check_inner(cfg: InnerLoopConfig, what: str = "inner loop") -> None:
         ("lr", cfg.lr, cfg.lr > 0), ("epochs", cfg.epochs, cfg.epochs >= 1), ("lora_r", cfg.lora_r, cfg.lora_r >= 1),
         ("lora_alpha", cfg.lora_alpha, cfg.lora_alpha > 0), ("lora_dropout", cfg.lora_dropout, 0 <= cfg.lora_dropout < 1),
         ("batch_size", cfg.batch_size, cfg.batch_size >= 1), ("weight_decay", cfg.weight_decay, cfg.weight_decay >= 0),
-        ("max_seq_len", cfg.max_seq_len, cfg.max_seq_len >= 8),
+        ("max_seq_len", cfg.max_seq_len, cfg.max_seq_len >= 8), ("min_epochs", cfg.min_epochs, cfg.min_epochs >= 1),
     ]
     for name, value, ok in checks:
         if _bad(value, ok):
