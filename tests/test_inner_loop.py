@@ -243,3 +243,15 @@ def test_min_epochs_holds_off_an_early_stop(tiny_lm):
     cfg = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=4, lr=1e-2, stop_loss=1e9, min_epochs=3)
     with lora_adapter(tiny_lm.model, cfg, seed=0) as pm:
         assert train(pm, tiny_lm.tokenizer, FACTS, cfg, seed=0).epochs == 3
+
+
+def test_a_cache_being_built_says_so_once_and_a_warm_one_is_silent(tmp_path, monkeypatch):
+    from seal.core.models import cache_notices, cached_json
+
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path))
+    heard = []
+    with cache_notices(heard.append):
+        assert cached_json("anchors", ["k"], lambda: {"x": 1}) == {"x": 1}
+        assert cached_json("anchors", ["k"], lambda: {"x": 2}) == {"x": 1}  # read back, not computed again
+    assert len(heard) == 2 and "answers to the anchor prompts" in heard[0] and "done in" in heard[1]
+    assert cached_json("anchors", ["other"], lambda: {"x": 3}) == {"x": 3} and len(heard) == 2  # nobody listening

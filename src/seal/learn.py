@@ -25,7 +25,7 @@ from seal.core.inner_loop import (
     Rehearsal, TrainExample, applied_adapters, focused_teacher, run_inner_loop, steps_per_epoch, tokenize_example,
 )
 from seal.domains.knowledge.qa import EvalResult, evaluate_with_progress
-from seal.core.models import LoadedModel
+from seal.core.models import LoadedModel, cache_notices
 from seal.core.progress import NullReporter, Reporter
 from seal.core.runtime import SealError, derive_seed, peak_memory_mb
 from seal.domains.knowledge.self_edit import SelfEdit, get_format, sample_self_edits, shown, training_examples
@@ -132,7 +132,7 @@ def learn(
     check_inner(cfg.inner)
     check_sampling(cfg.sampling)
     check_guard(cfg.guard)
-    with store.lock():
+    with store.lock(), cache_notices(reporter.log):  # the first learn on a model builds the golden copy's caches
         started = time.perf_counter()
         store.init(lm.name, lm.path, lm.checksum)
         parent = store.head
