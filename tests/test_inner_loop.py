@@ -222,3 +222,36 @@ def test_mix_rehearsal_trains_the_same_examples_in_the_new_examples_steps(tiny_l
     assert runs[False].steps == 3 * 7 and runs[True].steps == 3 * 2  # one step per new example
     assert runs[True].n_tokens == runs[False].n_tokens  # the same examples, every epoch
     assert len(runs[True].new_losses) == 3 and all(math.isfinite(x) for x in runs[True].losses)
+
+
+def test_stop_recalled_ends_training_once_greedy_decoding_reproduces_every_new_example(tiny_lm):
+    tok = tiny_lm.tokenizer
+    cfg = InnerLoopConfig(lora_r=8, lora_alpha=16, epochs=60, lr=1e-2, stop_recalled=True)
+    with lora_adapter(tiny_lm.model, cfg, seed=0) as pm:
+        result = train(pm, tok, FACTS, cfg, seed=0)
+        assert result.epochs < cfg.epochs and len(result.recalled) == result.epochs
+        assert result.recalled[-1] == 1.0 and all(r < 1.0 for r in result.recalled[:-1])
+        for ex in FACTS:  # what `recalled` promises: greedy decoding from the prompt returns the completion
+            ids, labels = tokenize_example(tok, ex, cfg.max_seq_len)
+            n_prompt = max(1, sum(lab == IGNORE for lab in labels))  # a first token with no context is given
+            out = pm.generate(torch.tensor([ids[:n_prompt]]), attention_mask=torch.ones(1, n_prompt, dtype=torch.long),
+                              max_new_tokens=len(ids) - n_prompt, do_sample=False, pad_token_id=tok.pad_token_id or 0)
+            assert out[0, n_prompt:].tolist() == ids[n_prompt:]
+
+
+def test_min_epochs_holds_off_an_early_stop(tiny_lm):
+    cfg = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=4, lr=1e-2, stop_loss=1e9, min_epochs=3)
+    with lora_adapter(tiny_lm.model, cfg, seed=0) as pm:
+        assert train(pm, tiny_lm.tokenizer, FACTS, cfg, seed=0).epochs == 3
+
+
+def test_a_cache_being_built_says_so_once_and_a_warm_one_is_silent(tmp_path, monkeypatch):
+    from seal.core.models import cache_notices, cached_json
+
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path))
+    heard = []
+    with cache_notices(heard.append):
+        assert cached_json("anchors", ["k"], lambda: {"x": 1}) == {"x": 1}
+        assert cached_json("anchors", ["k"], lambda: {"x": 2}) == {"x": 1}  # read back, not computed again
+    assert len(heard) == 2 and "answers to the anchor prompts" in heard[0] and "done in" in heard[1]
+    assert cached_json("anchors", ["other"], lambda: {"x": 3}) == {"x": 3} and len(heard) == 2  # nobody listening

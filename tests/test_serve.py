@@ -247,6 +247,9 @@ def test_bad_bodies_are_400s_not_500s(served):
     _server, client, url = served
     with pytest.raises(openai.BadRequestError, match="model must be a string"):
         client.chat.completions.create(model=5, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    for name in ("seal-v²", "seal-v" + "9" * 5001):  # digits int() refuses or would take long: unknown models
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     for raw, message in ((b'{"prompt": "\\ud800"}', "lone surrogate"), (b"[" * 30_000 + b"]" * 30_000, "not valid JSON")):
         r = httpx.post(f"{url}/completions", content=raw, headers=headers)

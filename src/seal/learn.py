@@ -30,7 +30,7 @@ from seal.core.inner_loop import (
     ADAPTER_WEIGHTS, Rehearsal, TrainExample, applied_adapters, focused_teacher, run_inner_loop, steps_per_epoch, tokenize_example,
 )
 from seal.domains.knowledge.qa import EvalResult, evaluate_with_progress
-from seal.core.models import LoadedModel
+from seal.core.models import LoadedModel, cache_notices
 from seal.core.progress import NullReporter, Reporter
 from seal.core.runtime import RuntimeFailure, SealError, UsageError, derive_seed, peak_memory_mb
 from seal.domains.knowledge.self_edit import SelfEdit, get_format, sample_self_edits, shown, training_examples
@@ -181,12 +181,14 @@ def learn(
     if not passages:
         raise SealError("nothing to learn: no passages")
     check_passages(passages)
-    with store.lock(), _version_writes(store) as new_version_dir:
+    with store.lock(), _version_writes(store) as new_version_dir, cache_notices(reporter.log):  # the first learn builds the golden copy's caches
+        started = time.perf_counter()
         store.init(lm.name, lm.path, lm.verified_checksum())  # the weights' content, not a cache entry
         parent = store.head
         head = store.adapter_dirs(parent)
         quizzed = [p for p in passages if p.questions]
         before = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (before)", adapters=head)
+        phases = {"qa_before_seconds": time.perf_counter() - started}  # wall seconds of each phase, for `seal bench speed`
 
         t0 = time.perf_counter()
         edits: dict[str, list[SelfEdit]] = {}
@@ -232,6 +234,7 @@ def learn(
         trained = examples + (earlier if cfg.strategy == "consolidate" else [])
         # Rehearsed each epoch, a fresh sample each time: earlier versions' examples (replay) and
         # the golden copy's answers to ordinary prompts (anchors; no adapters are applied here).
+        t0 = time.perf_counter()
         rehearsal = {}
         if cfg.strategy == "replay" and earlier and cfg.replay:
             rehearsal["replay"] = Rehearsal(earlier, cfg.replay, weight=cfg.replay_weight)
@@ -246,15 +249,22 @@ def learn(
             pool = golden_prose(lm)
             rehearsal["prose"] = Rehearsal(pool, cfg.prose, weight=cfg.prose_weight,
                                            teacher=golden_teacher(lm, pool, cfg.anchor_topk, cfg.inner.max_seq_len))
+        phases["caches_seconds"] = time.perf_counter() - t0  # the golden copy's answers and teacher: slow only when cold
         per_epoch = steps_per_epoch(len(trained), sum(r.sampled for r in rehearsal.values()), cfg.inner)
         total = cfg.inner.epochs * per_epoch
         label = (f"training LoRA on {len(examples)} sequences" + (f" + {len(earlier)} earlier ({cfg.strategy})" if earlier else "")
                  + "".join(f" + {r.per_epoch} {name}/epoch" for name, r in rehearsal.items()))
         folder = new_version_dir()
+
+        def evaluate_after():
+            t = time.perf_counter()
+            after = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after)")
+            phases["qa_after_seconds"] = time.perf_counter() - t
+            return after
+
         with applied_adapters(lm.model, train_on), reporter.task(label, total) as task:
             result, after = run_inner_loop(
-                lm.model, lm.tokenizer, trained, cfg.inner, seed,
-                evaluate=lambda: evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after)"),
+                lm.model, lm.tokenizer, trained, cfg.inner, seed, evaluate=evaluate_after,
                 keep=folder, on_step=lambda step, _total, loss: task.advance(info=f"loss {loss:.3f}"),
                 rehearsal=tuple(rehearsal.values()),
             )
@@ -266,6 +276,7 @@ def learn(
         chain_manifests = [store.manifest(v) for v in store.chain(parent)]  # oldest first; the last is the head's
         earlier_probes = chain_probes(chain_manifests)
         decision = None
+        t0 = time.perf_counter()
         if cfg.guard.enabled:
             with reporter.task("guard: general questions, earlier documents, canary", None):
                 head_guard = chain_manifests[-1].get("guard", {}) if chain_manifests else {}
@@ -274,6 +285,7 @@ def learn(
             if decision["scale"] != 1.0 and quizzed:  # the delta was scaled: measure what it now recalls
                 after = evaluate_with_progress(lm, quizzed, reporter, "closed-book QA (after, scaled)",
                                                adapters=[*train_on, folder])
+        phases["guard_seconds"] = time.perf_counter() - t0
         memory = peak_memory_mb()
         final_loss = sum(result.losses[-per_epoch:]) / min(per_epoch, len(result.losses))  # the last epoch's steps
         manifest = {
@@ -306,12 +318,17 @@ def learn(
             "metrics": {
                 "final_loss": round(final_loss, 4),
                 "epochs_run": result.epochs,
+                "trained_tokens": result.n_tokens,  # completion tokens that carried loss, over all epochs
+                "input_tokens": result.input_tokens,  # every token the training steps read, over all epochs
                 "new_losses": [round(x, 4) for x in result.new_losses],  # per epoch, the new examples alone
+                **({"recalled": [round(x, 4) for x in result.recalled]} if result.recalled else {}),  # per epoch
                 "losses": [round(x, 4) for x in result.losses],
                 **({"accuracy_before": before.accuracy, "accuracy_after": after.accuracy,
                     "n_questions": after.n_questions} if before else {}),
             },
-            "timings": {"generate_seconds": round(generate_seconds, 2), "train_seconds": round(result.train_seconds, 2)},
+            "timings": {"generate_seconds": round(generate_seconds, 2), "train_seconds": round(result.train_seconds, 2),
+                        **{k: round(v, 2) for k, v in phases.items()},
+                        "before_commit_seconds": round(time.perf_counter() - started, 2)},
             "memory": memory,
             "environment": environment(lm.model),
         }

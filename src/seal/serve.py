@@ -231,7 +231,7 @@ class Server:
             return head
         if name == "seal-base":
             return 0
-        if name.startswith("seal-v") and name[6:].isdigit() and len(name) < 16:
+        if name.startswith("seal-v") and name[6:].isascii() and name[6:].isdigit() and len(name) < 16:  # not "seal-v²"
             v = int(name[6:])
             if v == 0 or (self.seal.store.exists and v in self.seal.store.state()["versions"]):
                 return v

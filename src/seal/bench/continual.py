@@ -43,7 +43,8 @@ from seal.core.store import KnowledgeStore
 
 BENCHMARK = "continual"  # config.json key that tells `seal bench report` which report to write
 RUN_KIND = "bench-continual"
-RUN_FILES = ("config.json", "trials.jsonl", "trials.tmp", "results.json", "report.md", "plot.png", "heatmap_*.png", "stores")
+RUN_FILES = ("config.json", "trials.jsonl", "trials.tmp", "results.json", "report.md", "plot.png", "heatmap_*.png", "stores",
+             "speed.json", "speed.md", "speed.png")  # the last three: `seal bench speed` (seal.bench.speed)
 
 
 @dataclass
@@ -72,6 +73,8 @@ _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
     "lr": ("inner.lr", float),
     "epochs": ("inner.epochs", int),
     "stop-loss": ("inner.stop_loss", float),
+    "stop-recalled": ("inner.stop_recalled", _on_off),
+    "min-epochs": ("inner.min_epochs", int),
     "mix": ("inner.mix_rehearsal", _on_off),
     "replay": ("replay", int),
     "writer": ("writer", str),
@@ -252,9 +255,11 @@ def read_run_config(out: Path) -> dict:
 
 
 def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter: Reporter | None = None,
-                  lm: LoadedModel | None = None, only: list[int] | None = None) -> dict:
+                  lm: LoadedModel | None = None, only: list[int] | None = None, interleave: bool = False) -> dict:
     """Run (or resume) every edit of `cfg` in `out`; `only`: just these orderings (0-based, each < cfg.sequences),
-    so that the orderings of one run can be split over processes or machines and joined by `merge_runs`."""
+    so that the orderings of one run can be split over processes or machines and joined by `merge_runs`.
+    `interleave`: the strategies take turns, edit by edit (what `seal bench speed` times: a load that comes
+    and goes on a shared machine then falls on every recipe alike), instead of one chain after another."""
     from seal.bench.continual_report import write_artifacts
 
     reporter = reporter or NullReporter()
@@ -288,6 +293,8 @@ def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter
     base = next(r for r in log.records if r["key"] == "base")
 
     plan = [(s, q, r) for s in cfg.strategies for q in range(cfg.sequences) if only is None or q in only for r in range(cfg.n)]
+    if interleave:
+        plan.sort(key=lambda t: (t[1], t[2]))  # stable: the strategies' order within each step
     todo = [t for t in plan if edit_key(*t) not in log.done]
     with reporter.task(f"edits ({len(plan) - len(todo)} of {len(plan)} already done)", len(todo)) as task:
         for strategy, seq, step in todo:
@@ -374,6 +381,7 @@ def run_edit(lm: LoadedModel, store: KnowledgeStore, recipe: LearnConfig, order,
         "edit_seconds": round(timings["generate_seconds"] + timings["train_seconds"] if resumed else edit_seconds, 2),
         **timings, "epochs_run": manifest["metrics"].get("epochs_run"),
         "new_losses": manifest["metrics"].get("new_losses"), "final_loss": manifest["metrics"]["final_loss"],
+        **{k: manifest["metrics"][k] for k in ("recalled", "trained_tokens", "input_tokens") if k in manifest["metrics"]},
         "n_examples": len(manifest.get("training_examples", [])), "rehearsal": manifest.get("rehearsal", {}),
         "n_inherited": len(manifest.get("inherited_examples", [])), **manifest["memory"],
         "guard": guard.get("decision"), "guard_scale": guard.get("scale"), "guard_seconds": guard.get("seconds"),

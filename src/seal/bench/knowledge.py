@@ -157,8 +157,13 @@ def report_run(out: Path, paired: list[tuple[str, str]] = ()) -> dict:
 
         if paired:
             raise SealError("--paired applies to `seal bench knowledge` runs, not continual ones")
-        conf = continual.read_run_config(out)
-        return continual_report.write_artifacts(out, continual.config_from_json(conf), read_trials(out / "trials.jsonl")[0])
+        from seal.bench import speed
+
+        cfg = continual.config_from_json(continual.read_run_config(out))
+        records = read_trials(out / "trials.jsonl")[0]
+        if any(r.get("key") == speed.MACHINE for r in records):  # a `seal bench speed` run: its report too
+            speed.write_speed(out, cfg, records)
+        return continual_report.write_artifacts(out, cfg, records)
     cfg = config_from_json(_read_config(out))
     return write_artifacts(out, cfg, read_trials(out / "trials.jsonl")[0], paired)
 

@@ -80,7 +80,7 @@ def continual(
     n: int = typer.Option(8, "--n", min=1, help="Passages learned one after another."),
     offset: int = typer.Option(0, "--offset", min=0, help="First passage of the slice."),
     sequences: int = typer.Option(1, "--sequences", min=1, help="Orderings of the passages (0: data order, others seeded shuffles); the same for every strategy."),
-    strategy: str = typer.Option("stack,replay,consolidate", "--strategy", help="Comma list of NAME[:OPTION=V...]: NAME stack (each version on top of the head), replay (plus a sample of the chain's stored examples), consolidate (one adapter retrained from the base on everything); options lr=, epochs=, stop-loss=, mix=on|off, replay=, writer=head|base, anchors=, guard=on|off, anchor-loss=ce|kl, anchor-topk=, anchor-weight=, anchor-focus=, replay-weight=, prose=, prose-weight=, r=, alpha=, modules=q_proj+v_proj, each within the range of its seal learn option and checked before the run folder is written. E.g. stack,stack:lr=1e-3,replay:stop-loss=0.1."),
+    strategy: str = typer.Option("stack,replay,consolidate", "--strategy", help="Comma list of NAME[:OPTION=V...]: NAME stack (each version on top of the head), replay (plus a sample of the chain's stored examples), consolidate (one adapter retrained from the base on everything); options lr=, epochs=, stop-loss=, stop-recalled=on|off, min-epochs=, mix=on|off, replay=, writer=head|base, anchors=, guard=on|off, anchor-loss=ce|kl, anchor-topk=, anchor-weight=, anchor-focus=, replay-weight=, prose=, prose-weight=, r=, alpha=, modules=q_proj+v_proj, each within the range of its seal learn option and checked before the run folder is written. E.g. stack,stack:lr=1e-3,replay:stop-loss=0.1."),
     format: Optional[str] = typer.Option(None, "--format", help="Self-edit format [default: seal learn's]."),
     lr: Optional[float] = typer.Option(None, "--lr", callback=finite, help=f"Learning rate of every strategy unless it says lr=, 0 < lr <= {MAX_LR:g} [default: seal learn's]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs of every strategy unless it says epochs= [default: seal learn's]."),
@@ -108,6 +108,49 @@ def continual(
                           strategies=[s.strip() for s in strategy.split(",") if s.strip()])
     results = run_continual(cfg, out_dir, fresh=fresh, reporter=RichReporter(err), only=sorted(set(only_sequence)) or None)
     _show_continual(results, out_dir, as_json)
+
+
+@bench_app.command("speed")
+@cli_errors
+def speed(
+    out_dir: Path = typer.Option(..., "--out", help="Run folder: a continual run (config.json, trials.jsonl, results.json, report.md, stores/) plus speed.json, speed.md, speed.png."),
+    recipe: list[str] = typer.Option([], "--recipe", help="A candidate recipe NAME[:OPTION=V...] as in `seal bench continual --strategy` (repeatable, or a comma list), e.g. replay:stop-recalled=on. The default `seal learn` recipe always runs first as the reference."),
+    data: str = typer.Option("fresh-facts:eval", "--data", help="fresh-facts[:eval] or a SEAL-format JSON/JSONL whose passages have questions."),
+    n: int = typer.Option(3, "--n", min=1, help="Learns in each recipe's chain (later learns replay more and have more to keep)."),
+    offset: int = typer.Option(0, "--offset", min=0, help="First passage of the slice."),
+    seed: int = typer.Option(0, "--seed", help="Root seed of every learn."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model folder [default: embedded]."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete OUT and start over (default: resume finished learns)."),
+    as_json: bool = typer.Option(False, "--json", help="Print speed.json to stdout."),
+):
+    """Time `seal learn` phase by phase for the default recipe and candidates, side by side on the same articles and seeds."""
+    from seal.bench.continual import ContinualConfig
+    from seal.bench.speed import run_speed
+    from seal.core.config import LearnConfig
+    from seal.core.progress import RichReporter
+
+    learn_cfg = LearnConfig()
+    recipes = [learn_cfg.strategy] + [x for r in recipe for x in (s.strip() for s in r.split(",")) if x and x != learn_cfg.strategy]
+    cfg = ContinualConfig(data=data, n=n, offset=offset, sequences=1, seed=seed, model=model, learn=learn_cfg, strategies=recipes)
+    results = run_speed(cfg, out_dir, fresh=fresh, reporter=RichReporter(err))
+    if as_json:
+        print(json_text(results))
+        return
+    table = _table(f"seal learn speed, {n} learns per recipe ({out_dir})",
+                   ("recipe", "s/learn", "x ref", "train s", "guard s", "epochs", "GFLOP/s", "just learned %", "final %",
+                    "general kept %", "perplexity x"))
+
+    def f(x, fmt="{:.1f}", scale=1.0):
+        return "n/a" if x is None else fmt.format(scale * x)
+
+    for name, s in results["recipes"].items():
+        table.add_row(name, f(s["wall_seconds"]), f(s["vs_reference"].get("wall"), "{:.2f}"), f(s["train_seconds"]),
+                      f(s["guard_seconds"]), f(s["epochs_run"]), f(s["gflops"]), f(s["just_learned"], scale=100),
+                      f(s["final"], scale=100), f(s["general_kept_final"], scale=100), f(s["perplexity_ratio_final"], "{:.2f}"))
+    out.print(table)
+    m = results["machine"] or {}
+    out.print(f"machine: {m.get('cpu')}, {m.get('threads')} threads, float32 matmul {m.get('matmul_gflops')} GFLOP/s")
+    out.print(f"report: {out_dir / 'speed.md'}  plot: {out_dir / 'speed.png'}")
 
 
 def _table(title: str, columns: tuple[str, ...]) -> Table:

@@ -170,6 +170,7 @@ def learn(
     anchor_loss: str = typer.Option(LearnConfig.anchor_loss, "--anchor-loss", help="How anchors are trained: ce (cross-entropy on the golden copy's greedy answer) or kl (KL to the golden copy's next-token distribution at every position; no templates leak)."),
     prose: int = typer.Option(LearnConfig.prose, "--prose", min=0, help="Golden-copy continuations of ordinary prose distilled (KL) per epoch, to keep ordinary text as it was (0: none)."),
     stop_loss: Optional[float] = typer.Option(None, "--stop-loss", min=0.0, help="Stop training after the first epoch whose new examples' mean loss is below this (rehearsed ones are not counted) [default: all epochs]."),
+    stop_recalled: bool = typer.Option(InnerLoopConfig.stop_recalled, "--stop-recalled/--no-stop-recalled", help="Stop training after the first epoch at whose end greedy decoding reproduces every new training sequence (checked by one no-grad pass) [default: all epochs]."),
     mix_rehearsal: bool = typer.Option(InnerLoopConfig.mix_rehearsal, "--mix-rehearsal/--no-mix-rehearsal", help="Pack the rehearsed examples (replay, anchors) into the new examples' training steps instead of giving them steps of their own: training 1.17x faster, more forgetting (docs/continual.md)."),
     no_guard: bool = typer.Option(False, "--no-guard", help="Commit without the forgetting guard's checks."),
     force: bool = typer.Option(False, "--force", help="Make the new version head even when the guard finds it over budget (recorded as forced); never one measured NaN or infinite."),
@@ -209,7 +210,7 @@ def learn(
                          min_faithfulness=min_faithfulness),
         inner=replace(
             InnerLoopConfig(), lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size, stop_loss=stop_loss,
-            mix_rehearsal=mix_rehearsal,
+            stop_recalled=stop_recalled, mix_rehearsal=mix_rehearsal,
             target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
         ),
     )

@@ -31,6 +31,11 @@ class InnerLoopConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     max_seq_len: int = 512  # longer sequences are truncated (tokens)
     stop_loss: float | None = None  # stop after the first epoch whose new examples' mean loss is below this (None: all epochs)
+    # Stop after the first epoch (from `min_epochs` on) at the end of which every new example is
+    # recalled: the greedy next token equals the target at every completion position, i.e. greedy
+    # decoding from each prompt reproduces its completion (one no-grad pass over the new examples).
+    stop_recalled: bool = False
+    min_epochs: int = 1  # stop_recalled / stop_loss never stop before this many epochs
     # Rehearsed examples (replay, anchors) ride along in the new examples' steps, packed into one
     # row with them (seal.core.inner_loop.train), instead of taking steps of their own: the same
     # examples per epoch in one step per batch of new examples, each a longer, faster-per-token row.
@@ -170,6 +175,7 @@ def check_inner(cfg: InnerLoopConfig, what: str = "inner loop") -> None:
         ("weight_decay", cfg.weight_decay, lambda v: 0 <= v <= 1, "0 to 1"),
         ("max_seq_len", cfg.max_seq_len, lambda v: 8 <= v <= MAX_SEQ_LEN, f"8 to {MAX_SEQ_LEN}", int),
         ("stop_loss", cfg.stop_loss, lambda v: v >= 0, "a number >= 0, or None"),
+        ("min_epochs", cfg.min_epochs, lambda v: 1 <= v <= MAX_EPOCHS, f"1 to {MAX_EPOCHS}", int),
     ])
     if not cfg.target_modules or not all(isinstance(m, str) and m.strip() for m in cfg.target_modules):
         raise UsageError(f"{what}: target_modules must name the modules that get LoRA (e.g. q_proj,v_proj), not {cfg.target_modules!r}")

@@ -74,11 +74,14 @@ class TrainResult:
     n_tokens: int  # completion tokens that carried loss, summed over epochs
     train_seconds: float
     losses: list[float] = field(default_factory=list)  # one per optimiser step
-    epochs: int = 0  # epochs run (fewer than configured when cfg.stop_loss stopped it)
+    epochs: int = 0  # epochs run (fewer than configured when cfg.stop_loss or cfg.stop_recalled stopped it)
     # per epoch, the mean loss of the new examples alone (rehearsed ones excluded): what they recall.
     # With batch_size > 1 a batch's loss counts once for each new example in it (with mix_rehearsal
     # each new example's own loss).
     new_losses: list[float] = field(default_factory=list)
+    # with cfg.stop_recalled, per epoch, the share of new examples recalled at its end (`recalled`)
+    recalled: list[float] = field(default_factory=list)
+    input_tokens: int = 0  # every token the training steps read (prompts, rehearsal, padding excluded), over epochs
 
 
 def tokenize_example(tokenizer, ex: TrainExample, max_len: int) -> tuple[list[int], list[int]]:
@@ -184,7 +187,10 @@ def train(
 
     With `cfg.stop_loss`, training ends after the first epoch whose new examples' mean loss is below
     it (rehearsed examples are not counted: their loss says nothing about the new data): going on
-    until the loss is ~0.001 buys no recall and costs general ability (SEAL.md section 7)."""
+    until the loss is ~0.001 buys no recall and costs general ability (SEAL.md section 7). With
+    `cfg.stop_recalled`, it ends after the first epoch at whose end every new example is recalled
+    (`recalled`), the point past which more epochs cannot change what greedy decoding returns for
+    the training prompts themselves."""
     import torch
 
     if not examples:
@@ -230,18 +236,48 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 result.steps += 1
                 result.n_tokens += sum(sum(x != IGNORE for x in lab[1:]) for _, lab, _, _ in items)
+                result.input_tokens += sum(len(x[0]) for x in items)
                 result.losses.append(loss)
                 new_loss, new_count = new_loss + new_part, new_count + n_new
                 if on_step:
                     on_step(result.steps, total, result.losses[-1])
             result.epochs += 1
             result.new_losses.append(new_loss / new_count)
+            if cfg.stop_recalled:
+                result.recalled.append(sum(recalled(model, data, device)) / len(data))
+            if result.epochs < cfg.min_epochs:
+                continue
             if cfg.stop_loss is not None and result.new_losses[-1] < cfg.stop_loss:
+                break
+            if cfg.stop_recalled and result.recalled[-1] == 1.0:
                 break
     finally:
         model.eval()
         result.train_seconds = time.perf_counter() - start
     return result
+
+
+def recalled(model, data: list, device, batch: int = 8) -> list[bool]:
+    """For each tokenized example (ids, labels, ...), whether the model's greedy next token equals the
+    label at every labelled position: then greedy decoding from its prompt reproduces its completion.
+    One no-grad forward pass, the examples right-padded in batches; dropout off meanwhile."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for b in range(0, len(data), batch):
+                items = data[b : b + batch]
+                ids, attn, labels = collate([(x[0], x[1]) for x in items], 0)
+                logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
+                guess, target = logits[:, :-1].argmax(-1), labels[:, 1:].to(device)
+                labelled = target != IGNORE
+                out += ((guess == target) | ~labelled).all(-1).tolist()
+    finally:
+        model.train(was_training)
+    return out
 
 
 def _epoch_batches(data: list, rehearsed: list, cfg: InnerLoopConfig, order_rng) -> list[tuple[list, int]]:

@@ -16,9 +16,12 @@ import json
 import os
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from seal.core.environment import default_device
 from seal.core.runtime import RuntimeFailure, SealError, UsageError, fsync_dir, fsync_tree, sha256_file, write_json_atomic
@@ -79,6 +82,23 @@ def cache_root() -> Path:
     return Path(user_cache_dir("seal"))
 
 
+# Who hears that a cache is being built (`cache_notices`): its first build takes minutes.
+_NOTICE: ContextVar[Callable[[str], None] | None] = ContextVar("seal_cache_notice", default=None)
+
+CACHE_WHAT = {"anchors": "answers to the anchor prompts", "teacher": "next-token distributions on the anchors",
+              "guard": "guard answers, canary and perplexity", "prose": "prose continuations"}
+
+
+@contextmanager
+def cache_notices(log: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, every golden-copy cache that has to be computed says so through `log`, with its time."""
+    token = _NOTICE.set(log)
+    try:
+        yield
+    finally:
+        _NOTICE.reset(token)
+
+
 def _cached(kind: str, key: object, suffix: str, load: Callable[[Path], dict], save: Callable[[Path, dict], None],
             compute: Callable[[], dict], valid: Callable[[dict], bool]) -> dict:
     """A result computed once and kept in `$SEAL_CACHE/kind/` under a hash of `key` (which names
@@ -91,9 +111,15 @@ def _cached(kind: str, key: object, suffix: str, load: Callable[[Path], dict], s
             return value
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    log = _NOTICE.get()
+    if log:
+        log(f"computing the golden copy's {CACHE_WHAT.get(kind, kind)} once for this model (cached in {path.parent})")
+    t0 = time.perf_counter()
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     save(path, value)
+    if log:
+        log(f"golden copy's {CACHE_WHAT.get(kind, kind)}: done in {time.perf_counter() - t0:.0f} s")
     return value
 
 

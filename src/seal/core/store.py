@@ -7,6 +7,7 @@ Layout of a store folder:
     versions/v0001/       adapter_config.json, adapter_model.safetensors, manifest.json
     quarantine/v0002-T/   a version folder recovery moved aside at time T (v0002/) and why (reason.json)
     tmp/                  versions being written; anything here is garbage after a crash
+    jobs/                 `seal serve`'s learn jobs, one JSON file each (seal.serve), kept across restarts
     .lock                 the lock held by the one process that may write
 
 The base weights are never written. The head is the base model plus the deltas of the versions
