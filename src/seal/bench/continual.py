@@ -76,6 +76,7 @@ _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
     "stop-recalled": ("inner.stop_recalled", _on_off),
     "min-epochs": ("inner.min_epochs", int),
     "mix": ("inner.mix_rehearsal", _on_off),
+    "batch": ("inner.batch_size", int),
     "replay": ("replay", int),
     "writer": ("writer", str),
     "anchors": ("anchors", int),
