@@ -128,7 +128,7 @@ main()
     ("safetensors", ["--verbose"]),  # while the command loads the model
 ])
 def test_ctrl_c_during_start_up_is_one_line_and_status_130(tiny_model_dir, tmp_path, module, extra):
-    args = [*extra, "ask", "Who?", "--model", str(tiny_model_dir), "--store", str(tmp_path / "s")]
+    args = [*extra, "ask", "Who?", "--base", "--model", str(tiny_model_dir), "--store", str(tmp_path / "s")]
     r = subprocess.run([sys.executable, "-c", _INTERRUPT, module, *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 130 and r.stderr == "interrupted\n", r.stderr
 
