@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,10 +52,13 @@ class Ran:
     seconds: float
 
 
-def run(cmd: list[str], env: dict, timeout: float = TIMEOUT, stdin: bytes = b"") -> Ran:
+def run(cmd: list[str], env: dict, timeout: float = TIMEOUT, max_file_bytes: int | None = None) -> Ran:
+    """Run `cmd` to its end or the timeout; `max_file_bytes`: a file size limit (RLIMIT_FSIZE), beyond
+    which a write fails as on a full disk (Python ignores SIGXFSZ, so the write raises EFBIG)."""
+    limit = None if max_file_bytes is None else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
     t0 = time.perf_counter()
     try:
-        r = subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=timeout)
+        r = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, preexec_fn=limit)
         rc, out, err = r.returncode, r.stdout, r.stderr
     except subprocess.TimeoutExpired as e:
         rc, out, err = None, e.stdout or b"", e.stderr or b""
@@ -216,6 +220,27 @@ def recovery_crashes(model: Path, template: Path, work: Path, env: dict) -> list
             problems.append("the restored v2 is not listed after the next writer")
         results.append({"case": case, "injected": crash.rc == -9, "problems": problems,
                         "quarantined": [q["name"] for q in KnowledgeStore(store).quarantined()]})
+    return results
+
+
+def write_failures(model: Path, template: Path, work: Path, env: dict) -> list[dict]:
+    """`seal learn` whose writes fail as on a full disk (a file size limit of 0, 1 KB, 8 KB: the tiny
+    model's adapter is about 20 KB). It must end with one line, leave the head and every version as
+    they were, and the next learn (no limit) must commit."""
+    doc = write_docs(work / "docs", 1)[0]
+    results = []
+    for limit in (0, 1024, 8192):
+        store = fresh_copy(template, work / f"store-{limit}")
+        common = ["--store", str(store), "--model", str(model), *FAST, "--k", "1"]
+        state, before = (store / "state.json").read_text(), held(store)
+        failed = run(seal("learn", str(doc), *common), env, max_file_bytes=limit)
+        problems = [] if outcome(failed) == "clean" else [f"{outcome(failed)}: {describe(failed)}"]
+        problems += [] if (store / "state.json").read_text() == state else ["state.json changed"]
+        problems += check_store(store, listed(store)) + [f"lost {f}" for f in lost(before, store)]
+        after = run(seal("learn", str(doc), *common), env)
+        problems += [] if after.rc == 0 else [f"next learn: {describe(after)}"]
+        results.append({"case": f"seal learn with writes failing beyond {limit} bytes", "injected": failed.rc != 0, "problems": problems,
+                        "error": describe(failed)})
     return results
 
 

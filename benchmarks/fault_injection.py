@@ -1,14 +1,33 @@
-"""Kill `seal learn` and `seal bench knowledge` at random moments, then check that nothing was lost.
+"""Faults and bad inputs against seal, on a tiny random model: does anything get lost, or crash?
 
-    python benchmarks/fault_injection.py --kills 20 --out runs/faults          # a tiny random model, ~5 min
+    python benchmarks/fault_injection.py --quick --out runs/faults             # ~5 min on 2 free cores
+    python benchmarks/fault_injection.py --kills 10 --out runs/faults          # ~15 min
     python benchmarks/fault_injection.py --kills 10 --model PATH --out DIR     # any local model
 
-Each round starts the command in a fresh process and SIGKILLs it after a random delay drawn
-uniformly over the time a complete run of it took. After every kill, a reader checks the store:
-state.json is valid, every listed version's files match their checksums, and every version committed
-before is still there. The benchmark's run folder is checked the same way: trials.jsonl has no
-duplicate keys and a final uninterrupted run completes it. Prints one JSON object of counts and
-writes it to OUT/faults.json.
+Faults (each must be survived with nothing lost):
+- random kills: `seal learn`, `seal bench knowledge` and `seal bench continual` each started --kills
+  times in a fresh process and SIGKILLed after a delay drawn uniformly over 1.1x the time a complete
+  run took; `seal learn` also interrupted by Ctrl-C (SIGINT) --kills/4 times, which must end with its
+  one `interrupted` line. After every round a reader checks the store: state.json valid, every listed
+  version matches its checksums, every version committed before still listed, nothing that was under
+  versions/ gone (quarantine/ counts as kept). Run folders: no trial key twice, no passage learned
+  twice, and a final uninterrupted run completes each folder with the answers of an uninterrupted run
+  (knowledge) or with each passage in exactly one version, in order, on the head's chain (continual).
+- chosen-point crashes (fault_cases.py, through crash_at.py, which patches seal from outside and
+  SIGKILLs itself at a named point): `seal learn` after the version's rename, inside and after the
+  state.json write; `seal bench continual`'s second edit at the same points and before or halfway
+  through its trial record; recovery after it quarantined a version, restore after its rename; and
+  `seal learn` on a "full disk" (a file size limit). The next writer must recover and lose nothing.
+- damaged stores (fault_cases.py): each on a copy of one store with v1 and v2; the commands run on
+  it must succeed or fail in one line, within a timeout, and keep every byte and any outside file.
+
+Bad inputs (bad_inputs.py): a table of bad command-line invocations, each classified as clean error,
+ok, traceback, silent, refused, late or hang (see there).
+
+--quick: 1 random kill per command, every other chosen point and damage case, every third bad
+input. --parts picks parts: kills, crashes (chosen points and the full disk), damage, inputs. Prints
+the counts (faults injected / survived with nothing lost, by kind; bad inputs by outcome) with every
+failing case named, and writes them with every case's details to OUT/faults.json.
 """
 
 from __future__ import annotations
@@ -26,7 +45,7 @@ from pathlib import Path
 
 from bad_inputs import bad_inputs
 from fault_cases import (FAST, check_store, continual_crashes, damage_cases, documents, head_holds, held, learn_crashes, listed, lost,
-                         make_template, qa_items, recovery_crashes, seal, write_docs)
+                         make_template, qa_items, recovery_crashes, seal, write_docs, write_failures)
 from seal.core.run_records import read_trials
 from seal.core.store import KnowledgeStore
 
@@ -48,6 +67,18 @@ def run_killed(cmd: list[str], delay: float, env: dict) -> bool:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         return True
+
+
+def run_interrupted(cmd: list[str], delay: float, env: dict) -> tuple[bool, int, str]:
+    """Run `cmd`, press Ctrl-C (SIGINT) after `delay` seconds: (interrupted, exit status, stderr)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        _, err = proc.communicate(timeout=delay)
+        return False, proc.returncode, err.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate()
+        return True, proc.returncode, err.decode(errors="replace")
 
 
 def timed(cmd: list[str], env: dict) -> float:
@@ -81,6 +112,25 @@ def store_faults(model: Path, work: Path, kills: int, rng: random.Random, env: d
                   + [f"lost {f}" for f in lost(was_held, store)] + (["tmp/ not emptied"] if tmp_left else [])})
     info.update(seconds_per_full_run=round(full, 1), versions_at_end=len(listed(store)))
     return cases, info
+
+
+def interrupt_faults(model: Path, work: Path, rounds: int, rng: random.Random, env: dict) -> tuple[list[dict], dict]:
+    """`seal learn` interrupted by Ctrl-C at random moments, start-up included: it must end with its one
+    line (`interrupted`, status 130), never a traceback, and leave the store as a kill would at worst."""
+    docs = write_docs(work / "docs", rounds + 1)
+    store = work / "store"
+    common = ["--store", str(store), "--model", str(model), *FAST, "--k", "1"]
+    full = timed(seal("learn", str(docs[0]), *common), env)
+    cases = []
+    for i in range(rounds):
+        committed, was_held, delay = listed(store), held(store), rng.uniform(0, full)
+        interrupted, rc, err = run_interrupted(seal("learn", str(docs[i + 1]), *common), delay, env)
+        problems = check_store(store, committed) + [f"lost {f}" for f in lost(was_held, store)]
+        lines = [line for line in err.splitlines() if line.strip()]
+        if interrupted and rc != 0 and (rc != 130 or "Traceback" in err or lines[-1:] != ["interrupted"]):
+            problems.append(f"exit {rc}, last line {lines[-1:]}" + (" after a traceback" if "Traceback" in err else ""))
+        cases.append({"case": f"seal learn interrupted after {delay:.1f} s", "injected": interrupted, "problems": problems})
+    return cases, {"seconds_per_full_run": round(full, 1)}
 
 
 def bench_faults(model: Path, work: Path, kills: int, rng: random.Random, env: dict) -> tuple[list[dict], dict]:
@@ -163,7 +213,7 @@ PARTS = ("kills", "crashes", "damage", "inputs")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=20, help="random SIGKILLs per command (learn, bench knowledge, bench continual)")
     ap.add_argument("--quick", action="store_true", help="1 random kill per command, every other chosen point and damage, every third bad input")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)} [default: all]")
@@ -177,36 +227,43 @@ def main() -> None:
     kills, quick = (1 if args.quick else args.kills), args.quick
     rng = random.Random(args.seed)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    t0 = time.perf_counter()
-    sections, info, inputs = {}, {}, None
+    started = time.perf_counter()
+    sections, info, seconds, inputs = {}, {}, {}, None
     with tempfile.TemporaryDirectory(prefix="seal-faults-") as tmp:
         work = Path(tmp)
         env["SEAL_CACHE"] = str(work / "cache")
         model = args.model or tiny_model(work / "model")
-        for name in ("learn", "knowledge", "continual", "crash-learn", "crash-continual", "crash-recovery", "damage", "inputs"):
-            (work / name).mkdir()
         template = make_template(model, work, env)
-        if "kills" in parts:
-            for kind, fn, folder in [("random kills: seal learn", store_faults, "learn"),
-                                     ("random kills: seal bench knowledge", bench_faults, "knowledge"),
-                                     ("random kills: seal bench continual", continual_faults, "continual")]:
-                sections[kind], info[kind] = fn(model, work / folder, kills, rng, env)
-        if "crashes" in parts:
-            sections["chosen-point crashes: seal learn"] = learn_crashes(model, template, work / "crash-learn", env, quick)
-            sections["chosen-point crashes: seal bench continual"] = continual_crashes(model, work / "crash-continual", env, quick)
-            sections["chosen-point crashes: recovery and restore"] = recovery_crashes(model, template, work / "crash-recovery", env)
-        if "damage" in parts:
-            sections["damaged stores"] = damage_cases(model, template, work / "damage", env, quick)
+        plan = {  # kind -> (part, folder, what runs it); each returns its cases, or (cases, info)
+            "random kills: seal learn": ("kills", "learn", lambda w: store_faults(model, w, kills, rng, env)),
+            "random kills: seal bench knowledge": ("kills", "knowledge", lambda w: bench_faults(model, w, kills, rng, env)),
+            "random kills: seal bench continual": ("kills", "continual", lambda w: continual_faults(model, w, kills, rng, env)),
+            "Ctrl-C at random moments: seal learn": ("kills", "interrupt", lambda w: interrupt_faults(model, w, max(1, kills // 4), rng, env)),
+            "chosen-point crashes: seal learn": ("crashes", "crash-learn", lambda w: learn_crashes(model, template, w, env, quick)),
+            "chosen-point crashes: seal bench continual": ("crashes", "crash-continual", lambda w: continual_crashes(model, w, env, quick)),
+            "chosen-point crashes: recovery and restore": ("crashes", "crash-recovery", lambda w: recovery_crashes(model, template, w, env)),
+            "failing writes (disk full): seal learn": ("crashes", "disk-full", lambda w: write_failures(model, template, w, env)),
+            "damaged stores": ("damage", "damage", lambda w: damage_cases(model, template, w, env, quick)),
+        }
+        for kind, (part, folder, fn) in plan.items():
+            if part in parts:
+                (work / folder).mkdir()
+                t0 = time.perf_counter()
+                got = fn(work / folder)
+                sections[kind], info[kind] = got if isinstance(got, tuple) else (got, {})
+                seconds[kind] = round(time.perf_counter() - t0)
         if "inputs" in parts:
+            (work / "inputs").mkdir()
+            t0 = time.perf_counter()
             inputs = bad_inputs(model, template, work / "inputs", env, quick)
+            seconds["bad inputs"] = round(time.perf_counter() - t0)
     result = {"seed": args.seed, "random_kills_per_command": kills if "kills" in parts else 0,
-              "minutes": round((time.perf_counter() - t0) / 60, 1), "faults": tally(sections), "bad_inputs": inputs,
-              "random_kills": info, "cases": sections}
-    text = json.dumps(result, indent=2)
-    print(text)
+              "minutes": round((time.perf_counter() - started) / 60, 1), "seconds": seconds, "faults": tally(sections),
+              "bad_inputs": inputs, "random_kills": {k: v for k, v in info.items() if v}, "cases": sections}
+    print(json.dumps({k: v for k, v in result.items() if k != "cases"}, indent=2))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "faults.json").write_text(text + "\n")
+        (args.out / "faults.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
