@@ -69,16 +69,17 @@ def run_killed(cmd: list[str], delay: float, env: dict) -> bool:
         return True
 
 
-def run_interrupted(cmd: list[str], delay: float, env: dict) -> tuple[bool, int, str]:
-    """Run `cmd`, press Ctrl-C (SIGINT) after `delay` seconds: (interrupted, exit status, stderr)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+def run_interrupted(cmd: list[str], delay: float, env: dict) -> tuple[bool, int, str, str]:
+    """Run `cmd`, press Ctrl-C (SIGINT) after `delay` seconds: (interrupted, exit status, stdout, stderr)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        _, err = proc.communicate(timeout=delay)
-        return False, proc.returncode, err.decode(errors="replace")
+        out, err = proc.communicate(timeout=delay)
+        interrupted = False
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate()
-        return True, proc.returncode, err.decode(errors="replace")
+        out, err = proc.communicate()
+        interrupted = True
+    return interrupted, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def timed(cmd: list[str], env: dict) -> float:
@@ -116,7 +117,8 @@ def store_faults(model: Path, work: Path, kills: int, rng: random.Random, env: d
 
 def interrupt_faults(model: Path, work: Path, rounds: int, rng: random.Random, env: dict) -> tuple[list[dict], dict]:
     """`seal learn` interrupted by Ctrl-C at random moments, start-up included: it must end with its one
-    line (`interrupted`, status 130), never a traceback, and leave the store as a kill would at worst."""
+    line (`interrupted`, status 130), never a traceback, and leave the store as a kill would at worst.
+    Pressed after the command ended (its result printed), it ends the exiting process silently (-2)."""
     docs = write_docs(work / "docs", rounds + 1)
     store = work / "store"
     common = ["--store", str(store), "--model", str(model), *FAST, "--k", "1"]
@@ -124,10 +126,11 @@ def interrupt_faults(model: Path, work: Path, rounds: int, rng: random.Random, e
     cases = []
     for i in range(rounds):
         committed, was_held, delay = listed(store), held(store), rng.uniform(0, full)
-        interrupted, rc, err = run_interrupted(seal("learn", str(docs[i + 1]), *common), delay, env)
+        interrupted, rc, out, err = run_interrupted(seal("learn", str(docs[i + 1]), *common), delay, env)
         problems = check_store(store, committed) + [f"lost {f}" for f in lost(was_held, store)]
         lines = [line for line in err.splitlines() if line.strip()]
-        if interrupted and rc != 0 and (rc != 130 or "Traceback" in err or lines[-1:] != ["interrupted"]):
+        ended = rc == -signal.SIGINT and "learned version" in out and "Traceback" not in err
+        if interrupted and rc != 0 and not ended and (rc != 130 or "Traceback" in err or lines[-1:] != ["interrupted"]):
             problems.append(f"exit {rc}, last line {lines[-1:]}" + (" after a traceback" if "Traceback" in err else ""))
         cases.append({"case": f"seal learn interrupted after {delay:.1f} s", "injected": interrupted, "problems": problems})
     return cases, {"seconds_per_full_run": round(full, 1)}
