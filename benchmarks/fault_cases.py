@@ -5,7 +5,8 @@ which SIGKILLs the process at a named point (see its docstring). After each cras
 must recover: every version committed before is still listed and loads, nothing that was under
 versions/ is lost (a version may be moved to quarantine/, bytes intact, never deleted), and a
 resumed `bench continual` holds each passage in exactly one version (read from the manifests'
-documents) and each trial record once.
+documents) and each trial record once. Recovery and restore are killed in their own windows the same
+way, and `seal learn` is run on a "full disk" (a file size limit): one line, head and versions unchanged.
 
 Damage cases each start from a copy of one store with v1 and v2 (two tiny learns), damage it as a
 file system, a backup restore or a received archive could, and run history, rollback, history, ask
