@@ -133,6 +133,27 @@ def test_ctrl_c_during_start_up_is_one_line_and_status_130(tiny_model_dir, tmp_p
     assert r.returncode == 130 and r.stderr == "interrupted\n", r.stderr
 
 
+# Ctrl-C pressed once the command has ended, while the interpreter exits (where torch's exit handlers
+# would raise the KeyboardInterrupt): the command's output is all there, and nothing else is printed.
+_INTERRUPT_AT_EXIT = """
+import os, signal, sys, time
+sys.argv = ["seal", "--version"]
+from seal.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(10)
+print("not interrupted")
+"""
+
+
+def test_ctrl_c_after_the_command_ended_ends_the_process_silently_with_its_output_kept():
+    r = subprocess.run([sys.executable, "-c", _INTERRUPT_AT_EXIT], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout, r.stderr) == (-2, f"seal {seal.__version__}\n", "")
+
+
 def test_every_setting_of_a_learn_is_bounded_and_nan_is_out_of_range(tmp_path):
     import dataclasses
 

@@ -12,7 +12,7 @@ from seal.domains.knowledge.data import Passage, Question
 from seal.guard.general import copies_document, general_summary, is_correct, load_general
 from seal.core.inner_loop import Rehearsal, TrainExample, lora_adapter, train
 from seal.learn import chain_examples, learn
-from seal.core.runtime import SealError
+from seal.core.runtime import SealError, UsageError
 from seal.core.store import KnowledgeStore
 
 
@@ -108,6 +108,13 @@ def test_bad_strategy_and_writer_are_one_line_errors(tiny_lm, tmp_path):
         learn(tiny_lm, KnowledgeStore(tmp_path / "s"), passages(1), tiny_learn(strategy="merge"))
     with pytest.raises(SealError, match="unknown self-edit writer"):
         learn(tiny_lm, KnowledgeStore(tmp_path / "s"), passages(1), tiny_learn(writer="teacher"))
+
+
+def test_unknown_target_modules_are_refused_before_the_store_is_written(tiny_lm, tmp_path):
+    cfg = tiny_learn(inner=InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1, target_modules=("q_proj", "nosuch")))
+    with pytest.raises(UsageError, match=r"target modules nosuch not found in the model \(its linear layers: .*q_proj"):
+        learn(tiny_lm, KnowledgeStore(tmp_path / "s"), passages(1), cfg)
+    assert not (tmp_path / "s").exists()
 
 
 def test_strategy_specs_parse_into_learn_configs():

@@ -27,7 +27,8 @@ from seal.domains.knowledge.data import Passage, check_passages
 from seal.core.environment import environment
 from seal.guard.check import chain_probes, check_guard, document_probes, run_guard
 from seal.core.inner_loop import (
-    ADAPTER_WEIGHTS, Rehearsal, TrainExample, applied_adapters, focused_teacher, run_inner_loop, steps_per_epoch, tokenize_example,
+    ADAPTER_WEIGHTS, Rehearsal, TrainExample, applied_adapters, check_target_modules, focused_teacher, run_inner_loop, steps_per_epoch,
+    tokenize_example,
 )
 from seal.domains.knowledge.qa import EvalResult, evaluate_with_progress
 from seal.core.models import LoadedModel, cache_notices
@@ -181,6 +182,7 @@ def learn(
     if not passages:
         raise SealError("nothing to learn: no passages")
     check_passages(passages)
+    check_target_modules(lm.model, cfg.inner.target_modules)
     with store.lock(), _version_writes(store) as new_version_dir, cache_notices(reporter.log):  # the first learn builds the golden copy's caches
         started = time.perf_counter()
         store.init(lm.name, lm.path, lm.verified_checksum())  # the weights' content, not a cache entry

@@ -6,7 +6,9 @@ user can cause is one line on stderr with a non-zero exit status.
 
 from __future__ import annotations
 
+import signal
 import sys
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
@@ -552,7 +554,10 @@ app.add_typer(arc_app, name="arc")
 def main() -> None:
     """The `seal` command. Ctrl-C ends it with one line and status 130 wherever it lands: in a
     command (cli_errors), while options are parsed or libraries load (where Typer exits 130
-    without a word), or while Typer builds the command (where it does not catch it)."""
+    without a word), or while Typer builds the command (where it does not catch it). Once the
+    command has ended, its output is flushed and Ctrl-C gets its default action back: pressed
+    while the interpreter exits (torch's exit handlers take a moment) it ends the process at once,
+    without a word, instead of a KeyboardInterrupt traceback from an exit handler."""
     try:
         app()
     except KeyboardInterrupt:
@@ -562,6 +567,16 @@ def main() -> None:
         if e.code == 130:
             err.print("interrupted")
         raise
+    finally:
+        _ended()
+
+
+def _ended() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):  # a closed pipe: nothing to save
+            stream.flush()
+    with suppress(ValueError):  # not the main thread (main() called by another program): its handlers stay
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 from seal.core.config import InnerLoopConfig
 from seal.core.packing import additive_mask, packed_row
-from seal.core.runtime import RuntimeFailure, SealError
+from seal.core.runtime import RuntimeFailure, SealError, UsageError
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -375,6 +375,19 @@ def _lora_config(cfg: InnerLoopConfig):
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def check_target_modules(model, modules) -> None:
+    """Refuse LoRA target names the model has no module for (PEFT's rule: a module's full name or its
+    last dotted parts), before anything is written: PEFT itself says so only when the adapter is
+    attached, after a learn has created its store and written its self-edits."""
+    import torch
+
+    names = [n for n, _ in model.named_modules()]
+    missing = [m for m in modules if not any(n == m or n.endswith("." + m) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)})
+        raise UsageError(f"target modules {', '.join(missing)} not found in the model (its linear layers: {', '.join(linear)})")
 
 
 @contextmanager
