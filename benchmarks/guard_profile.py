@@ -21,7 +21,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="a local HF model folder (default: the embedded model)")
     args = ap.parse_args()
 
-    from seal.core.inner_loop import applied_adapters, teacher_topk, tokenize_example
+    from seal.core.adapters import applied_adapters
+    from seal.core.inner_loop import teacher_topk, tokenize_example
     from seal.core.models import load_model
     from seal.core.store import KnowledgeStore
     from seal.guard import check

@@ -8,7 +8,8 @@ import torch
 
 from seal.core.config import InnerLoopConfig
 from seal.core.generation import HFGenerator, Sampling, ScriptedGenerator
-from seal.core.inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
+from seal.core.adapters import applied_adapters, save_adapter
+from seal.core.inner_loop import TrainExample, lora_adapter, train
 
 CFG = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=2, lr=5e-2)
 PROMPTS = ["Porto ferry battery", "The quick brown"]

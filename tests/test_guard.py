@@ -10,8 +10,9 @@ from seal.guard.anchors import golden_anchors, load_anchor_prompts
 from seal.core.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig
 from seal.domains.knowledge.data import Passage, Question
 from seal.guard.general import load_general
-from seal.guard.check import Probe, chain_probes, document_probes, load_guard_questions, run_guard, scale_adapter
-from seal.core.inner_loop import Rehearsal, TrainExample, lora_adapter, lora_factors, train
+from seal.guard.check import Probe, chain_probes, document_probes, load_guard_questions, run_guard
+from seal.core.adapters import lora_factors, scale_adapter
+from seal.core.inner_loop import Rehearsal, TrainExample, lora_adapter, train
 from seal.learn import learn
 from seal.core.runtime import RuntimeFailure, SealError, UsageError
 from seal.core.store import KnowledgeStore

@@ -30,7 +30,7 @@ from seal.domains.knowledge.data import select_passages
 from seal.guard.canary import canary_scores
 from seal.core.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig, as_json
 from seal.guard.general import ask_general, general_summary, load_general
-from seal.core.inner_loop import applied_adapters
+from seal.core.adapters import applied_adapters
 from seal.domains.knowledge.qa import evaluate
 from seal.learn import STRATEGIES, WRITERS, check_config, learn
 from seal.core.models import LoadedModel, load_model

@@ -81,7 +81,7 @@ class HFGenerator:
         self._stack = contextlib.ExitStack()
 
     def _with(self, adapters: Sequence[Path]):
-        from seal.core.inner_loop import applied_adapters
+        from seal.core.adapters import applied_adapters
 
         chain = tuple(Path(a) for a in adapters)
         if not self.resident:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from seal.core.inner_loop import ADAPTER_CONFIG
+from seal.core.adapters import ADAPTER_CONFIG
 
 # A trained generator's folder (written by the outer loop, read by whoever samples with it):
 # its adapter, and a manifest naming the domain's format and the chain of links it builds on.

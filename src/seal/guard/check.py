@@ -42,7 +42,7 @@ from seal.core.config import AnswerConfig, GuardConfig, check_ranges
 from seal.domains.knowledge.data import Passage
 from seal.guard.general import GeneralQuestion, ask_general, load_general
 from seal.domains.knowledge.grading import local_grade
-from seal.core.inner_loop import ADAPTER_WEIGHTS, applied_adapters
+from seal.core.adapters import applied_adapters, scale_adapter
 from seal.domains.knowledge.qa import answer_questions
 from seal.core.models import LoadedModel, cached_json
 from seal.core.runtime import UsageError
@@ -122,15 +122,6 @@ def golden_reference(lm: LoadedModel, questions: list[GeneralQuestion]) -> dict:
     return cached_json("guard", [lm.checksum, [asdict(q) for q in questions]],
                        lambda: {"general": _general(lm, questions), **_ability(lm)},
                        valid=lambda ref: len(ref["general"]) == len(questions))
-
-
-def scale_adapter(folder: Path, factor: float) -> None:
-    """Multiply a stored LoRA adapter's delta by `factor` (its B matrices; A is left as is)."""
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(folder / ADAPTER_WEIGHTS)
-    save_file({k: (v * factor if ".lora_B." in k else v) for k, v in tensors.items()}, folder / ADAPTER_WEIGHTS,
-              metadata={"format": "pt"})
 
 
 def _share(flags: list[bool], among: list[bool]) -> float | None:

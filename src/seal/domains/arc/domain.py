@@ -18,7 +18,8 @@ from typing import Callable
 
 from seal.core.config import InnerLoopConfig, SamplingConfig
 from seal.core.generation import Sampling, render_prompt
-from seal.core.inner_loop import TrainExample, applied_adapters, run_inner_loop
+from seal.core.adapters import applied_adapters
+from seal.core.inner_loop import TrainExample, run_inner_loop
 from seal.core.models import LoadedModel
 from seal.core.packing import choice_logprobs
 from seal.core.runtime import UsageError, derive_seed

@@ -23,7 +23,8 @@ from typing import Sequence
 
 from seal.core.config import InnerLoopConfig
 from seal.core.generation import Sampling
-from seal.core.inner_loop import TrainExample, applied_adapters, run_inner_loop
+from seal.core.adapters import applied_adapters
+from seal.core.inner_loop import TrainExample, run_inner_loop
 from seal.domains.arc.augment import GEOMETRIC, augment_pairs, colour_permutation, forward, inverse, max_side
 from seal.domains.arc.grids import ArcTask, Grid, Pair, answer_text, grid_text, parse_grid, task_prompt
 from seal.domains.arc.self_edit import ArcSelfEdit

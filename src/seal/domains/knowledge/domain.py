@@ -16,7 +16,8 @@ from typing import Callable
 from seal.core.config import InnerLoopConfig, SamplingConfig
 from seal.domains.knowledge.data import Passage, Question, load_dataset, select_passages
 from seal.core.generation import Sampling, render_prompt
-from seal.core.inner_loop import TrainExample, applied_adapters, run_inner_loop
+from seal.core.adapters import applied_adapters
+from seal.core.inner_loop import TrainExample, run_inner_loop
 from seal.domains.knowledge.qa import evaluate
 from seal.core.metrics import pearson
 from seal.core.models import LoadedModel
