@@ -300,7 +300,8 @@ def _unpacked_logprobs(lm, context: str, choice: str) -> float:
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_packed_choice_scores_equal_scoring_each_choice_alone(tiny_lm, attention):
-    from seal.guard.canary import choice_logprobs, load_canary, scoring_items
+    from seal.core.packing import choice_logprobs
+    from seal.guard.canary import load_canary, scoring_items
 
     items = scoring_items(load_canary()[:7])
     items.append(("Question: Is it?\nAnswer:", [" yes", " no, not at all, never in a long while"]))  # uneven lengths

@@ -17,9 +17,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
-from seal.core.adapters import save_adapter
+from seal.core.adapters import applied_adapters, save_adapter
 from seal.core.config import InnerLoopConfig
 from seal.core.packing import additive_mask, packed_row
 from seal.core.runtime import RuntimeFailure, SealError
@@ -411,12 +411,15 @@ def run_inner_loop(
     keep: Path | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     rehearsal: tuple[Rehearsal, ...] = (),
+    on: Sequence[Path] = (),
 ) -> tuple[TrainResult, object]:
     """The paper's inner loop, once: a fresh LoRA adapter (seeded), trained on a self-edit's
-    examples, the adapted model evaluated by `evaluate()` (it sees the adapter), then the adapter
-    saved to `keep` (a version or a generator link) or discarded. Any adapters applied to `model`
-    before the call stay under the new one. Returns the training result and the evaluation's."""
-    with lora_adapter(model, cfg, seed) as peft_model:
+    examples on top of the stored adapters `on` (a head's or a generator's chain, oldest first),
+    the adapted model evaluated by `evaluate()` (it sees the chain and the adapter), then the
+    adapter saved to `keep` (a version or a generator link) or discarded. The chain's deltas are
+    in the weights for the call only (the one place outside the backend that applies them: the
+    adapter trains through them). Returns the training result and the evaluation's."""
+    with applied_adapters(model, list(on)), lora_adapter(model, cfg, seed) as peft_model:
         result = train(peft_model, tokenizer, examples, cfg, seed, on_step=on_step, rehearsal=rehearsal)
         evaluation = evaluate()
         if keep is not None:

@@ -42,7 +42,7 @@ from seal.core.config import AnswerConfig, GuardConfig, check_ranges
 from seal.domains.knowledge.data import Passage
 from seal.guard.general import GeneralQuestion, ask_general, load_general
 from seal.domains.knowledge.grading import local_grade
-from seal.core.adapters import applied_adapters, scale_adapter
+from seal.core.adapters import scale_adapter
 from seal.domains.knowledge.qa import answer_questions
 from seal.core.models import LoadedModel, cached_json
 from seal.core.runtime import UsageError
@@ -111,8 +111,7 @@ def _general(lm: LoadedModel, questions: list[GeneralQuestion], adapters: Sequen
 
 
 def _ability(lm: LoadedModel, adapters: Sequence[Path] = ()) -> dict:
-    with applied_adapters(lm.model, list(adapters)):  # scoring, not generation: the weights carry the chain
-        c = canary_scores(lm)
+    c = canary_scores(lm, adapters)
     return {"canary_accuracy": c["reasoning_accuracy"], "canary_margin": c["margin"], "perplexity": c["perplexity"]}
 
 

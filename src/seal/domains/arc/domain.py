@@ -10,7 +10,6 @@ self-edit ("default-ttt") runs TTT with the fixed default configuration; "base" 
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,10 +17,8 @@ from typing import Callable
 
 from seal.core.config import InnerLoopConfig, SamplingConfig
 from seal.core.generation import Sampling, render_prompt
-from seal.core.adapters import applied_adapters
 from seal.core.inner_loop import TrainExample, run_inner_loop
 from seal.core.models import LoadedModel
-from seal.core.packing import choice_logprobs
 from seal.core.runtime import UsageError, derive_seed
 from seal.domains import Samples
 from seal.domains.arc.grids import ArcTask, pair_text
@@ -48,11 +45,6 @@ class ArcDomain:
     baseline: str = "default-ttt"
     extra_rewards: dict = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)  # tasks over the context budget, reported in stats
-
-    def _current(self):
-        """The current model for training on: golden base + the generator's adapters in the
-        weights; generation takes them as `adapters=` instead."""
-        return applied_adapters(self.lm.model, self.generator) if self.generator else contextlib.nullcontext()
 
     def load_items(self, spec: str, n: int | None) -> list[ArcTask]:
         """The first n tasks that fit the context; those that do not are listed in `skipped` (and warned)."""
@@ -94,8 +86,7 @@ class ArcDomain:
         return Samples([PREFILL + t for t in texts], [[(prompt + PREFILL, t)] for t in texts])
 
     def _choice_logprobs(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
-        with self._current():
-            return choice_logprobs(self.lm, items)
+        return self.lm.generator.loglikelihood(items, adapters=self.generator)
 
     def no_update(self, item: ArcTask, context: dict | None = None) -> dict:
         """In-context only: the current model answers from the demonstrations, no training."""
@@ -114,9 +105,8 @@ class ArcDomain:
         return {"reward": float(result["solved"]), "usable": None if self_edit is None else True, "family": item.family, **result}
 
     def configured(self, item: ArcTask, edit: ArcSelfEdit, seed: int) -> dict:
-        """TTT under a given configuration (the oracle's grid), on the current model."""
-        with self._current():
-            result = run_ttt(self.lm, item, edit, self.ttt, seed)
+        """TTT under a given configuration (the oracle's grid), on the current model (golden base + the generator)."""
+        result = run_ttt(self.lm, item, edit, self.ttt, seed, on=self.generator)
         return {"self_edit": {**asdict(edit), "augmentations": list(edit.augmentations)}, **result}
 
     def iteration_stats(self, trials: list[dict]) -> dict:
@@ -134,9 +124,8 @@ class ArcDomain:
 
     def fine_tune(self, pairs: list[tuple[str, str]], seed: int, folder: Path, on_step: Callable | None = None) -> dict:
         examples = [TrainExample(c, prompt=p) for p, c in pairs]
-        with self._current():
-            tr, _ = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.sft, seed, evaluate=lambda: None,
-                                   keep=folder, on_step=on_step)
+        tr, _ = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.sft, seed, evaluate=lambda: None,
+                               keep=folder, on_step=on_step, on=self.generator)
         return {"losses": tr.losses, "train_seconds": tr.train_seconds}
 
     def describe(self) -> dict:

@@ -8,7 +8,6 @@ questions; the gold reward is recorded beside it whenever gold questions exist.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -16,7 +15,6 @@ from typing import Callable
 from seal.core.config import InnerLoopConfig, SamplingConfig
 from seal.domains.knowledge.data import Passage, Question, load_dataset, select_passages
 from seal.core.generation import Sampling, render_prompt
-from seal.core.adapters import applied_adapters
 from seal.core.inner_loop import TrainExample, run_inner_loop
 from seal.domains.knowledge.qa import evaluate
 from seal.core.metrics import pearson
@@ -49,12 +47,6 @@ class KnowledgeDomain:
     def extra_rewards(self) -> dict[str, str]:
         """Trials rewarded by self-questions are also scored by the gold questions: reported beside."""
         return {"gold": "gold_reward"} if self.reward_source != "gold" else {}
-
-
-    def _current(self):
-        """The current model for training on: golden base + the generator's adapters in the
-        weights (the paper updates one model); generation takes them as `adapters=` instead."""
-        return applied_adapters(self.lm.model, self.generator) if self.generator else contextlib.nullcontext()
 
     def load_items(self, spec: str, n: int | None) -> list[Passage]:
         return select_passages(spec, n)
@@ -99,8 +91,9 @@ class KnowledgeDomain:
             selfq = evaluate(self.lm, [Passage(item.id, item.title, item.context, self_questions)]) if self_questions else None
             return gold, selfq
 
-        with self._current():
-            tr, (gold, selfq) = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.inner, seed, evaluate=score)
+        # The trial trains on top of the current model, golden base + the generator (the paper updates one model).
+        tr, (gold, selfq) = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.inner, seed, evaluate=score,
+                                           on=self.generator)
         out = {
             "n_sequences": len(examples),
             "usable": bool(edits and edits[0].usable) if self_edit is not None else None,
@@ -125,9 +118,8 @@ class KnowledgeDomain:
     def fine_tune(self, pairs: list[tuple[str, str]], seed: int, folder: Path, on_step: Callable | None = None) -> dict:
         """SFT of a new LoRA link on top of the generator chain (loss on the completion only)."""
         examples = [TrainExample(c, prompt=pr) for pr, c in pairs]
-        with self._current():
-            tr, _ = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.sft, seed, evaluate=lambda: None,
-                                   keep=folder, on_step=on_step)
+        tr, _ = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.sft, seed, evaluate=lambda: None,
+                               keep=folder, on_step=on_step, on=self.generator)
         return {"losses": tr.losses, "train_seconds": tr.train_seconds}
 
     def describe(self) -> dict:
