@@ -12,22 +12,28 @@ rsLoRA). This module is the only one that reads those files or does that arithme
   (tests/test_layout.py checks it); everything else names its adapters to the backend;
 - `scale_adapter`: a stored adapter's delta multiplied by a factor (the forgetting guard);
 - `combined_adapter`: one adapter equal to a whole chain (`seal export --format adapter`, and
-  what a backend that takes one adapter per request needs).
+  what a backend that takes one adapter per request needs);
+- `check_base_weights`: refuses to compute a golden-copy result (guard, anchors, teacher, prose
+  caches) from a model whose weights carry adapters (applied deltas or an attached LoRA).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from seal.core.runtime import SealError, UsageError
+from seal.core.runtime import RuntimeFailure, SealError, UsageError
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 PREFIX = "base_model.model."  # PEFT's prefix of a module name in the weights file
+
+# model -> how many `applied_adapters` blocks with at least one adapter are open on it
+_CARRYING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def save_adapter(peft_model, folder: Path) -> None:
@@ -65,6 +71,8 @@ def applied_adapters(model, folders: list[Path]) -> Iterator[object]:
     import torch
 
     originals: dict[str, torch.Tensor] = {}
+    if folders:
+        _CARRYING[model] = _CARRYING.get(model, 0) + 1
     try:
         with torch.no_grad():
             for folder in folders:
@@ -81,6 +89,21 @@ def applied_adapters(model, folders: list[Path]) -> Iterator[object]:
         with torch.no_grad():
             for name, w in originals.items():
                 model.get_submodule(name).weight.copy_(w)
+        if folders:
+            _CARRYING[model] -= 1
+
+
+def carries_adapters(model) -> bool:
+    """Whether the model's weights are not its base weights now: stored adapters applied in place
+    (`applied_adapters`), or a LoRA adapter attached (PEFT sets `peft_config` on the model it wraps)."""
+    return bool(_CARRYING.get(model)) or hasattr(model, "peft_config")
+
+
+def check_base_weights(model, what: str) -> None:
+    """Refuse to compute `what`, a result of the golden copy, from weights that carry adapters:
+    cached under the base model's checksum, it would be wrong for every later run."""
+    if carries_adapters(model):
+        raise RuntimeFailure(f"{what} must come from the golden copy, but adapters are applied to the model")
 
 
 def scale_adapter(folder: Path, factor: float) -> None:
