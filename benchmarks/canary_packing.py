@@ -57,7 +57,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from seal.core.models import load_model
-    from seal.guard.canary import choice_logprobs, load_canary, scoring_items
+    from seal.core.packing import choice_logprobs
+    from seal.guard.canary import load_canary, scoring_items
 
     lm = load_model(args.model)
     canary = load_canary()

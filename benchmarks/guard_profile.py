@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="a local HF model folder (default: the embedded model)")
     args = ap.parse_args()
 
-    from seal.core.inner_loop import applied_adapters, teacher_topk, tokenize_example
+    from seal.core.inner_loop import teacher_topk, tokenize_example
     from seal.core.models import load_model
     from seal.core.store import KnowledgeStore
     from seal.guard import check
@@ -44,9 +44,8 @@ def main() -> None:
     print(f"head v{store.head}: {len(adapters)} adapter(s)")
     timed(f"guard: {len(questions)} general questions", lambda: ask_general(lm, questions, adapters=adapters))
     timed(f"guard: {len(own)} own probes", lambda: check.ask_probes(lm, own, adapters))
-    with applied_adapters(lm.model, adapters):
-        timed("guard: canary items", lambda: reasoning_accuracy(lm))
-        timed("guard: held-out perplexity", lambda: perplexity(lm))
+    timed("guard: canary items", lambda: reasoning_accuracy(lm, adapters=adapters))
+    timed("guard: held-out perplexity", lambda: perplexity(lm, adapters=adapters))
     pool = golden_anchors(lm)
     ids = [tokenize_example(lm.tokenizer, e, 1024)[0] for e in pool]
     timed(f"teacher: top-64 over {len(pool)} anchors", lambda: teacher_topk(lm.model, ids, 64))

@@ -3,7 +3,10 @@
 #   benchmarks/record_runs.sh SIDE [SRC]    (SRC: a checkout's src/ to run instead of the installed seal)
 # then compare two sides with: python benchmarks/same_records.py SIDE_A SIDE_B --ignore seal_run,files
 # Runs seal bench knowledge (4 conditions), seal train knowledge (2 iterations), two seal learns,
-# seal bench continual (2 edits) and seal arc eval (icl, ttt) with the same seeds (~10 min on one core).
+# seal learn with each strategy (stack, replay, consolidate; prose distillation in one), seal bench
+# continual (2 edits; replay, then stack and consolidate) and seal arc eval (icl, ttt) with the same
+# seeds; seal arc train (2 iterations, choices decoding) and seal arc eval with its generator (~3 min on
+# one core).
 set -euo pipefail
 SIDE=$(realpath -m "$1"); SRC=${2:-}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +30,16 @@ S train knowledge --model $T --data items.jsonl --exclude "" --iterations 2 --k 
 S learn doc.md --model $T --store "$SIDE/store" --epochs 2 --lora-r 4 --lora-alpha 8 --k 2 --json > "$SIDE/learn1.json" 2> "$SIDE/learn1.log"
 S learn --data items.jsonl --ids h1 --model $T --store "$SIDE/store" --epochs 2 --lora-r 4 --lora-alpha 8 --json > "$SIDE/learn2.json" 2> "$SIDE/learn2.log"
 S bench continual --model $T --data items.jsonl --n 2 --sequences 1 --strategy replay --epochs 2 --out "$SIDE/continual" > "$SIDE/continual.log" 2>&1
+S bench continual --model $T --data items.jsonl --n 2 --sequences 1 --strategy stack,consolidate --epochs 1 --out "$SIDE/continual2" > "$SIDE/continual2.log" 2>&1
+for STRAT in stack consolidate; do  # both learns per store: the second trains on (or retrains) the first
+  S learn doc.md --model $T --store "$SIDE/store-$STRAT" --strategy $STRAT --prose 2 --epochs 2 --lora-r 4 --lora-alpha 8 --k 2 > /dev/null 2> "$SIDE/learn-$STRAT-1.log"
+  S learn --data items.jsonl --ids h2 --model $T --store "$SIDE/store-$STRAT" --strategy $STRAT --epochs 2 --lora-r 4 --lora-alpha 8 > /dev/null 2> "$SIDE/learn-$STRAT-2.log"
+done
 S arc eval --model $T --data generated:eval --n 2 --methods icl,ttt --out "$SIDE/arc" > "$SIDE/arc.log" 2>&1
+# ARC with a generator: choices decoding on top of iter_1 in the second iteration, then the seal method
+S arc train --model $T --data generated:train --n 2 --iterations 2 --k 2 --repeats 1 --min-reward 0 --max-sequences 2 --views 2 \
+  --lora-r 4 --out "$SIDE/arc-train" > "$SIDE/arc-train.log" 2>&1
+S arc eval --model $T --data generated:eval --n 1 --methods self-edit,seal --generator ../arc-train/iter_1 --max-sequences 2 \
+  --views 2 --lora-r 4 --out "$SIDE/arc2" > "$SIDE/arc2.log" 2>&1
 rm -rf "$SIDE/in" "$SIDE/learn1.json" "$SIDE/learn2.json"   # the inputs, and stdout copies of the store's manifests
 echo "records in $SIDE"

@@ -30,7 +30,7 @@ ARTICLES = ["ff-eval-001", "ff-eval-002"]
 
 def test_two_articles_in_sequence_are_both_kept_and_general_questions_survive(embedded_lm, tmp_path):
     from seal.guard.general import ask_general, general_summary
-    from seal.core.inner_loop import applied_adapters
+    from seal.core.adapters import applied_adapters
     from seal.domains.knowledge.qa import evaluate
 
     first, second = select(load_dataset("fresh-facts:eval"), ARTICLES)
@@ -56,7 +56,7 @@ def _exports_equal_the_head(lm, store, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from seal.export import export_version
-    from seal.core.inner_loop import applied_adapters
+    from seal.core.adapters import applied_adapters
 
     ids = lm.tokenizer("Topic: Bergen ferry. Question: Who built the charging tower?", return_tensors="pt")["input_ids"]
     with torch.no_grad(), applied_adapters(lm.model, store.adapter_dirs()):

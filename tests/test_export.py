@@ -8,7 +8,7 @@ import torch
 from seal.core.config import InnerLoopConfig, LearnConfig, SamplingConfig
 from seal.domains.knowledge.data import Passage
 from seal.export import export_version
-from seal.core.inner_loop import applied_adapters
+from seal.core.adapters import applied_adapters
 from seal.learn import learn
 from seal.core.runtime import UsageError
 from seal.core.store import KnowledgeStore

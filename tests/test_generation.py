@@ -1,4 +1,4 @@
-"""The generation seam: generators apply the adapters they are given and leave the weights as found."""
+"""The backend seam: generators generate and score with the adapters they are given and leave the weights as found."""
 
 import re
 from pathlib import Path
@@ -8,7 +8,8 @@ import torch
 
 from seal.core.config import InnerLoopConfig
 from seal.core.generation import HFGenerator, Sampling, ScriptedGenerator
-from seal.core.inner_loop import TrainExample, applied_adapters, lora_adapter, save_adapter, train
+from seal.core.adapters import applied_adapters, save_adapter
+from seal.core.inner_loop import TrainExample, lora_adapter, train
 
 CFG = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=2, lr=5e-2)
 PROMPTS = ["Porto ferry battery", "The quick brown"]
@@ -44,6 +45,47 @@ def test_adapters_given_to_the_generator_equal_weights_changed_in_place(tiny_lm,
     assert with_chain == in_place and with_chain != base
     assert "".join(tiny_lm.generator.stream(PROMPTS[0], adapters=two_adapters, sampling=GREEDY)) == with_chain[0][0]
     assert identical(tiny_lm.model, snap)
+
+
+SCORED = [("Question: Who built it?\nAnswer:", [" Volthaven", " Porto ferry"]), ("The quick", [" brown fox"])]
+
+
+def test_scores_with_adapters_equal_scores_of_weights_changed_in_place(tiny_lm, two_adapters):
+    from seal.core.packing import choice_logprobs
+
+    gen, snap = tiny_lm.generator, snapshot(tiny_lm.model)
+
+    def scores(adapters=()):
+        return (gen.loglikelihood(SCORED, adapters=adapters), gen.answer_logprob("Porto ferry", " battery 2026", adapters=adapters),
+                gen.perplexity("The quick brown fox jumps over the lazy dog. " * 3, adapters=adapters, window=16))
+
+    base, with_chain = scores(), scores(two_adapters)
+    assert identical(tiny_lm.model, snap)  # the backend put the exact weights back
+    with applied_adapters(tiny_lm.model, two_adapters):
+        in_place = scores()
+        assert choice_logprobs(tiny_lm, SCORED) == in_place[0]  # the packed scoring, unchanged
+    assert with_chain == in_place and with_chain != base  # bit-identical, not approximately
+    assert [len(s) for s in base[0]] == [2, 1] and all(x < 0 for s in base[0] for x in s) and base[2] > 1
+    resident = HFGenerator(tiny_lm, resident=True)
+    assert (resident.loglikelihood(SCORED, adapters=two_adapters), resident.perplexity(
+        "The quick brown fox jumps over the lazy dog. " * 3, adapters=two_adapters, window=16)) == (with_chain[0], with_chain[2])
+    resident.release()
+    assert identical(tiny_lm.model, snap)
+
+
+def test_a_scripted_generator_scores_from_its_script_and_hands_the_rest_on(tiny_lm):
+    gen = ScriptedGenerator(lambda *_: None, fallback=tiny_lm.generator,
+                            score=lambda c, x, a: -1.0 - len(a) if x == " Volthaven" or a else None)
+    real = tiny_lm.generator.loglikelihood(SCORED)
+    scored = gen.loglikelihood(SCORED)  # a choice the script leaves to the fallback is scored alone there
+    assert scored[0][0] == -1.0 and scored[0][1] == pytest.approx(real[0][1], abs=1e-4) and scored[1] == pytest.approx(real[1], abs=1e-4)
+    assert gen.loglikelihood(SCORED[:1], adapters=["v1"])[0][0] == -2.0
+    assert gen.calls[1].prompts == [SCORED[0][0]] and gen.calls[1].adapters == (Path("v1"),) and gen.calls[1].sampling is None
+    assert gen.answer_logprob("Porto", " battery") == tiny_lm.generator.answer_logprob("Porto", " battery")
+    words = ScriptedGenerator(lambda *_: None, score=lambda c, x, a: -4.0)
+    assert words.perplexity("two words") == pytest.approx(2.718281828 ** 2) and words.answer_logprob("a", "b") == -4.0
+    with pytest.raises(AssertionError, match="no scripted score"):
+        ScriptedGenerator(lambda *_: None).loglikelihood(SCORED)
 
 
 def test_a_resident_generator_keeps_its_chain_and_swaps_it_exactly(tiny_lm, two_adapters):

@@ -1,5 +1,6 @@
 """The forgetting guard, anchors and per-epoch rehearsal in seal learn (tiny model)."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -10,8 +11,9 @@ from seal.guard.anchors import golden_anchors, load_anchor_prompts
 from seal.core.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig
 from seal.domains.knowledge.data import Passage, Question
 from seal.guard.general import load_general
-from seal.guard.check import Probe, chain_probes, document_probes, load_guard_questions, run_guard, scale_adapter
-from seal.core.inner_loop import Rehearsal, TrainExample, lora_adapter, lora_factors, train
+from seal.guard.check import Probe, chain_probes, document_probes, load_guard_questions, run_guard
+from seal.core.adapters import lora_factors, scale_adapter
+from seal.core.inner_loop import Rehearsal, TrainExample, lora_adapter, train
 from seal.learn import learn
 from seal.core.runtime import RuntimeFailure, SealError, UsageError
 from seal.core.store import KnowledgeStore
@@ -299,7 +301,8 @@ def _unpacked_logprobs(lm, context: str, choice: str) -> float:
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_packed_choice_scores_equal_scoring_each_choice_alone(tiny_lm, attention):
-    from seal.guard.canary import choice_logprobs, load_canary, scoring_items
+    from seal.core.packing import choice_logprobs
+    from seal.guard.canary import load_canary, scoring_items
 
     items = scoring_items(load_canary()[:7])
     items.append(("Question: Is it?\nAnswer:", [" yes", " no, not at all, never in a long while"]))  # uneven lengths
@@ -312,3 +315,41 @@ def test_packed_choice_scores_equal_scoring_each_choice_alone(tiny_lm, attention
         tiny_lm.model.config._attn_implementation = before
     assert [len(s) for s in packed] == [len(xs) for _, xs in items]
     assert packed == [pytest.approx(s, abs=1e-4) for s in alone]
+
+
+def test_golden_copy_caches_refuse_weights_that_carry_adapters(tiny_lm, tmp_path):
+    """They are cached under the base model's checksum: computed from adapted weights, every later
+    learn would rehearse and measure against the wrong model."""
+    from seal.core.adapters import applied_adapters, save_adapter
+    from seal.guard.anchors import golden_prose, golden_teacher
+    from seal.guard.check import golden_reference
+
+    c = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1, lr=5e-2)
+    pool = [TrainExample("Paris.", prompt="Capital of France? (golden copy test)")]
+    computes = {"the anchors' golden answers": lambda: golden_anchors(tiny_lm, load_anchor_prompts()[:2]),
+                "the golden teacher": lambda: golden_teacher(tiny_lm, pool, 4, 64),
+                "the golden prose": lambda: golden_prose(tiny_lm, ["The harbour"]),
+                "the guard's golden reference": lambda: golden_reference(tiny_lm, load_guard_questions()[:2])}
+    with lora_adapter(tiny_lm.model, c, 0) as m:
+        train(m, tiny_lm.tokenizer, [TrainExample("Volthaven built it.")], c, 0)
+        save_adapter(m, tmp_path / "a")
+        with pytest.raises(RuntimeFailure, match="the golden teacher must come from the golden copy"):
+            computes["the golden teacher"]()  # a trial's live LoRA adapter
+    with applied_adapters(tiny_lm.model, [tmp_path / "a"]):
+        for what, compute in computes.items():
+            with pytest.raises(RuntimeFailure, match=f"{what} must come from the golden copy"):
+                compute()
+    for compute in computes.values():  # the base weights again: computed
+        assert compute()
+
+
+def test_learn_computes_the_golden_caches_from_the_base_weights_on_top_of_a_head(tiny_lm, tmp_path, monkeypatch):
+    """A learn on top of a head (whose chain it trains through) and with every golden cache cold:
+    each is computed, and with the base weights (else check_base_weights refuses)."""
+    store = KnowledgeStore(tmp_path / "s")
+    learn(tiny_lm, store, [doc(0)], cfg())
+    monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cold"))
+    heavy = dataclasses.replace(cfg(), anchors=2, prose=1)
+    out = learn(tiny_lm, store, [doc(1)], heavy)
+    assert out.guard["decision"] != "rejected" and store.head == 2 and store.manifest(2)["rehearsal"]["prose"]["loss"] == "kl"
+    assert {p.name for p in (tmp_path / "cold").iterdir()} >= {"anchors", "teacher", "prose", "guard"}

@@ -6,10 +6,9 @@ import math
 import pytest
 import torch
 
+from seal.core.adapters import applied_adapters, save_adapter
 from seal.core.config import InnerLoopConfig
-from seal.core.inner_loop import (
-    IGNORE, TrainExample, applied_adapters, collate, lora_adapter, save_adapter, tokenize_example, train,
-)
+from seal.core.inner_loop import IGNORE, TrainExample, collate, lora_adapter, tokenize_example, train
 
 CFG = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=1, lr=1e-2)
 FACTS = [TrainExample("Porto ferry battery 2026"), TrainExample("Volthaven built it in March", prompt="Q: Who built it?")]

@@ -54,3 +54,26 @@ def test_every_module_belongs_to_a_layer_and_uses_absolute_imports():
         assert (rel.parts[0] if len(rel.parts) > 1 else rel.stem) in RANK, f"{rel}: add it to a layer"
         relative = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom) and n.level]
         assert not relative, f"{rel}: use absolute seal.* imports"
+
+
+# Where weights may change in place: the adapter arithmetic itself, the transformers backend (it
+# applies the adapters a call names), the inner loop (a new adapter trains through a chain) and
+# `seal export --format merged`. Everything else names its adapters to the backend.
+IN_PLACE = {"applied_adapters", "_iter_deltas"}
+IN_PLACE_ALLOWED = {"core/adapters.py", "core/generation.py", "core/inner_loop.py", "export.py"}
+TENSOR_IN_PLACE = {"add_", "sub_", "mul_", "div_", "copy_", "zero_", "fill_", "set_"}
+
+
+def test_weights_change_in_place_only_in_the_backend_the_inner_loop_and_export():
+    wrong = []
+    for path in SRC.rglob("*.py"):
+        rel = str(path.relative_to(SRC))
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ({a.name for a in node.names} if isinstance(node, ast.ImportFrom)
+                     else {node.id} if isinstance(node, ast.Name) else {node.attr} if isinstance(node, ast.Attribute) else set())
+            if names & IN_PLACE and rel not in IN_PLACE_ALLOWED:
+                wrong.append(f"{rel}:{node.lineno} uses {', '.join(sorted(names & IN_PLACE))}")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in TENSOR_IN_PLACE
+                    and rel != "core/adapters.py"):
+                wrong.append(f"{rel}:{node.lineno} calls .{node.func.attr}(): tensors change in place in core/adapters.py only")
+    assert not wrong, "\n".join(sorted(wrong))

@@ -6,10 +6,10 @@ equals the head. Two exact ways out:
 - `merged`: the base model with the deltas of the version's chain added to its weights, saved as
   a plain Hugging Face folder (safetensors, config, tokenizer with its chat template), which
   `AutoModelForCausalLM.from_pretrained(DIR)` loads.
-- `adapter`: one PEFT LoRA adapter equal to the whole chain. Per module, the chain's A matrices are
-  stacked and its B matrices (each times its own alpha / r) set side by side, so B_cat @ A_cat is
-  the sum of the deltas exactly; rank = the sum of the ranks, scale 1. Modules a link does not
-  adapt get zero blocks.
+- `adapter`: one PEFT LoRA adapter equal to the whole chain (seal.core.adapters.combined_adapter:
+  per module, the chain's A matrices stacked and its B matrices, each times its own alpha / r,
+  set side by side, so B_cat @ A_cat is the sum of the deltas exactly; rank = the sum of the
+  ranks, scale 1).
 
 Both write `seal-export.json`: the versions and documents that went in, the base model's identity
 and the sha256 of every file written. The folder is written beside the target and renamed into
@@ -25,46 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from seal.core.inner_loop import ADAPTER_CONFIG, ADAPTER_WEIGHTS, applied_adapters, lora_factors
+from seal.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, applied_adapters, combined_adapter
 from seal.core.models import LoadedModel
 from seal.core.runtime import UsageError, fsync_dir, fsync_tree, json_text, sha256_file
 from seal.core.store import KnowledgeStore
 
 FORMATS = ("merged", "adapter")
 MANIFEST = "seal-export.json"
-PREFIX = "base_model.model."
-
-
-def _combined_adapter(folders: list[Path]) -> tuple[dict, dict]:
-    """(adapter_config, tensors) of one LoRA adapter whose delta is the sum of the folders' deltas."""
-    import torch
-
-    links = []
-    for folder in folders:
-        config, scale, factors = lora_factors(folder)
-        if config.get("rank_pattern") or config.get("alpha_pattern"):
-            raise UsageError(f"{folder}: adapters with per-module ranks are not supported by --format adapter")
-        links.append((config, config["r"], {m: (a, b * scale) for m, (a, b) in factors.items()}))
-    modules = sorted({m for _, _, pairs in links for m in pairs})
-    shapes = {}  # module -> (in_features, out_features)
-    for _, _, pairs in links:
-        for m, (a, b) in pairs.items():
-            shapes[m] = (a.shape[1], b.shape[0])
-    rank = sum(r for _, r, _ in links)
-    out = {}
-    for m in modules:
-        n_in, n_out = shapes[m]
-        a_blocks, b_blocks = [], []
-        for _, r, pairs in links:
-            a, b = pairs.get(m, (torch.zeros(r, n_in), torch.zeros(n_out, r)))
-            a_blocks.append(a)
-            b_blocks.append(b)
-        out[f"{PREFIX}{m}.lora_A.weight"] = torch.cat(a_blocks, dim=0).contiguous()
-        out[f"{PREFIX}{m}.lora_B.weight"] = torch.cat(b_blocks, dim=1).contiguous()
-    config = dict(links[0][0])
-    config.update(r=rank, lora_alpha=rank, use_rslora=False, lora_dropout=0.0, rank_pattern={}, alpha_pattern={},
-                  target_modules=sorted({m.rsplit(".", 1)[-1] for m in modules}))
-    return config, out
 
 
 def check_export(out: Path, fmt: str) -> None:
@@ -93,7 +60,7 @@ def export_version(lm: LoadedModel, store: KnowledgeStore, version: int, out: Pa
         else:
             from safetensors.torch import save_file
 
-            config, tensors = _combined_adapter(folders)
+            config, tensors = combined_adapter(folders)
             config["base_model_name_or_path"] = str(lm.path)
             (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
             save_file(tensors, tmp / ADAPTER_WEIGHTS, metadata={"format": "pt"})

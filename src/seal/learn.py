@@ -26,9 +26,9 @@ from seal.core.config import LearnConfig, check_inner, check_ranges, check_sampl
 from seal.domains.knowledge.data import Passage, check_passages
 from seal.core.environment import environment
 from seal.guard.check import chain_probes, check_guard, document_probes, run_guard
+from seal.core.adapters import ADAPTER_WEIGHTS
 from seal.core.inner_loop import (
-    ADAPTER_WEIGHTS, Rehearsal, TrainExample, applied_adapters, check_target_modules, focused_teacher, run_inner_loop, steps_per_epoch,
-    tokenize_example,
+    Rehearsal, TrainExample, check_target_modules, focused_teacher, run_inner_loop, steps_per_epoch, tokenize_example,
 )
 from seal.domains.knowledge.qa import EvalResult, evaluate_with_progress
 from seal.core.models import LoadedModel, cache_notices
@@ -264,11 +264,11 @@ def learn(
             phases["qa_after_seconds"] = time.perf_counter() - t
             return after
 
-        with applied_adapters(lm.model, train_on), reporter.task(label, total) as task:
+        with reporter.task(label, total) as task:
             result, after = run_inner_loop(
                 lm.model, lm.tokenizer, trained, cfg.inner, seed, evaluate=evaluate_after,
                 keep=folder, on_step=lambda step, _total, loss: task.advance(info=f"loss {loss:.3f}"),
-                rehearsal=tuple(rehearsal.values()),
+                rehearsal=tuple(rehearsal.values()), on=train_on,
             )
         if not finite_adapter(folder):  # the last step can blow the weights up after the last loss was checked
             raise RuntimeFailure(f"training diverged: the trained adapter holds NaN or infinite weights (learning rate "

@@ -30,7 +30,6 @@ from seal.domains.knowledge.data import select_passages
 from seal.guard.canary import canary_scores
 from seal.core.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig, as_json
 from seal.guard.general import ask_general, general_summary, load_general
-from seal.core.inner_loop import applied_adapters
 from seal.domains.knowledge.qa import evaluate
 from seal.learn import STRATEGIES, WRITERS, check_config, learn
 from seal.core.models import LoadedModel, load_model
@@ -176,8 +175,7 @@ def measure(lm: LoadedModel, passages, base_general: list[dict] | None, document
     result = evaluate(lm, passages, adapters=adapters)
     row = result.by_passage()
     answers = ask_general(lm, general_qs, adapters=adapters)
-    with applied_adapters(lm.model, list(adapters)):  # scoring, not generation
-        canary = canary_scores(lm)
+    canary = canary_scores(lm, adapters)
     return {
         "row": {p.id: round(row.get(p.id, 0.0), 4) for p in passages},
         "predictions": {p.id: [q.prediction for q in result.per_question if q.passage_id == p.id] for p in passages},

@@ -1,26 +1,31 @@
-"""Text generation: the `Generator` seam, its Hugging Face implementation, and a scripted one.
+"""The model backend: the `Generator` seam, its Hugging Face implementation, and a scripted one.
 
-Everything that generates text asks a `Generator` for completions of rendered prompts, naming the
-stored adapters (oldest first) to generate with: `generate(prompts, adapters=..., sampling=...)`.
-The generator applies them itself and leaves the weights as it found them, so no caller changes
-weights in place to generate, and a backend that takes adapters per request (vLLM's LoRA
+Everything that generates or scores text asks a `Generator`, naming the stored adapters (oldest
+first) to run with: `generate(prompts, adapters=..., sampling=...)` for completions of rendered
+prompts, `loglikelihood(items, adapters=...)` for the log-probability of continuations (the
+canary's and ARC's choices), `answer_logprob` for one known answer, `perplexity` for held-out
+text. The generator applies the adapters itself and leaves the weights as it found them, so no
+caller changes weights in place, and a backend that takes adapters per request (vLLM's LoRA
 requests) can take this one's place. The adapters are applied on top of the model as it stands:
 inside the inner loop that is the trial's live LoRA adapter (and the stored ones it trains on).
 
-- `HFGenerator`: transformers' `generate`; adds the adapters' deltas for the call and restores
-  the exact weights after (`resident=True`: a model copy that only this generator uses keeps the
-  last chain applied between calls, as a server does).
-- `ScriptedGenerator`: completions from a function, for tests (records every call).
+- `HFGenerator`: transformers; adds the adapters' deltas for the call and restores the exact
+  weights after (`resident=True`: a model copy that only this generator uses keeps the last
+  chain applied between calls, as a server does).
+- `ScriptedGenerator`: completions and scores from functions, for tests (records every call).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
 
+from seal.core.adapters import applied_adapters
 from seal.core.models import LoadedModel
+from seal.core.packing import choice_logprobs, token_ids
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,17 @@ class Generator(Protocol):
 
     def stream(self, prompt: str, *, adapters: Sequence[Path] = (), sampling: Sampling) -> Iterator[str]:
         """One completion of one prompt, yielded piece by piece as it is decoded."""
+
+    def loglikelihood(self, items: Sequence[tuple[str, Sequence[str]]], *, adapters: Sequence[Path] = ()) -> list[list[float]]:
+        """For each (context, continuations) item, the log-probability of each continuation after
+        the tokenizer's start tokens and the context (its tokens' log-probabilities summed)."""
+
+    def answer_logprob(self, prompt: str, answer: str, *, adapters: Sequence[Path] = ()) -> float:
+        """log p(answer | prompt), both tokenized as they are (no start tokens): how close the model
+        is to a known answer."""
+
+    def perplexity(self, text: str, *, adapters: Sequence[Path] = (), window: int = 512) -> float:
+        """Token-level perplexity of `text`, read in non-overlapping windows of `window` tokens."""
 
 
 def render_prompt(lm: LoadedModel, instruction: str, system: str | None = None) -> str:
@@ -81,8 +97,6 @@ class HFGenerator:
         self._stack = contextlib.ExitStack()
 
     def _with(self, adapters: Sequence[Path]):
-        from seal.core.inner_loop import applied_adapters
-
         chain = tuple(Path(a) for a in adapters)
         if not self.resident:
             return applied_adapters(self.lm.model, list(chain)) if chain else contextlib.nullcontext()
@@ -170,24 +184,61 @@ class HFGenerator:
                 closed.set()
                 thread.join()
 
+    def loglikelihood(self, items: Sequence[tuple[str, Sequence[str]]], *, adapters: Sequence[Path] = ()) -> list[list[float]]:
+        """Each context read once, its continuations packed after it (seal.core.packing)."""
+        with self._with(adapters):
+            return choice_logprobs(self.lm, [(c, list(xs)) for c, xs in items])
+
+    def answer_logprob(self, prompt: str, answer: str, *, adapters: Sequence[Path] = ()) -> float:
+        import torch
+
+        tok, model = self.lm.tokenizer, self.lm.model
+        with self._with(adapters):
+            context = tok(prompt, add_special_tokens=False)["input_ids"]
+            target = tok(answer, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([context + target], device=model.device)
+            with torch.no_grad():
+                logp = model(input_ids=ids).logits[0, len(context) - 1 : -1].float().log_softmax(-1)
+        return float(logp.gather(1, torch.tensor(target, device=logp.device)[:, None]).sum())
+
+    def perplexity(self, text: str, *, adapters: Sequence[Path] = (), window: int = 512) -> float:
+        import torch
+
+        ids = token_ids(self.lm.tokenizer, text)
+        nll, count = 0.0, 0
+        with self._with(adapters):
+            for b in range(0, len(ids), window):
+                chunk = torch.tensor([ids[b : b + window]], device=self.lm.model.device)
+                if chunk.shape[1] < 2:
+                    continue
+                with torch.no_grad():
+                    loss = self.lm.model(input_ids=chunk, labels=chunk).loss
+                nll += float(loss) * (chunk.shape[1] - 1)
+                count += chunk.shape[1] - 1
+        return math.exp(nll / count)
+
 
 @dataclass
 class Call:
     prompts: list[str]
     adapters: tuple[Path, ...]
-    sampling: Sampling
+    sampling: Sampling | None  # None: a scoring call (loglikelihood, answer_logprob, perplexity)
 
 
 class ScriptedGenerator:
     """Completions from `respond(prompt, sampling, adapters) -> str | list[str] | None` (a list gives
     the n completions; a string is repeated; None hands the prompt to `fallback`, e.g. the real
-    model's generator); every call is recorded in `calls`. For tests: the code under test runs
-    unchanged and only the text it is given is scripted."""
+    model's generator), and log-probabilities from `score(context, continuation, adapters) -> float
+    | None` (None, or no `score`: the fallback's); a scripted perplexity is exp(-score("", text) /
+    words). Every call is recorded in `calls`. For tests: the code under test runs unchanged and
+    only the text and scores it is given are scripted."""
 
     def __init__(self, respond: Callable[[str, Sampling, tuple[Path, ...]], str | list[str] | None],
-                 fallback: Generator | None = None):
+                 fallback: Generator | None = None,
+                 score: Callable[[str, str, tuple[Path, ...]], float | None] | None = None):
         self.respond = respond
         self.fallback = fallback
+        self.score = score
         self.calls: list[Call] = []
 
     def generate(self, prompts: list[str], *, adapters: Sequence[Path] = (), sampling: Sampling,
@@ -209,3 +260,31 @@ class ScriptedGenerator:
     def stream(self, prompt: str, *, adapters: Sequence[Path] = (), sampling: Sampling) -> Iterator[str]:
         text = self.generate([prompt], adapters=adapters, sampling=sampling)[0][0]
         yield from (text[i : i + 4] for i in range(0, len(text), 4))
+
+    def _scored(self, context: str, continuation: str, chain: tuple[Path, ...], fallback: Callable[[], float]) -> float:
+        s = self.score(context, continuation, chain) if self.score else None
+        if s is not None:
+            return float(s)
+        if self.fallback is None:
+            raise AssertionError(f"no scripted score for {(context + continuation)[-60:]!r}")
+        return fallback()
+
+    def loglikelihood(self, items: Sequence[tuple[str, Sequence[str]]], *, adapters: Sequence[Path] = ()) -> list[list[float]]:
+        chain = tuple(Path(a) for a in adapters)
+        self.calls.append(Call([c for c, _ in items], chain, None))
+        return [[self._scored(c, x, chain, lambda c=c, x=x: self.fallback.loglikelihood([(c, [x])], adapters=chain)[0][0])
+                 for x in xs] for c, xs in items]
+
+    def answer_logprob(self, prompt: str, answer: str, *, adapters: Sequence[Path] = ()) -> float:
+        chain = tuple(Path(a) for a in adapters)
+        self.calls.append(Call([prompt], chain, None))
+        return self._scored(prompt, answer, chain, lambda: self.fallback.answer_logprob(prompt, answer, adapters=chain))
+
+    def perplexity(self, text: str, *, adapters: Sequence[Path] = (), window: int = 512) -> float:
+        chain = tuple(Path(a) for a in adapters)
+        self.calls.append(Call([text], chain, None))
+        if self.score and (s := self.score("", text, chain)) is not None:
+            return math.exp(-s / max(1, len(text.split())))
+        if self.fallback is None:
+            raise AssertionError(f"no scripted score for {text[:60]!r}")
+        return self.fallback.perplexity(text, adapters=chain, window=window)

@@ -4,28 +4,26 @@ One training loop serves both the inner loop (a self-edit's sequences, prompt em
 generator's SFT in ReST-EM (prompt = self-edit prompt, completion = the kept self-edit). The
 loss covers completion tokens only, never the prompt and never padding.
 
-Adapters are values: `lora_adapter` owns a trial's adapter and removes it on exit, and
-`applied_adapters` adds stored adapters' deltas (B @ A * alpha / r) to the weights and puts the
-original tensors back on exit, so the loaded base model is bit-identical after every trial.
+Adapters are values: `lora_adapter` owns a trial's adapter and removes it on exit, so the loaded
+base model is bit-identical after every trial; `save_adapter` (seal.core.adapters, which owns the
+adapter file format) keeps it.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
+from seal.core.adapters import applied_adapters, save_adapter
 from seal.core.config import InnerLoopConfig
 from seal.core.packing import additive_mask, packed_row
 from seal.core.runtime import RuntimeFailure, SealError, UsageError
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
 IGNORE = -100
 
 
@@ -416,59 +414,6 @@ def lora_adapter(model, cfg: InnerLoopConfig, seed: int) -> Iterator[object]:
             p.requires_grad_(grad_flags.get(n, p.requires_grad))
 
 
-def save_adapter(peft_model, folder: Path) -> None:
-    """PEFT layout (adapter_config.json + adapter_model.safetensors), loadable by PEFT and vLLM."""
-    peft_model.save_pretrained(folder, safe_serialization=True)
-    (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
-
-
-def lora_factors(folder: Path) -> tuple[dict, float, dict]:
-    """A stored LoRA adapter as (its config, its scale, {module name: (A, B)}) in float32; the
-    module's delta weight is B @ A * scale."""
-    from safetensors.torch import load_file
-
-    config = json.loads((folder / ADAPTER_CONFIG).read_text())
-    r, alpha = config["r"], config["lora_alpha"]
-    scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
-    tensors = load_file(folder / ADAPTER_WEIGHTS)
-    factors = {
-        key.split(".lora_A.")[0].removeprefix("base_model.model."): (a.float(), tensors[key.replace(".lora_A.", ".lora_B.")].float())
-        for key, a in tensors.items() if ".lora_A." in key
-    }
-    return config, scale, factors
-
-
-def _iter_deltas(folder: Path):
-    """Yield (module name, delta weight) of a stored LoRA adapter, one module at a time."""
-    _, scale, factors = lora_factors(folder)
-    for module, (a, b) in factors.items():
-        yield module, (b @ a) * scale
-
-
-@contextmanager
-def applied_adapters(model, folders: list[Path]) -> Iterator[object]:
-    """Add the deltas of stored adapters to the weights in order; restore the exact originals on exit."""
-    import torch
-
-    originals: dict[str, torch.Tensor] = {}
-    try:
-        with torch.no_grad():
-            for folder in folders:
-                for name, delta in _iter_deltas(folder):
-                    try:
-                        weight = model.get_submodule(name).weight
-                    except AttributeError as e:
-                        raise SealError(f"adapter {folder} does not fit this model: no module {name}") from e
-                    if name not in originals:
-                        originals[name] = weight.detach().clone()
-                    weight.add_(delta.to(weight.dtype).to(weight.device))
-        yield model
-    finally:
-        with torch.no_grad():
-            for name, w in originals.items():
-                model.get_submodule(name).weight.copy_(w)
-
-
 def run_inner_loop(
     model,
     tokenizer,
@@ -479,12 +424,15 @@ def run_inner_loop(
     keep: Path | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     rehearsal: tuple[Rehearsal, ...] = (),
+    on: Sequence[Path] = (),
 ) -> tuple[TrainResult, object]:
     """The paper's inner loop, once: a fresh LoRA adapter (seeded), trained on a self-edit's
-    examples, the adapted model evaluated by `evaluate()` (it sees the adapter), then the adapter
-    saved to `keep` (a version or a generator link) or discarded. Any adapters applied to `model`
-    before the call stay under the new one. Returns the training result and the evaluation's."""
-    with lora_adapter(model, cfg, seed) as peft_model:
+    examples on top of the stored adapters `on` (a head's or a generator's chain, oldest first),
+    the adapted model evaluated by `evaluate()` (it sees the chain and the adapter), then the
+    adapter saved to `keep` (a version or a generator link) or discarded. The chain's deltas are
+    in the weights for the call only (the one place outside the backend that applies them: the
+    adapter trains through them). Returns the training result and the evaluation's."""
+    with applied_adapters(model, list(on)), lora_adapter(model, cfg, seed) as peft_model:
         result = train(peft_model, tokenizer, examples, cfg, seed, on_step=on_step, rehearsal=rehearsal)
         evaluation = evaluate()
         if keep is not None:

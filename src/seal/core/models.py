@@ -36,7 +36,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 @dataclass
 class LoadedModel:
     """A base model with its tokenizer. `checksum` identifies the base weights in a store.
-    `generator` writes its text (`seal.core.generation`; transformers on this model unless given).
+    `generator` writes and scores its text (`seal.core.generation`; transformers on this model unless given).
     `weights`: the folder whose weight files `checksum` hashes (None: a model given in memory,
     whose checksum hashes its parameters)."""
 

@@ -1,8 +1,8 @@
 """Several sequences in one row: a shared prefix read once, then segments that each see the prefix
 (or not) and themselves, at the positions they would have on a row of their own.
 
-Used where many short sequences share a start: choices after their context (`choice_logprobs`:
-the canary's answers, an ARC self-edit's options) and a training step's packed examples after the
+Used where many short sequences share a start: choices after their context (`choice_logprobs`,
+the transformers backend's `loglikelihood`: the canary's answers, an ARC self-edit's options) and a training step's packed examples after the
 chat template's system turn (`seal.core.inner_loop`). The attention mask is 4D (one query row per
 token), which the eager and sdpa attention implementations take; flash-attention-2 does not.
 """

@@ -18,7 +18,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from seal.core.runtime import UsageError, derive_seed
 from seal.domains import Samples
@@ -36,7 +36,6 @@ class ToyItem:
 class ToyDomain:
     vocab: int = 10  # self-edits are the numbers 0..vocab-1
     boost: float = 20.0  # pseudo-counts added per kept pair: the fine-tuning's learning rate
-    generator: list[Path] = field(default_factory=list)
     name: str = "toy"
     baseline: str = "none"
     extra_rewards: dict = field(default_factory=dict)
@@ -52,22 +51,22 @@ class ToyDomain:
     def _prompt(self, item: ToyItem) -> str:
         return f"pick a number for {item.id}"
 
-    def _weights(self, prompt: str) -> list[float]:
+    def _weights(self, prompt: str, generator: Sequence[Path]) -> list[float]:
         weights = [1.0] * self.vocab
-        for link in self.generator:
+        for link in generator:
             for number, count in json.loads((link / TABLE).read_text()).get(prompt, {}).items():
                 weights[int(number)] += count
         return weights
 
-    def sample(self, item: ToyItem, k: int, seed: int) -> Samples:
+    def sample(self, item: ToyItem, k: int, seed: int, generator: Sequence[Path] = ()) -> Samples:
         prompt = self._prompt(item)
-        drawn = random.Random(seed).choices(range(self.vocab), weights=self._weights(prompt), k=k)
-        return Samples([str(d) for d in drawn], [[(prompt, str(d))] for d in drawn], {"generator_links": len(self.generator)})
+        drawn = random.Random(seed).choices(range(self.vocab), weights=self._weights(prompt, generator), k=k)
+        return Samples([str(d) for d in drawn], [[(prompt, str(d))] for d in drawn], {"generator_links": len(generator)})
 
-    def no_update(self, item: ToyItem, context: dict) -> dict:
+    def no_update(self, item: ToyItem, context: dict, generator: Sequence[Path] = ()) -> dict:
         return {"reward": 0.0}
 
-    def reward(self, item: ToyItem, self_edit: str | None, seed: int, context: dict) -> dict:
+    def reward(self, item: ToyItem, self_edit: str | None, seed: int, context: dict, generator: Sequence[Path] = ()) -> dict:
         if self_edit is None:
             return {"reward": 0.5, "usable": None}
         try:
@@ -79,10 +78,11 @@ class ToyDomain:
     def iteration_stats(self, trials: list[dict]) -> dict:
         return {}
 
-    def fine_tune(self, pairs: list[tuple[str, str]], seed: int, folder: Path, on_step: Callable | None = None) -> dict:
+    def fine_tune(self, pairs: list[tuple[str, str]], seed: int, folder: Path, on_step: Callable | None = None,
+                  generator: Sequence[Path] = ()) -> dict:
         t0, table, losses = time.perf_counter(), {}, []
         for step, (prompt, completion) in enumerate(pairs, 1):
-            weights = self._weights(prompt)
+            weights = self._weights(prompt, generator)
             losses.append(-math.log(weights[int(completion)] / sum(weights)))  # NLL before this link
             table.setdefault(prompt, {})
             table[prompt][completion] = table[prompt].get(completion, 0.0) + self.boost

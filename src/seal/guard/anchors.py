@@ -18,6 +18,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from seal.core.adapters import check_base_weights
 from seal.core.config import AnswerConfig
 from seal.core.inner_loop import TrainExample, teacher_topk, tokenize_example
 from seal.domains.knowledge.qa import answer_prompt, answer_questions
@@ -33,15 +34,17 @@ def load_anchor_prompts(path: Path | None = None) -> list[str]:
 
 
 def golden_anchors(lm: LoadedModel, prompts: list[str] | None = None) -> list[TrainExample]:
-    """(closed-book answer prompt, golden answer) for every anchor prompt. Call with no adapters
-    applied: the answers must be the base model's. Cached per base model and prompt list."""
+    """(closed-book answer prompt, golden answer) for every anchor prompt: the base model's
+    answers (refused while adapters are applied to the model). Cached per base model and prompt list."""
     prompts = prompts if prompts is not None else load_anchor_prompts()
-    answers = cached_json(
-        "anchors", [lm.checksum, ANSWER_TOKENS, prompts],
-        lambda: {"base_sha256": lm.checksum, "prompts": prompts, "answers": answer_questions(
-            lm, [(p, None) for p in prompts], AnswerConfig(max_new_tokens=ANSWER_TOKENS, batch_size=16))},
-        valid=lambda c: len(c["answers"]) == len(prompts),
-    )["answers"]
+
+    def answer() -> dict:
+        check_base_weights(lm.model, "the anchors' golden answers")
+        return {"base_sha256": lm.checksum, "prompts": prompts, "answers": answer_questions(
+            lm, [(p, None) for p in prompts], AnswerConfig(max_new_tokens=ANSWER_TOKENS, batch_size=16), adapters=())}
+
+    answers = cached_json("anchors", [lm.checksum, ANSWER_TOKENS, prompts], answer,
+                          valid=lambda c: len(c["answers"]) == len(prompts))["answers"]
     return [TrainExample(a, prompt=answer_prompt(lm, p, None)) for p, a in zip(prompts, answers) if a.strip()]
 
 
@@ -50,12 +53,13 @@ _TEACHERS: dict = {}  # (base checksum, k, max_len, the examples) -> golden_teac
 
 def golden_teacher(lm: LoadedModel, examples: list[TrainExample], k: int, max_len: int) -> list[tuple]:
     """The golden copy's top-k next-token distribution at every position of each anchor example
-    (seal.core.inner_loop.teacher_topk), for distillation (LearnConfig.anchor_loss "kl"). Call with no
-    adapters applied: the teacher must be the base model. Kept in memory for the process and on
+    (seal.core.inner_loop.teacher_topk), for distillation (LearnConfig.anchor_loss "kl"): the base model's
+    (refused while adapters are applied or attached to the model). Kept in memory for the process and on
     disk beside the model cache (about 30 s of the embedded model's time per `seal learn` otherwise)."""
     key = (lm.checksum, k, max_len, tuple((e.prompt, e.completion) for e in examples))
     if key not in _TEACHERS:
         def compute() -> dict:
+            check_base_weights(lm.model, "the golden teacher")
             top = teacher_topk(lm.model, [tokenize_example(lm.tokenizer, e, max_len)[0] for e in examples], k)
             return {f"{i}.{name}": t for i, pair in enumerate(top) for name, t in zip(("ids", "logp"), pair)}
 
@@ -79,17 +83,18 @@ def load_prose_openers(path: Path | None = None) -> list[str]:
 def golden_prose(lm: LoadedModel, openers: list[str] | None = None) -> list[TrainExample]:
     """Ordinary text as the golden copy writes it: each prose opener continued (plain text, no
     chat template; sampled at temperature 1, seeded), opener + continuation as one plain example.
-    Call with no adapters applied. Cached per base model and opener list. Trained only by KL to
+    Refused while adapters are applied to the model. Cached per base model and opener list. Trained only by KL to
     the golden copy's distribution (LearnConfig.prose), never by cross-entropy."""
     from seal.core.generation import Sampling
 
     openers = openers if openers is not None else load_prose_openers()
 
     def continue_openers() -> dict:
+        check_base_weights(lm.model, "the golden prose")
         texts = []
         for b in range(0, len(openers), 16):
             batch = openers[b : b + 16]
-            outs = lm.generator.generate(batch, sampling=Sampling(max_new_tokens=PROSE_TOKENS, temperature=1.0, top_p=0.95,
+            outs = lm.generator.generate(batch, adapters=(), sampling=Sampling(max_new_tokens=PROSE_TOKENS, temperature=1.0, top_p=0.95,
                                                                   n=PROSE_SAMPLES, seed=b))
             texts += [o + c for o, cs in zip(batch, outs) for c in cs]
         return {"base_sha256": lm.checksum, "openers": openers, "texts": texts}

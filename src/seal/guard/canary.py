@@ -2,20 +2,19 @@
 
 Multiple-choice items we wrote (commonsense, world knowledge, arithmetic, logic) are scored by
 the log-likelihood of each choice given the question, no generation; plus perplexity on a
-held-out general-English text we wrote. Both run on whatever weights are active (base, head,
-or base + a trial's adapter).
+held-out general-English text we wrote. Both are asked of the model backend (seal.core.generation)
+with the adapters named (none: the model as it stands, e.g. base + a trial's live adapter).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 from seal.core.models import LoadedModel
-from seal.core.packing import choice_logprobs, token_ids
 
 
 @dataclass
@@ -44,10 +43,10 @@ def scoring_items(items: list[CanaryItem]) -> list[tuple[str, list[str]]]:
     return [(f"Question: {it.question}\nAnswer:", [f" {ch}" for ch in it.choices]) for it in items]
 
 
-def reasoning_accuracy(lm: LoadedModel, items: list[CanaryItem] | None = None) -> dict:
+def reasoning_accuracy(lm: LoadedModel, items: list[CanaryItem] | None = None, adapters: Sequence[Path] = ()) -> dict:
     """Share of canary items whose correct choice has the highest log-likelihood, overall and per category."""
     items = items if items is not None else load_canary()
-    scored = choice_logprobs(lm, scoring_items(items))
+    scored = lm.generator.loglikelihood(scoring_items(items), adapters=adapters)
     per_cat: dict[str, list[bool]] = {}
     margins: list[float] = []
     for it, s in zip(items, scored):
@@ -63,24 +62,13 @@ def reasoning_accuracy(lm: LoadedModel, items: list[CanaryItem] | None = None) -
     }
 
 
-def perplexity(lm: LoadedModel, text: str | None = None, window: int = 512) -> float:
+def perplexity(lm: LoadedModel, text: str | None = None, window: int = 512, adapters: Sequence[Path] = ()) -> float:
     """Token-level perplexity over non-overlapping windows of the held-out English text."""
-    import torch
-
-    text = text if text is not None else load_english()
-    ids = token_ids(lm.tokenizer, text)
-    nll, count = 0.0, 0
-    for b in range(0, len(ids), window):
-        chunk = torch.tensor([ids[b : b + window]], device=lm.model.device)
-        if chunk.shape[1] < 2:
-            continue
-        with torch.no_grad():
-            loss = lm.model(input_ids=chunk, labels=chunk).loss
-        nll += float(loss) * (chunk.shape[1] - 1)
-        count += chunk.shape[1] - 1
-    return math.exp(nll / count)
+    return lm.generator.perplexity(text if text is not None else load_english(), adapters=adapters, window=window)
 
 
-def canary_scores(lm: LoadedModel) -> dict:
-    r = reasoning_accuracy(lm)
-    return {"reasoning_accuracy": round(r["accuracy"], 4), "margin": round(r["margin"], 4), "per_category": r["per_category"], "perplexity": round(perplexity(lm), 3)}
+def canary_scores(lm: LoadedModel, adapters: Sequence[Path] = ()) -> dict:
+    """The canary and held-out perplexity of the model with `adapters`."""
+    r = reasoning_accuracy(lm, adapters=adapters)
+    return {"reasoning_accuracy": round(r["accuracy"], 4), "margin": round(r["margin"], 4), "per_category": r["per_category"],
+            "perplexity": round(perplexity(lm, adapters=adapters), 3)}

@@ -42,7 +42,7 @@ from seal.core.config import AnswerConfig, GuardConfig, check_ranges
 from seal.domains.knowledge.data import Passage
 from seal.guard.general import GeneralQuestion, ask_general, load_general
 from seal.domains.knowledge.grading import local_grade
-from seal.core.inner_loop import ADAPTER_WEIGHTS, applied_adapters
+from seal.core.adapters import check_base_weights, scale_adapter
 from seal.domains.knowledge.qa import answer_questions
 from seal.core.models import LoadedModel, cached_json
 from seal.core.runtime import UsageError
@@ -111,26 +111,19 @@ def _general(lm: LoadedModel, questions: list[GeneralQuestion], adapters: Sequen
 
 
 def _ability(lm: LoadedModel, adapters: Sequence[Path] = ()) -> dict:
-    with applied_adapters(lm.model, list(adapters)):  # scoring, not generation: the weights carry the chain
-        c = canary_scores(lm)
+    c = canary_scores(lm, adapters)
     return {"canary_accuracy": c["reasoning_accuracy"], "canary_margin": c["margin"], "perplexity": c["perplexity"]}
 
 
 def golden_reference(lm: LoadedModel, questions: list[GeneralQuestion]) -> dict:
-    """The golden copy's guard answers, canary and perplexity; call with no adapters applied.
-    Cached per base model and question list, beside the model cache."""
-    return cached_json("guard", [lm.checksum, [asdict(q) for q in questions]],
-                       lambda: {"general": _general(lm, questions), **_ability(lm)},
+    """The golden copy's guard answers, canary and perplexity (refused while adapters are applied
+    to the model). Cached per base model and question list, beside the model cache."""
+    def measure() -> dict:
+        check_base_weights(lm.model, "the guard's golden reference")
+        return {"general": _general(lm, questions, adapters=()), **_ability(lm, adapters=())}
+
+    return cached_json("guard", [lm.checksum, [asdict(q) for q in questions]], measure,
                        valid=lambda ref: len(ref["general"]) == len(questions))
-
-
-def scale_adapter(folder: Path, factor: float) -> None:
-    """Multiply a stored LoRA adapter's delta by `factor` (its B matrices; A is left as is)."""
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(folder / ADAPTER_WEIGHTS)
-    save_file({k: (v * factor if ".lora_B." in k else v) for k, v in tensors.items()}, folder / ADAPTER_WEIGHTS,
-              metadata={"format": "pt"})
 
 
 def _share(flags: list[bool], among: list[bool]) -> float | None:
@@ -150,7 +143,7 @@ def run_guard(
 ) -> dict:
     """Measure the candidate (adapters `candidate`, whose last folder is the new version) against
     the budget, scaling its delta down while it is over; returns the decision for the manifest.
-    Runs with no adapters applied; applies what it measures itself. `head_flags`: which of
+    Runs with no adapters applied; names to the backend the adapters it measures. `head_flags`: which of
     `earlier` the head answers, as its own guard measured them when it was committed
     (`probe_flags` of its decision); asked again when missing or of another length."""
     t0 = time.perf_counter()

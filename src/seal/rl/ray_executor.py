@@ -46,14 +46,13 @@ class _TrialWorker:
     def run(self, generator: tuple, item, job, context):
         from seal.rl.rest_em import run_job
 
-        self._use_generator(*generator)
-        return run_job(self.domain, item, job, context)
+        return run_job(self.domain, item, job, context, self._use_generator(*generator))
 
-    def _use_generator(self, key: str, adapters: list) -> None:
-        """Write the generator's adapters (sent as bytes: a worker on another node does not see
-        the driver's disk) to a local folder once per generator."""
+    def _use_generator(self, key: str, adapters: list) -> list[Path]:
+        """The generator's adapters as local folders: written (sent as bytes: a worker on another
+        node does not see the driver's disk) once per generator."""
         if getattr(self, "_generator_key", None) == key:
-            return
+            return self._generator
         import tempfile
 
         root = Path(tempfile.mkdtemp(prefix="seal-generator-"))
@@ -63,7 +62,8 @@ class _TrialWorker:
             for fname, data in files.items():
                 (root / name / fname).write_bytes(data)
             paths.append(root / name)
-        self.domain.generator, self._generator_key = paths, key
+        self._generator, self._generator_key = paths, key
+        return paths
 
 
 class RayExecutor:
@@ -148,12 +148,12 @@ class RayExecutor:
         self.close()
 
     # -- the Executor contract -------------------------------------------------------------
-    def run(self, domain, items, jobs, contexts):
+    def run(self, domain, items, jobs, contexts, generator=()):
         ray = self._connect()
         recipe = domain.worker_recipe()
         workers = self._ensure_workers(recipe)
-        generator = ray.put((repr([str(p) for p in domain.generator]), [
-            (p.name, {f.name: f.read_bytes() for f in sorted(p.iterdir()) if f.name.startswith("adapter_")}) for p in domain.generator]))
+        generator = ray.put((repr([str(p) for p in generator]), [
+            (p.name, {f.name: f.read_bytes() for f in sorted(p.iterdir()) if f.name.startswith("adapter_")}) for p in generator]))
         queue, pending, idle, attempts = deque(jobs), {}, list(range(len(workers))), Counter()
 
         def fill():

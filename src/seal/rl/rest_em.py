@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, Sequence
 
 from seal.core.config import InnerLoopConfig, SamplingConfig, as_json, check_inner
 from seal.domains import Domain
@@ -91,25 +91,27 @@ class SampleJob:
 
 
 class Executor(Protocol):
-    def run(self, domain: Domain, items: dict[str, Any], jobs: list[TrialJob | SampleJob],
-            contexts: dict[str, dict]) -> Iterator[tuple[TrialJob | SampleJob, dict]]: ...
+    def run(self, domain: Domain, items: dict[str, Any], jobs: list[TrialJob | SampleJob], contexts: dict[str, dict],
+            generator: Sequence[Path] = ()) -> Iterator[tuple[TrialJob | SampleJob, dict]]:
+        """Each job's result (`run_job`) with the current generator (its adapter chain, oldest first)."""
 
 
 class LocalExecutor:
     """Jobs one after another in this process, on the domain's loaded model."""
 
-    def run(self, domain, items, jobs, contexts):
+    def run(self, domain, items, jobs, contexts, generator=()):
         for job in jobs:
-            yield job, run_job(domain, items[job.item_id], job, contexts.get(job.item_id, {}))
+            yield job, run_job(domain, items[job.item_id], job, contexts.get(job.item_id, {}), generator)
 
 
-def run_job(domain: Domain, item: Any, job: TrialJob | SampleJob, context: dict) -> dict:
+def run_job(domain: Domain, item: Any, job: TrialJob | SampleJob, context: dict, generator: Sequence[Path] = ()) -> dict:
+    """One job with the current generator (its adapter chain, oldest first)."""
     if isinstance(job, SampleJob):
-        drawn = domain.sample(item, job.k, job.seed)
+        drawn = domain.sample(item, job.k, job.seed, generator=generator)
         return {"key": job.key, "completions": drawn.texts, "sft_pairs": drawn.sft_pairs, **drawn.context}
     if job.sample == "base":
-        return domain.no_update(item, context)
-    return domain.reward(item, job.self_edit, job.seed, context)
+        return domain.no_update(item, context, generator=generator)
+    return domain.reward(item, job.self_edit, job.seed, context, generator=generator)
 
 
 def rewards_by_sample(trials: list[dict], key: str = "reward") -> dict[tuple[str, str], list[float]]:
@@ -209,14 +211,14 @@ def run_rest_em(domain: Domain, cfg: RestEMConfig, out: Path, executor: Executor
             all_stats.append(json.loads((final / "stats.json").read_text()))
             continue
         t0 = time.perf_counter()
-        domain.generator = generator_chain(out, it - 1)
+        generator = generator_chain(out, it - 1)  # the current generator: every earlier iteration's link
         work = out / "work" / f"iter_{it}"
         work.mkdir(parents=True, exist_ok=True)
         samples_log = TrialLog(work / "samples.jsonl")
         to_sample = [SampleJob(p.id, cfg.k, derive_seed(cfg.seed, "rest-em-sample", it, p.id))
                      for p in items if p.id not in samples_log.done]
         with reporter.task(f"iteration {it}: sampling k={cfg.k} self-edits", len(to_sample)) as task:
-            for _, rec in executor.run(domain, by_id, to_sample, {}):
+            for _, rec in executor.run(domain, by_id, to_sample, {}, generator):
                 samples_log.append(rec)
                 task.advance()
         samples = {r["key"]: r for r in samples_log.records}
@@ -232,7 +234,7 @@ def run_rest_em(domain: Domain, cfg: RestEMConfig, out: Path, executor: Executor
         trials_log = TrialLog(work / "trials.jsonl")
         todo = [j for j in jobs if j.key not in trials_log.done]
         with reporter.task(f"iteration {it}: inner-loop trials", len(todo)) as task:
-            for job, result in executor.run(domain, by_id, todo, contexts):
+            for job, result in executor.run(domain, by_id, todo, contexts, generator):
                 # "passage_id" names the item's id in trial records (the knowledge domain came first)
                 trials_log.append({"key": job.key, "passage_id": job.item_id, "sample": job.sample, "repeat": job.repeat,
                                    "seed": job.seed, **result})
@@ -254,7 +256,7 @@ def run_rest_em(domain: Domain, cfg: RestEMConfig, out: Path, executor: Executor
             tmp = Path(tempfile.mkdtemp(prefix=".iter-", dir=out))
             try:
                 tr = domain.fine_tune(sft_pairs, derive_seed(cfg.seed, "sft", it), tmp,
-                                      on_step=lambda s, n, loss: task.advance(info=f"loss {loss:.3f}"))
+                                      on_step=lambda s, n, loss: task.advance(info=f"loss {loss:.3f}"), generator=generator)
                 stats.update(sft_losses=[round(x, 4) for x in tr["losses"]], sft_seconds=round(tr["train_seconds"], 2),
                              seconds=round(time.perf_counter() - t0, 1))
                 (tmp / "kept.jsonl").write_text("".join(json_text(k) + "\n" for k in kept), encoding="utf-8")

@@ -10,17 +10,15 @@ self-edit ("default-ttt") runs TTT with the fixed default configuration; "base" 
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from seal.core.config import InnerLoopConfig, SamplingConfig
 from seal.core.generation import Sampling, render_prompt
-from seal.core.inner_loop import TrainExample, applied_adapters, run_inner_loop
+from seal.core.inner_loop import TrainExample, run_inner_loop
 from seal.core.models import LoadedModel
-from seal.core.packing import choice_logprobs
 from seal.core.runtime import UsageError, derive_seed
 from seal.domains import Samples
 from seal.domains.arc.grids import ArcTask, pair_text
@@ -40,18 +38,12 @@ class ArcDomain:
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=80))
     sft: InnerLoopConfig = field(default_factory=_arc_sft)  # the generator's fine-tuning
     exclude: list[str] | None = None  # evaluation sets training tasks must not overlap (None: the spec's own)
-    generator: list[Path] = field(default_factory=list)
     default_edit: ArcSelfEdit = field(default_factory=lambda: DEFAULT_EDIT)  # the configuration when there is no self-edit (the `ttt` baseline)
     decoding: str = "choices"  # how self-edits are sampled: "choices" (each value picked among the allowed) or "free" (self_edit.py)
     name: str = "arc"
     baseline: str = "default-ttt"
     extra_rewards: dict = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)  # tasks over the context budget, reported in stats
-
-    def _current(self):
-        """The current model for training on: golden base + the generator's adapters in the
-        weights; generation takes them as `adapters=` instead."""
-        return applied_adapters(self.lm.model, self.generator) if self.generator else contextlib.nullcontext()
 
     def load_items(self, spec: str, n: int | None) -> list[ArcTask]:
         """The first n tasks that fit the context; those that do not are listed in `skipped` (and warned)."""
@@ -74,7 +66,7 @@ class ArcDomain:
         demos = "".join(pair_text(p) + "\n" for p in task.train)
         return render_prompt(self.lm, self_edit_instruction(demos))
 
-    def sample(self, item: ArcTask, k: int, seed: int) -> Samples:
+    def sample(self, item: ArcTask, k: int, seed: int, generator: Sequence[Path] = ()) -> Samples:
         """k self-edits, each PREFILL + the model's continuation; the generator is fine-tuned on
         (prompt + PREFILL -> continuation). The answer is started with PREFILL, so the model continues a
         JSON object (the 135M model, asked for JSON without it, wrote prose or code in 12 of 12 samples).
@@ -85,23 +77,23 @@ class ArcDomain:
         seed = derive_seed(seed, "arc-self-edit", item.id)
         temperature = self.sampling.temperature or 0.0
         if self.decoding == "choices":
-            texts = sample_by_choices(self._choice_logprobs, prompt, k, seed, temperature)
+            def score(items: list[tuple[str, list[str]]]) -> list[list[float]]:
+                return self.lm.generator.loglikelihood(items, adapters=generator)
+
+            texts = sample_by_choices(score, prompt, k, seed, temperature)
         else:
-            texts = self.lm.generator.generate([prompt + PREFILL], adapters=self.generator, sampling=Sampling(
+            texts = self.lm.generator.generate([prompt + PREFILL], adapters=generator, sampling=Sampling(
                 max_new_tokens=self.sampling.max_new_tokens or 80, temperature=temperature,
                 top_p=self.sampling.top_p, n=k, seed=seed, stop=("}",)))[0]
         return Samples([PREFILL + t for t in texts], [[(prompt + PREFILL, t)] for t in texts])
 
-    def _choice_logprobs(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
-        with self._current():
-            return choice_logprobs(self.lm, items)
-
-    def no_update(self, item: ArcTask, context: dict | None = None) -> dict:
+    def no_update(self, item: ArcTask, context: dict | None = None, generator: Sequence[Path] = ()) -> dict:
         """In-context only: the current model answers from the demonstrations, no training."""
-        result = answer(self.lm, item, self.ttt, adapters=self.generator)
+        result = answer(self.lm, item, self.ttt, adapters=generator)
         return {"reward": float(result["solved"]), **result}
 
-    def reward(self, item: ArcTask, self_edit: str | None, seed: int, context: dict | None = None) -> dict:
+    def reward(self, item: ArcTask, self_edit: str | None, seed: int, context: dict | None = None,
+               generator: Sequence[Path] = ()) -> dict:
         if self_edit is None:
             edit, parsed = self.default_edit, None
         else:
@@ -109,13 +101,12 @@ class ArcDomain:
             if parsed.edit is None:
                 return {"reward": 0.0, "usable": False, "malformed": parsed.reason, "self_edit": None}
             edit = parsed.edit
-        result = self.configured(item, edit, seed)
+        result = self.configured(item, edit, seed, generator)
         return {"reward": float(result["solved"]), "usable": None if self_edit is None else True, "family": item.family, **result}
 
-    def configured(self, item: ArcTask, edit: ArcSelfEdit, seed: int) -> dict:
-        """TTT under a given configuration (the oracle's grid), on the current model."""
-        with self._current():
-            result = run_ttt(self.lm, item, edit, self.ttt, seed)
+    def configured(self, item: ArcTask, edit: ArcSelfEdit, seed: int, generator: Sequence[Path] = ()) -> dict:
+        """TTT under a given configuration (the oracle's grid), on the current model (golden base + `generator`)."""
+        result = run_ttt(self.lm, item, edit, self.ttt, seed, on=generator)
         return {"self_edit": {**asdict(edit), "augmentations": list(edit.augmentations)}, **result}
 
     def iteration_stats(self, trials: list[dict]) -> dict:
@@ -131,11 +122,11 @@ class ArcDomain:
             "skipped_tasks": [asdict(s) for s in self.skipped],
         }
 
-    def fine_tune(self, pairs: list[tuple[str, str]], seed: int, folder: Path, on_step: Callable | None = None) -> dict:
+    def fine_tune(self, pairs: list[tuple[str, str]], seed: int, folder: Path, on_step: Callable | None = None,
+                  generator: Sequence[Path] = ()) -> dict:
         examples = [TrainExample(c, prompt=p) for p, c in pairs]
-        with self._current():
-            tr, _ = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.sft, seed, evaluate=lambda: None,
-                                   keep=folder, on_step=on_step)
+        tr, _ = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.sft, seed, evaluate=lambda: None,
+                               keep=folder, on_step=on_step, on=generator)
         return {"losses": tr.losses, "train_seconds": tr.train_seconds}
 
     def describe(self) -> dict:

@@ -102,12 +102,9 @@ def run_trial(domain: ArcDomain, task, method: str, seed: int, generator: list[P
                 break
         rec = {**r, "reward": float(r["solved"]), "oracle_grid": i, "tried": tried}
     else:  # self-edit (the model as it is) or seal (with the trained generator)
-        domain.generator = list(generator) if method == "seal" else []
-        try:
-            text = domain.sample(task, 1, seed).texts[0]
-            rec = {"self_edit_text": text, **domain.reward(task, text, seed)}
-        finally:
-            domain.generator = []
+        chain = list(generator) if method == "seal" else []
+        text = domain.sample(task, 1, seed, generator=chain).texts[0]
+        rec = {"self_edit_text": text, **domain.reward(task, text, seed, generator=chain)}
     return {**rec, "family": task.family, "seconds": round(time.perf_counter() - t0, 2), **peak_memory_mb()}
 
 

@@ -23,7 +23,7 @@ from typing import Sequence
 
 from seal.core.config import InnerLoopConfig
 from seal.core.generation import Sampling
-from seal.core.inner_loop import TrainExample, applied_adapters, run_inner_loop
+from seal.core.inner_loop import TrainExample, run_inner_loop
 from seal.domains.arc.augment import GEOMETRIC, augment_pairs, colour_permutation, forward, inverse, max_side
 from seal.domains.arc.grids import ArcTask, Grid, Pair, answer_text, grid_text, parse_grid, task_prompt
 from seal.domains.arc.self_edit import ArcSelfEdit
@@ -133,17 +133,11 @@ def score_views(task: ArcTask, views: tuple[str, ...], texts: list[str], attempt
     }
 
 
-def truth_logprob(lm, task: ArcTask) -> float:
-    """Log-probability of the right answer (identity view, without the end token): a graded signal
-    of how close the model is, where `solved` is all or nothing."""
-    import torch
-
-    prompt = lm.tokenizer(task_prompt(task.train, task.test[0].input), add_special_tokens=False)["input_ids"]
-    target = lm.tokenizer(answer_text(task.test[0].output), add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([prompt + target], device=lm.model.device)
-    with torch.no_grad():
-        logp = lm.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float().log_softmax(-1)
-    return float(logp.gather(1, torch.tensor(target, device=logp.device)[:, None]).sum())
+def truth_logprob(lm, task: ArcTask, adapters: Sequence[Path] = ()) -> float:
+    """Log-probability of the right answer (identity view, without the end token) from the model
+    with `adapters`: a graded signal of how close the model is, where `solved` is all or nothing."""
+    return lm.generator.answer_logprob(task_prompt(task.train, task.test[0].input), answer_text(task.test[0].output),
+                                       adapters=adapters)
 
 
 def answer(lm, task: ArcTask, cfg: TTTConfig, adapters: Sequence[Path] = ()) -> dict:
@@ -154,8 +148,7 @@ def answer(lm, task: ArcTask, cfg: TTTConfig, adapters: Sequence[Path] = ()) -> 
     # An answer ends at its blank line (the next `input:` would follow): stop there, not at the budget.
     texts = [c[0] for c in lm.generator.generate(prompts, adapters=adapters,
                                                  sampling=Sampling(max_new_tokens=answer_budget(task), stop=("\n\n",)))]
-    with applied_adapters(lm.model, list(adapters)):  # scoring, not generation
-        logprob = truth_logprob(lm, task)
+    logprob = truth_logprob(lm, task, adapters)
     return {**score_views(task, views, texts, cfg.attempts), "truth_logprob": round(logprob, 4)}
 
 
@@ -164,15 +157,17 @@ def inner_config(edit: ArcSelfEdit, cfg: TTTConfig) -> InnerLoopConfig:
                            batch_size=1, max_seq_len=cfg.max_seq_len)
 
 
-def run_ttt(lm, task: ArcTask, edit: ArcSelfEdit, cfg: TTTConfig, seed: int) -> dict:
-    """Train a fresh adapter on the task's augmented pseudo-tasks, answer, discard the adapter."""
+def run_ttt(lm, task: ArcTask, edit: ArcSelfEdit, cfg: TTTConfig, seed: int, on: Sequence[Path] = ()) -> dict:
+    """Train a fresh adapter on the task's augmented pseudo-tasks on top of the stored adapters
+    `on` (a generator's chain), answer, discard the adapter."""
     t0 = time.perf_counter()
     seqs = training_sequences(task, edit, cfg, seed)
     if not seqs:  # a single demonstration leaves nothing to hold out: answer without training
-        return {**answer(lm, task, cfg), "n_sequences": 0, "train_seconds": 0.0, "seconds": round(time.perf_counter() - t0, 2)}
+        return {**answer(lm, task, cfg, adapters=on), "n_sequences": 0, "train_seconds": 0.0,
+                "seconds": round(time.perf_counter() - t0, 2)}
     inner = inner_config(edit, cfg)
     tr, result = run_inner_loop(lm.model, lm.tokenizer, training_examples(seqs, edit.loss), inner, seed,
-                                evaluate=lambda: answer(lm, task, cfg))
+                                evaluate=lambda: answer(lm, task, cfg), on=on)
     return {**result, "n_sequences": len(seqs), "augmenters": sorted({s for s, _, _ in seqs}),
             "train_seconds": round(tr.train_seconds, 2), "loss_first": round(tr.losses[0], 4), "loss_last": round(tr.losses[-1], 4),
             "seconds": round(time.perf_counter() - t0, 2)}

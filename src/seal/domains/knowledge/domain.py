@@ -8,15 +8,14 @@ questions; the gold reward is recorded beside it whenever gold questions exist.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from seal.core.config import InnerLoopConfig, SamplingConfig
 from seal.domains.knowledge.data import Passage, Question, load_dataset, select_passages
 from seal.core.generation import Sampling, render_prompt
-from seal.core.inner_loop import TrainExample, applied_adapters, run_inner_loop
+from seal.core.inner_loop import TrainExample, run_inner_loop
 from seal.domains.knowledge.qa import evaluate
 from seal.core.metrics import pearson
 from seal.core.models import LoadedModel
@@ -37,7 +36,6 @@ class KnowledgeDomain:
     format: str = "implications"
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     inner: InnerLoopConfig = field(default_factory=InnerLoopConfig)
-    generator: list[Path] = field(default_factory=list)  # adapter chain of the current generator
     reward_source: str = "gold"  # gold | self-questions
     exclude: list[str] = field(default_factory=list)  # evaluation sets the training items must not overlap
     sft: InnerLoopConfig = field(default_factory=InnerLoopConfig)  # the generator's fine-tuning
@@ -48,12 +46,6 @@ class KnowledgeDomain:
     def extra_rewards(self) -> dict[str, str]:
         """Trials rewarded by self-questions are also scored by the gold questions: reported beside."""
         return {"gold": "gold_reward"} if self.reward_source != "gold" else {}
-
-
-    def _current(self):
-        """The current model for training on: golden base + the generator's adapters in the
-        weights (the paper updates one model); generation takes them as `adapters=` instead."""
-        return applied_adapters(self.lm.model, self.generator) if self.generator else contextlib.nullcontext()
 
     def load_items(self, spec: str, n: int | None) -> list[Passage]:
         return select_passages(spec, n)
@@ -66,29 +58,30 @@ class KnowledgeDomain:
         if self.reward_source == "gold" and not any(p.questions for p in items):
             raise UsageError("the training items have no questions; use --reward self-questions")
 
-    def sample(self, item: Passage, k: int, seed: int) -> Samples:
+    def sample(self, item: Passage, k: int, seed: int, generator: Sequence[Path] = ()) -> Samples:
         # The current model: golden base + the generator's adapters (the paper updates one model).
         drawn = sample_completions(
             self.lm, get_format(self.format), item.title, item.context, k=k, temperature=self.sampling.temperature,
-            top_p=self.sampling.top_p, max_new_tokens=self.sampling.max_new_tokens, seed=seed, adapters=self.generator,
+            top_p=self.sampling.top_p, max_new_tokens=self.sampling.max_new_tokens, seed=seed, adapters=generator,
         )
         if self.reward_source == "self-questions":
-            drawn.context = {"self_questions": [asdict(q) for q in self.self_questions(item, seed)]}
+            drawn.context = {"self_questions": [asdict(q) for q in self.self_questions(item, seed, generator)]}
         return drawn
 
-    def self_questions(self, item: Passage, seed: int) -> list[Question]:
+    def self_questions(self, item: Passage, seed: int, generator: Sequence[Path] = ()) -> list[Question]:
         """Q/A pairs the current model writes with the passage in context (greedy)."""
         prompt = render_prompt(self.lm, SELF_QUESTION_PROMPT.format(title=item.title, passage=item.context))
-        text = self.lm.generator.generate([prompt], adapters=self.generator, sampling=Sampling(max_new_tokens=200, seed=seed))[0][0]
+        text = self.lm.generator.generate([prompt], adapters=generator, sampling=Sampling(max_new_tokens=200, seed=seed))[0][0]
         pairs, _ = parse_qa(text)
         return [Question(*(part.split(": ", 1)[1] for part in pair.split("\n", 1))) for pair in pairs]
 
-    def no_update(self, item: Passage, context: dict | None = None) -> dict:
+    def no_update(self, item: Passage, context: dict | None = None, generator: Sequence[Path] = ()) -> dict:
         """The current model's score without any update (the table's base row)."""
-        acc = evaluate(self.lm, [item], adapters=self.generator).accuracy if item.questions else None
+        acc = evaluate(self.lm, [item], adapters=generator).accuracy if item.questions else None
         return {"reward": acc or 0.0, "gold_reward": acc}
 
-    def reward(self, item: Passage, self_edit: str | None, seed: int, context: dict | None = None) -> dict:
+    def reward(self, item: Passage, self_edit: str | None, seed: int, context: dict | None = None,
+               generator: Sequence[Path] = ()) -> dict:
         self_questions = [Question(**q) for q in (context or {}).get("self_questions", [])]
         edits = ([parse_self_edit(get_format(self.format), self_edit, item.title, item.context, self.sampling.min_faithfulness)]
                  if self_edit is not None else [])
@@ -98,8 +91,9 @@ class KnowledgeDomain:
             selfq = evaluate(self.lm, [Passage(item.id, item.title, item.context, self_questions)]) if self_questions else None
             return gold, selfq
 
-        with self._current():
-            tr, (gold, selfq) = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.inner, seed, evaluate=score)
+        # The trial trains on top of the current model, golden base + the generator (the paper updates one model).
+        tr, (gold, selfq) = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.inner, seed, evaluate=score,
+                                           on=generator)
         out = {
             "n_sequences": len(examples),
             "usable": bool(edits and edits[0].usable) if self_edit is not None else None,
@@ -121,19 +115,19 @@ class KnowledgeDomain:
                  if t.get("self_question_reward") is not None and t.get("gold_reward") is not None]
         return {"self_question_gold_correlation": pearson([a for a, _ in pairs], [b for _, b in pairs])}
 
-    def fine_tune(self, pairs: list[tuple[str, str]], seed: int, folder: Path, on_step: Callable | None = None) -> dict:
+    def fine_tune(self, pairs: list[tuple[str, str]], seed: int, folder: Path, on_step: Callable | None = None,
+                  generator: Sequence[Path] = ()) -> dict:
         """SFT of a new LoRA link on top of the generator chain (loss on the completion only)."""
         examples = [TrainExample(c, prompt=pr) for pr, c in pairs]
-        with self._current():
-            tr, _ = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.sft, seed, evaluate=lambda: None,
-                                   keep=folder, on_step=on_step)
+        tr, _ = run_inner_loop(self.lm.model, self.lm.tokenizer, examples, self.sft, seed, evaluate=lambda: None,
+                               keep=folder, on_step=on_step, on=generator)
         return {"losses": tr.losses, "train_seconds": tr.train_seconds}
 
     def describe(self) -> dict:
         return {"format": self.format, "base_sha256": self.lm.checksum}
 
     def worker_recipe(self) -> tuple[Callable, dict]:
-        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("lm", "generator", "name", "baseline")}
+        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("lm", "name", "baseline")}
         return build_knowledge_domain, {"model_path": str(self.lm.path), **settings}
 
 
