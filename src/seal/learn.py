@@ -27,7 +27,9 @@ from seal.domains.knowledge.data import Passage, check_passages
 from seal.core.environment import environment
 from seal.guard.check import chain_probes, check_guard, document_probes, run_guard
 from seal.core.adapters import ADAPTER_WEIGHTS
-from seal.core.inner_loop import Rehearsal, TrainExample, focused_teacher, run_inner_loop, steps_per_epoch, tokenize_example
+from seal.core.inner_loop import (
+    Rehearsal, TrainExample, focused_teacher, run_inner_loop, steps_per_epoch, tokenize_example,
+)
 from seal.domains.knowledge.qa import EvalResult, evaluate_with_progress
 from seal.core.models import LoadedModel, cache_notices
 from seal.core.progress import NullReporter, Reporter
