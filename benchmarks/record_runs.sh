@@ -12,7 +12,10 @@ SIDE=$(realpath -m "$1"); SRC=${2:-}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$HERE/.venv/bin/python}
 [ -n "$SRC" ] && export PYTHONPATH=$(realpath "$SRC")
-export SEAL_CACHE=${SEAL_CACHE:-$SIDE.cache} OMP_NUM_THREADS=1
+export OMP_NUM_THREADS=1
+# A cold cache of its own (unless SEAL_CACHE is given): the golden copy's answers, teacher, prose and
+# guard reference are computed by the side's code too, and can be compared (same_records.py SIDE_A.cache SIDE_B.cache).
+[ -n "${SEAL_CACHE:-}" ] || { export SEAL_CACHE=$SIDE.cache; rm -rf "$SEAL_CACHE"; }
 rm -rf "$SIDE" && mkdir -p "$SIDE/in"
 # One tiny model folder for both sides: its path is recorded in configs and adapter configs.
 T=${TINY_MODEL:-${TMPDIR:-/tmp}/seal-record-tiny-model}

@@ -89,7 +89,7 @@ def applied_adapters(model, folders: list[Path]) -> Iterator[object]:
         with torch.no_grad():
             for name, w in originals.items():
                 model.get_submodule(name).weight.copy_(w)
-        if folders:
+        if folders and model in _CARRYING:  # (not there when an unclosed block ends as the model is collected)
             _CARRYING[model] -= 1
 
 

@@ -52,7 +52,8 @@ class Generator(Protocol):
     def stream(self, prompt: str, *, adapters: Sequence[Path] = (), sampling: Sampling) -> Iterator[str]:
         """One completion of one prompt, yielded piece by piece as it is decoded."""
 
-    def loglikelihood(self, items: Sequence[tuple[str, Sequence[str]]], *, adapters: Sequence[Path] = ()) -> list[list[float]]:
+    def loglikelihood(self, items: Sequence[tuple[str, Sequence[str]]], *,
+                      adapters: Sequence[Path] = ()) -> list[list[float]]:
         """For each (context, continuations) item, the log-probability of each continuation after
         the tokenizer's start tokens and the context (its tokens' log-probabilities summed)."""
 
@@ -184,7 +185,8 @@ class HFGenerator:
                 closed.set()
                 thread.join()
 
-    def loglikelihood(self, items: Sequence[tuple[str, Sequence[str]]], *, adapters: Sequence[Path] = ()) -> list[list[float]]:
+    def loglikelihood(self, items: Sequence[tuple[str, Sequence[str]]], *,
+                      adapters: Sequence[Path] = ()) -> list[list[float]]:
         """Each context read once, its continuations packed after it (seal.core.packing)."""
         with self._with(adapters):
             return choice_logprobs(self.lm, [(c, list(xs)) for c, xs in items])
@@ -269,11 +271,14 @@ class ScriptedGenerator:
             raise AssertionError(f"no scripted score for {(context + continuation)[-60:]!r}")
         return fallback()
 
-    def loglikelihood(self, items: Sequence[tuple[str, Sequence[str]]], *, adapters: Sequence[Path] = ()) -> list[list[float]]:
+    def loglikelihood(self, items: Sequence[tuple[str, Sequence[str]]], *,
+                      adapters: Sequence[Path] = ()) -> list[list[float]]:
         chain = tuple(Path(a) for a in adapters)
         self.calls.append(Call([c for c, _ in items], chain, None))
-        return [[self._scored(c, x, chain, lambda c=c, x=x: self.fallback.loglikelihood([(c, [x])], adapters=chain)[0][0])
-                 for x in xs] for c, xs in items]
+        def alone(c: str, x: str) -> float:
+            return self.fallback.loglikelihood([(c, [x])], adapters=chain)[0][0]
+
+        return [[self._scored(c, x, chain, lambda c=c, x=x: alone(c, x)) for x in xs] for c, xs in items]
 
     def answer_logprob(self, prompt: str, answer: str, *, adapters: Sequence[Path] = ()) -> float:
         chain = tuple(Path(a) for a in adapters)

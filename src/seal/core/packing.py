@@ -2,9 +2,10 @@
 (or not) and themselves, at the positions they would have on a row of their own.
 
 Used where many short sequences share a start: choices after their context (`choice_logprobs`,
-the transformers backend's `loglikelihood`: the canary's answers, an ARC self-edit's options) and a training step's packed examples after the
-chat template's system turn (`seal.core.inner_loop`). The attention mask is 4D (one query row per
-token), which the eager and sdpa attention implementations take; flash-attention-2 does not.
+the transformers backend's `loglikelihood`: the canary's answers, an ARC self-edit's options) and
+a training step's packed examples after the chat template's system turn (`seal.core.inner_loop`).
+The attention mask is 4D (one query row per token), which the eager and sdpa attention
+implementations take; flash-attention-2 does not.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ class Domain(Protocol):
     def no_update(self, item: Any, context: dict, generator: Sequence[Path] = ()) -> dict:
         """The current model's {"reward": float} on the item without any update."""
 
-    def reward(self, item: Any, self_edit: str | None, seed: int, context: dict, generator: Sequence[Path] = ()) -> dict:
+    def reward(self, item: Any, self_edit: str | None, seed: int, context: dict,
+               generator: Sequence[Path] = ()) -> dict:
         """Run the inner loop on the self-edit (None: the domain's baseline without one), on top of
         the current model (golden base + `generator`), and return at least {"reward": float}; more
         keys are recorded."""

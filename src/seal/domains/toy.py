@@ -61,12 +61,14 @@ class ToyDomain:
     def sample(self, item: ToyItem, k: int, seed: int, generator: Sequence[Path] = ()) -> Samples:
         prompt = self._prompt(item)
         drawn = random.Random(seed).choices(range(self.vocab), weights=self._weights(prompt, generator), k=k)
-        return Samples([str(d) for d in drawn], [[(prompt, str(d))] for d in drawn], {"generator_links": len(generator)})
+        return Samples([str(d) for d in drawn], [[(prompt, str(d))] for d in drawn],
+                       {"generator_links": len(generator)})
 
     def no_update(self, item: ToyItem, context: dict, generator: Sequence[Path] = ()) -> dict:
         return {"reward": 0.0}
 
-    def reward(self, item: ToyItem, self_edit: str | None, seed: int, context: dict, generator: Sequence[Path] = ()) -> dict:
+    def reward(self, item: ToyItem, self_edit: str | None, seed: int, context: dict,
+               generator: Sequence[Path] = ()) -> dict:
         if self_edit is None:
             return {"reward": 0.5, "usable": None}
         try:

@@ -83,8 +83,8 @@ def load_prose_openers(path: Path | None = None) -> list[str]:
 def golden_prose(lm: LoadedModel, openers: list[str] | None = None) -> list[TrainExample]:
     """Ordinary text as the golden copy writes it: each prose opener continued (plain text, no
     chat template; sampled at temperature 1, seeded), opener + continuation as one plain example.
-    Refused while adapters are applied to the model. Cached per base model and opener list. Trained only by KL to
-    the golden copy's distribution (LearnConfig.prose), never by cross-entropy."""
+    Refused while adapters are applied to the model. Cached per base model and opener list.
+    Trained only by KL to the golden copy's distribution (LearnConfig.prose), never by cross-entropy."""
     from seal.core.generation import Sampling
 
     openers = openers if openers is not None else load_prose_openers()
@@ -94,8 +94,8 @@ def golden_prose(lm: LoadedModel, openers: list[str] | None = None) -> list[Trai
         texts = []
         for b in range(0, len(openers), 16):
             batch = openers[b : b + 16]
-            outs = lm.generator.generate(batch, adapters=(), sampling=Sampling(max_new_tokens=PROSE_TOKENS, temperature=1.0, top_p=0.95,
-                                                                  n=PROSE_SAMPLES, seed=b))
+            outs = lm.generator.generate(batch, adapters=(), sampling=Sampling(
+                max_new_tokens=PROSE_TOKENS, temperature=1.0, top_p=0.95, n=PROSE_SAMPLES, seed=b))
             texts += [o + c for o, cs in zip(batch, outs) for c in cs]
         return {"base_sha256": lm.checksum, "openers": openers, "texts": texts}
 

@@ -70,5 +70,5 @@ def perplexity(lm: LoadedModel, text: str | None = None, window: int = 512, adap
 def canary_scores(lm: LoadedModel, adapters: Sequence[Path] = ()) -> dict:
     """The canary and held-out perplexity of the model with `adapters`."""
     r = reasoning_accuracy(lm, adapters=adapters)
-    return {"reasoning_accuracy": round(r["accuracy"], 4), "margin": round(r["margin"], 4), "per_category": r["per_category"],
-            "perplexity": round(perplexity(lm, adapters=adapters), 3)}
+    return {"reasoning_accuracy": round(r["accuracy"], 4), "margin": round(r["margin"], 4),
+            "per_category": r["per_category"], "perplexity": round(perplexity(lm, adapters=adapters), 3)}

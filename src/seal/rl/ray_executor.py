@@ -153,7 +153,8 @@ class RayExecutor:
         recipe = domain.worker_recipe()
         workers = self._ensure_workers(recipe)
         generator = ray.put((repr([str(p) for p in generator]), [
-            (p.name, {f.name: f.read_bytes() for f in sorted(p.iterdir()) if f.name.startswith("adapter_")}) for p in generator]))
+            (p.name, {f.name: f.read_bytes() for f in sorted(p.iterdir()) if f.name.startswith("adapter_")})
+            for p in generator]))
         queue, pending, idle, attempts = deque(jobs), {}, list(range(len(workers))), Counter()
 
         def fill():

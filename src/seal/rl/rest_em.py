@@ -104,7 +104,8 @@ class LocalExecutor:
             yield job, run_job(domain, items[job.item_id], job, contexts.get(job.item_id, {}), generator)
 
 
-def run_job(domain: Domain, item: Any, job: TrialJob | SampleJob, context: dict, generator: Sequence[Path] = ()) -> dict:
+def run_job(domain: Domain, item: Any, job: TrialJob | SampleJob, context: dict,
+            generator: Sequence[Path] = ()) -> dict:
     """One job with the current generator (its adapter chain, oldest first)."""
     if isinstance(job, SampleJob):
         drawn = domain.sample(item, job.k, job.seed, generator=generator)
@@ -255,8 +256,8 @@ def run_rest_em(domain: Domain, cfg: RestEMConfig, out: Path, executor: Executor
         with reporter.task(f"iteration {it}: SFT of the generator on {len(kept)} self-edits", cfg.sft.epochs * len(sft_pairs)) as task:
             tmp = Path(tempfile.mkdtemp(prefix=".iter-", dir=out))
             try:
-                tr = domain.fine_tune(sft_pairs, derive_seed(cfg.seed, "sft", it), tmp,
-                                      on_step=lambda s, n, loss: task.advance(info=f"loss {loss:.3f}"), generator=generator)
+                tr = domain.fine_tune(sft_pairs, derive_seed(cfg.seed, "sft", it), tmp, generator=generator,
+                                      on_step=lambda s, n, loss: task.advance(info=f"loss {loss:.3f}"))
                 stats.update(sft_losses=[round(x, 4) for x in tr["losses"]], sft_seconds=round(tr["train_seconds"], 2),
                              seconds=round(time.perf_counter() - t0, 1))
                 (tmp / "kept.jsonl").write_text("".join(json_text(k) + "\n" for k in kept), encoding="utf-8")

@@ -71,7 +71,8 @@ class KnowledgeDomain:
     def self_questions(self, item: Passage, seed: int, generator: Sequence[Path] = ()) -> list[Question]:
         """Q/A pairs the current model writes with the passage in context (greedy)."""
         prompt = render_prompt(self.lm, SELF_QUESTION_PROMPT.format(title=item.title, passage=item.context))
-        text = self.lm.generator.generate([prompt], adapters=generator, sampling=Sampling(max_new_tokens=200, seed=seed))[0][0]
+        sampling = Sampling(max_new_tokens=200, seed=seed)
+        text = self.lm.generator.generate([prompt], adapters=generator, sampling=sampling)[0][0]
         pairs, _ = parse_qa(text)
         return [Question(*(part.split(": ", 1)[1] for part in pair.split("\n", 1))) for pair in pairs]
 
