@@ -284,3 +284,10 @@ def test_the_golden_copy_writes_the_same_self_edits_whatever_the_head_has_learne
     learn(tiny_lm, alone, [ps[1]], cfg)
     written = [e["text"] for e in chained.manifest(2)["self_edits"]]
     assert written and written == [e["text"] for e in alone.manifest(1)["self_edits"]]
+
+
+def test_a_strategy_naming_a_module_the_model_lacks_is_refused_before_the_run_folder(tiny_lm, tmp_path):
+    cfg = tiny_continual(tmp_path, n=1, sequences=1, strategies=["stack:modules=nosuch"])
+    with pytest.raises(SealError, match="nosuch"):
+        run_continual(cfg, tmp_path / "run", lm=tiny_lm)
+    assert not (tmp_path / "run").exists()

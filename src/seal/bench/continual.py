@@ -30,13 +30,14 @@ from seal.domains.knowledge.data import select_passages
 from seal.guard.canary import canary_scores
 from seal.core.config import GuardConfig, InnerLoopConfig, LearnConfig, SamplingConfig, as_json
 from seal.guard.general import ask_general, general_summary, load_general
+from seal.core.inner_loop import check_target_modules
 from seal.domains.knowledge.qa import evaluate
 from seal.learn import STRATEGIES, WRITERS, check_config, learn
 from seal.core.models import LoadedModel, load_model
 from seal.core.progress import NullReporter, Reporter
 from seal.core.environment import ENVIRONMENTS, environment
 from seal.core.run_records import MARKER, TrialLog, prepare_run_dir, merge_sources, read_config, write_merged
-from seal.core.runtime import SealError, derive_seed, write_json_atomic
+from seal.core.runtime import SealError, UsageError, derive_seed, write_json_atomic
 from seal.domains.knowledge.self_edit import get_format
 from seal.core.store import KnowledgeStore
 
@@ -279,9 +280,14 @@ def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter
         raise SealError(f"{cfg.data}: every passage needs questions to measure what is kept")
     by_id = {p.id: p for p in passages}
     whole = cfg if fresh else grown_config(out, cfg)  # what the folder holds; cfg is what this command runs
+    lm = lm or load_model(cfg.model)
+    for spec, recipe in recipes.items():  # a module the model lacks: refused before the run folder is written
+        try:
+            check_target_modules(lm.model, recipe.inner.target_modules)
+        except SealError as e:
+            raise UsageError(f"strategy {spec!r}: {e}") from None
     prepare_run_dir(out, RUN_KIND, as_json(whole), fresh, RUN_FILES, check_run_config, "continual benchmark", environment())
     log = TrialLog(out / "trials.jsonl")
-    lm = lm or load_model(cfg.model)
     general_qs = load_general()
 
     if "base" not in log.done:  # the golden copy: the reference for general questions and canary
