@@ -235,13 +235,13 @@ def write_failures(model: Path, template: Path, work: Path, env: dict) -> list[d
         common = ["--store", str(store), "--model", str(model), *FAST, "--k", "1"]
         state, before = (store / "state.json").read_text(), held(store)
         failed = run(seal("learn", str(doc), *common), env, max_file_bytes=limit)
-        problems = [] if outcome(failed) == "clean" else [f"{outcome(failed)}: {describe(failed)}"]
-        problems += [] if (store / "state.json").read_text() == state else ["state.json changed"]
+        messy = [] if outcome(failed) == "clean" else [f"{outcome(failed)}: {describe(failed)}"]
+        problems = [] if (store / "state.json").read_text() == state else ["state.json changed"]
         problems += check_store(store, listed(store)) + [f"lost {f}" for f in lost(before, store)]
         after = run(seal("learn", str(doc), *common), env)
         problems += [] if after.rc == 0 else [f"next learn: {describe(after)}"]
         results.append({"case": f"seal learn with writes failing beyond {limit} bytes", "injected": failed.rc != 0, "problems": problems,
-                        "error": describe(failed)})
+                        "messy": messy, "error": describe(failed)})
     return results
 
 
@@ -363,8 +363,8 @@ def damage_case(name: str, model: Path, template: Path, work: Path, env: dict) -
     names = [q["name"] for q in KnowledgeStore(store).quarantined()] if not (store / "quarantine").is_symlink() else []
     runs += [run(seal("restore", q, "--store", str(store)), env) for q in names]  # refused while still damaged: one line
     said = "".join(r.out + r.err for r in runs)
-    problems = [f"{outcome(r)}: {describe(r)}" for r in runs if outcome(r) not in ("ok", "clean")]
-    problems += [f"lost {f}" for f in lost(before, store)]
+    messy = [f"{outcome(r)}: {describe(r)}" for r in runs if outcome(r) not in ("ok", "clean")]
+    problems = [f"lost {f}" for f in lost(before, store)]
     problems += [] if tree(outside) == outside_before else ["a file outside the store changed"]
     problems += [f"quarantined {q} without naming it" for q in names if q not in said]
     problems += ["ask answered from a damaged head"] if name in DAMAGED_HEAD and outcome(runs[1]) != "clean" else []
@@ -373,7 +373,7 @@ def damage_case(name: str, model: Path, template: Path, work: Path, env: dict) -
         problems += [] if len(versions) == len(set(versions)) else [f"state.json still lists {versions}"]
     except (OSError, ValueError, KeyError, TypeError):
         pass  # a store the commands refused (a linked folder) keeps what it had
-    return {"case": name, "injected": True, "problems": problems, "quarantined": names,
+    return {"case": name, "injected": True, "problems": problems, "messy": messy, "quarantined": names,
             "outcomes": [outcome(r) for r in runs]}
 
 

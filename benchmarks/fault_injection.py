@@ -26,8 +26,9 @@ ok, traceback, silent, refused, late or hang (see there).
 
 --quick: 1 random kill per command, every other chosen point and damage case, every third bad
 input. --parts picks parts: kills, crashes (chosen points and the full disk), damage, inputs. Prints
-the counts (faults injected / survived with nothing lost, by kind; bad inputs by outcome) with every
-failing case named, and writes them with every case's details to OUT/faults.json.
+the counts (faults injected / survived with nothing lost / ended messily, i.e. with a traceback, a
+hang or no one-line error, by kind; bad inputs by outcome) with every failing case named, and writes
+them with every case's details to OUT/faults.json.
 """
 
 from __future__ import annotations
@@ -130,9 +131,10 @@ def interrupt_faults(model: Path, work: Path, rounds: int, rng: random.Random, e
         problems = check_store(store, committed) + [f"lost {f}" for f in lost(was_held, store)]
         lines = [line for line in err.splitlines() if line.strip()]
         ended = rc == -signal.SIGINT and "learned version" in out and "Traceback" not in err
+        messy = []
         if interrupted and rc != 0 and not ended and (rc != 130 or "Traceback" in err or lines[-1:] != ["interrupted"]):
-            problems.append(f"exit {rc}, last line {lines[-1:]}" + (" after a traceback" if "Traceback" in err else ""))
-        cases.append({"case": f"seal learn interrupted after {delay:.1f} s", "injected": interrupted, "problems": problems})
+            messy.append(f"exit {rc}, last lines {lines[-3:]}" + (" after a traceback" if "Traceback" in err else ""))
+        cases.append({"case": f"seal learn interrupted after {delay:.1f} s", "injected": interrupted, "problems": problems, "messy": messy})
     return cases, {"seconds_per_full_run": round(full, 1)}
 
 
@@ -203,13 +205,16 @@ def continual_faults(model: Path, work: Path, kills: int, rng: random.Random, en
 
 
 def tally(sections: dict[str, list[dict]]) -> dict:
-    """Faults injected and survived with nothing lost, by kind, and every case that found a problem."""
+    """Faults injected, survived with nothing lost (no problem: nothing lost, store and run folders
+    consistent, no wrong answer) and ended messily (a traceback, a hang, an exit without its one
+    line), by kind; and every case that found either."""
     by_kind = {kind: {"injected": sum(c["injected"] for c in cases),
-                      "survived_nothing_lost": sum(c["injected"] and not c["problems"] for c in cases)}
+                      "survived_nothing_lost": sum(c["injected"] and not c["problems"] for c in cases),
+                      "messy_endings": sum(bool(c.get("messy")) for c in cases)}
                for kind, cases in sections.items()}
-    return {"injected": sum(k["injected"] for k in by_kind.values()),
-            "survived_nothing_lost": sum(k["survived_nothing_lost"] for k in by_kind.values()), "by_kind": by_kind,
-            "failing": [{"kind": kind, **c} for kind, cases in sections.items() for c in cases if c["problems"]]}
+    return {**{key: sum(k[key] for k in by_kind.values()) for key in ("injected", "survived_nothing_lost", "messy_endings")},
+            "by_kind": by_kind,
+            "failing": [{"kind": kind, **c} for kind, cases in sections.items() for c in cases if c["problems"] or c.get("messy")]}
 
 
 PARTS = ("kills", "crashes", "damage", "inputs")
