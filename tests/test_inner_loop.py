@@ -223,19 +223,32 @@ def test_mix_rehearsal_trains_the_same_examples_in_the_new_examples_steps(tiny_l
     assert len(runs[True].new_losses) == 3 and all(math.isfinite(x) for x in runs[True].losses)
 
 
-def test_stop_recalled_ends_training_once_greedy_decoding_reproduces_every_new_example(tiny_lm):
+def test_stop_recalled_ends_training_once_greedy_decoding_reproduces_every_question_pair(tiny_lm):
     tok = tiny_lm.tokenizer
     cfg = InnerLoopConfig(lora_r=8, lora_alpha=16, epochs=60, lr=1e-2, stop_recalled=True)
     with lora_adapter(tiny_lm.model, cfg, seed=0) as pm:
         result = train(pm, tok, FACTS, cfg, seed=0)
         assert result.epochs < cfg.epochs and len(result.recalled) == result.epochs
         assert result.recalled[-1] == 1.0 and all(r < 1.0 for r in result.recalled[:-1])
-        for ex in FACTS:  # what `recalled` promises: greedy decoding from the prompt returns the completion
+        for ex in [e for e in FACTS if e.prompt]:  # what `recalled` promises: greedy decoding from the prompt returns the completion
             ids, labels = tokenize_example(tok, ex, cfg.max_seq_len)
             n_prompt = max(1, sum(lab == IGNORE for lab in labels))  # a first token with no context is given
             out = pm.generate(torch.tensor([ids[:n_prompt]]), attention_mask=torch.ones(1, n_prompt, dtype=torch.long),
                               max_new_tokens=len(ids) - n_prompt, do_sample=False, pad_token_id=tok.pad_token_id or 0)
             assert out[0, n_prompt:].tolist() == ids[n_prompt:]
+
+
+def test_stop_recalled_checks_every_example_when_none_has_a_prompt(tiny_lm, monkeypatch):
+    import seal.core.inner_loop as inner_loop
+
+    seen = []
+    monkeypatch.setattr(inner_loop, "recalled", lambda model, data, device: seen.append(len(data)) or [True] * len(data))
+    cfg = InnerLoopConfig(lora_r=4, lora_alpha=8, epochs=3, lr=1e-2, stop_recalled=True)
+    plain = [TrainExample("Porto ferry battery 2026"), TrainExample("Volthaven built it in March")]
+    with lora_adapter(tiny_lm.model, cfg, seed=0) as pm:
+        assert train(pm, tiny_lm.tokenizer, plain, cfg, seed=0).epochs == 1
+        assert train(pm, tiny_lm.tokenizer, FACTS, cfg, seed=0).epochs == 1
+    assert seen == [2, 1]  # both plain examples; of FACTS only the question pair
 
 
 def test_min_epochs_holds_off_an_early_stop(tiny_lm):

@@ -90,6 +90,7 @@ _OPTIONS = {  # option name in a strategy spec -> (where in LearnConfig, parser)
     "r": ("inner.lora_r", int),
     "alpha": ("inner.lora_alpha", float),
     "modules": ("inner.target_modules", lambda v: tuple(v.split("+"))),
+    "layers": ("inner.lora_layers", int),
     "guard": ("guard.enabled", _on_off),
 }
 

@@ -161,6 +161,7 @@ def learn(
     lora_r: int = typer.Option(InnerLoopConfig.lora_r, "--lora-r", min=1, help=f"LoRA rank, 1 to {MAX_LORA_R}."),
     lora_alpha: int = typer.Option(InnerLoopConfig.lora_alpha, "--lora-alpha", min=1, help=f"LoRA alpha (scale = alpha / r), up to {MAX_LORA_ALPHA}."),
     target_modules: str = typer.Option(",".join(DEFAULT_TARGET_MODULES), "--target-modules", help="Comma-separated module names that get LoRA."),
+    lora_layers: Optional[int] = typer.Option(InnerLoopConfig.lora_layers, "--lora-layers", min=1, help="LoRA on the top N decoder layers only; the frozen layers below are computed once per training sequence, not every epoch [default: every layer]."),
     batch_size: int = typer.Option(InnerLoopConfig.batch_size, "--batch-size", min=1, help=f"Sequences per optimiser step, 1 to {MAX_BATCH_SIZE}."),
     max_chunk_words: int = typer.Option(LearnConfig.max_chunk_words, "--chunk-words", min=20, help="Long documents are split into chunks of about this many words."),
     seed: int = typer.Option(LearnConfig.seed, "--seed", help="Root seed; trial seeds derive from it and the document."),
@@ -172,7 +173,7 @@ def learn(
     anchor_loss: str = typer.Option(LearnConfig.anchor_loss, "--anchor-loss", help="How anchors are trained: ce (cross-entropy on the golden copy's greedy answer) or kl (KL to the golden copy's next-token distribution at every position; no templates leak)."),
     prose: int = typer.Option(LearnConfig.prose, "--prose", min=0, help="Golden-copy continuations of ordinary prose distilled (KL) per epoch, to keep ordinary text as it was (0: none)."),
     stop_loss: Optional[float] = typer.Option(None, "--stop-loss", min=0.0, help="Stop training after the first epoch whose new examples' mean loss is below this (rehearsed ones are not counted) [default: all epochs]."),
-    stop_recalled: bool = typer.Option(InnerLoopConfig.stop_recalled, "--stop-recalled/--no-stop-recalled", help="Stop training after the first epoch at whose end greedy decoding reproduces every new training sequence (checked by one no-grad pass) [default: all epochs]."),
+    stop_recalled: bool = typer.Option(InnerLoopConfig.stop_recalled, "--stop-recalled/--no-stop-recalled", help="Stop training after the first epoch at whose end greedy decoding reproduces every new question -> answer pair (every new sequence when there are none; checked by one no-grad pass) [default: all epochs]."),
     mix_rehearsal: bool = typer.Option(InnerLoopConfig.mix_rehearsal, "--mix-rehearsal/--no-mix-rehearsal", help="Pack the rehearsed examples (replay, anchors) into the new examples' training steps instead of giving them steps of their own: training 1.17x faster, more forgetting (docs/continual.md)."),
     no_guard: bool = typer.Option(False, "--no-guard", help="Commit without the forgetting guard's checks."),
     force: bool = typer.Option(False, "--force", help="Make the new version head even when the guard finds it over budget (recorded as forced); never one measured NaN or infinite."),
@@ -212,7 +213,7 @@ def learn(
                          min_faithfulness=min_faithfulness),
         inner=replace(
             InnerLoopConfig(), lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size, stop_loss=stop_loss,
-            stop_recalled=stop_recalled, mix_rehearsal=mix_rehearsal,
+            stop_recalled=stop_recalled, mix_rehearsal=mix_rehearsal, lora_layers=lora_layers,
             target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
         ),
     )

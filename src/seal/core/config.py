@@ -25,15 +25,20 @@ class InnerLoopConfig:
     lora_alpha: int = 64  # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.0  # dropout on the LoRA branch
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES  # module names that get adapters
+    # LoRA on the top this many decoder layers only (None: every layer). The layers below are then
+    # frozen, so training computes each sequence's hidden states below them once per learn and
+    # reuses them every epoch, and backpropagates through the top layers only (exact).
+    lora_layers: int | None = None
     lr: float = 1e-3  # AdamW peak learning rate, decayed linearly to 0
     epochs: int = 10  # passes over the training sequences
     batch_size: int = 1  # sequences per optimiser step
     weight_decay: float = 0.0  # AdamW weight decay
     max_seq_len: int = 512  # longer sequences are truncated (tokens)
     stop_loss: float | None = None  # stop after the first epoch whose new examples' mean loss is below this (None: all epochs)
-    # Stop after the first epoch (from `min_epochs` on) at the end of which every new example is
-    # recalled: the greedy next token equals the target at every completion position, i.e. greedy
-    # decoding from each prompt reproduces its completion (one no-grad pass over the new examples).
+    # Stop after the first epoch (from `min_epochs` on) at the end of which every new example with a
+    # prompt (the question -> answer pairs; all of them when none has a prompt) is recalled: the greedy
+    # next token equals the target at every completion position, i.e. greedy decoding from each
+    # prompt reproduces its completion (one no-grad pass over those examples).
     stop_recalled: bool = False
     min_epochs: int = 1  # stop_recalled / stop_loss never stop before this many epochs
     # Rehearsed examples (replay, anchors) ride along in the new examples' steps, packed into one
@@ -169,6 +174,7 @@ def check_inner(cfg: InnerLoopConfig, what: str = "inner loop") -> None:
         ("lr", cfg.lr, lambda v: 0 < v <= MAX_LR, f"0 < lr <= {MAX_LR:g}"),
         ("epochs", cfg.epochs, lambda v: 1 <= v <= MAX_EPOCHS, f"1 to {MAX_EPOCHS}", int),
         ("lora_r", cfg.lora_r, lambda v: 1 <= v <= MAX_LORA_R, f"1 to {MAX_LORA_R}", int),
+        ("lora_layers", cfg.lora_layers, lambda v: v is None or 1 <= v <= 1024, "1 to 1024 (or unset: every layer)", int),
         ("lora_alpha", cfg.lora_alpha, lambda v: 0 < v <= MAX_LORA_ALPHA, f"0 < lora_alpha <= {MAX_LORA_ALPHA}"),
         ("lora_dropout", cfg.lora_dropout, lambda v: 0 <= v < 1, "0 <= lora_dropout < 1"),
         ("batch_size", cfg.batch_size, lambda v: 1 <= v <= MAX_BATCH_SIZE, f"1 to {MAX_BATCH_SIZE}", int),

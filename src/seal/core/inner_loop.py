@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 
 from seal.core.adapters import applied_adapters, save_adapter
 from seal.core.config import InnerLoopConfig
+from seal.core.frozen import TopLayers, layer_count
 from seal.core.packing import additive_mask, packed_row
 from seal.core.runtime import RuntimeFailure, SealError, UsageError
 
@@ -186,14 +187,17 @@ def train(
     With `cfg.stop_loss`, training ends after the first epoch whose new examples' mean loss is below
     it (rehearsed examples are not counted: their loss says nothing about the new data): going on
     until the loss is ~0.001 buys no recall and costs general ability (SEAL.md section 7). With
-    `cfg.stop_recalled`, it ends after the first epoch at whose end every new example is recalled
-    (`recalled`), the point past which more epochs cannot change what greedy decoding returns for
-    the training prompts themselves."""
+    `cfg.stop_recalled`, it ends after the first epoch at whose end every new example with a prompt
+    (every new example, when none has one) is recalled (`recalled`), the point past which more
+    epochs cannot change what greedy decoding returns for the training prompts themselves."""
     import torch
 
     if not examples:
         raise ValueError("no training examples")
     data = [(*tokenize_example(tokenizer, ex, cfg.max_seq_len), 1.0, None) for ex in examples]
+    # What stop_recalled checks: the examples with a prompt (question -> answer pairs) when there are
+    # any; a raw passage of 200 words is rarely reproduced token for token, and users ask questions.
+    asked = [x for x, ex in zip(data, examples) if ex.prompt] or data
     extra = sum(r.sampled for r in rehearsal)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -206,6 +210,8 @@ def train(
     device = next(model.parameters()).device
     result = TrainResult(steps=0, n_examples=len(data), n_tokens=0, train_seconds=0.0)
     start = time.perf_counter()
+    # LoRA on the top layers only: the frozen layers below are read once per row, not every epoch
+    forward = TopLayers(model, cfg.lora_layers) if cfg.lora_layers and cfg.lora_layers < layer_count(model) else model
     model.train()
     try:
         for epoch in range(cfg.epochs):
@@ -215,12 +221,12 @@ def train(
             new_loss, new_count = 0.0, 0
             for items, n_new in _epoch_batches(data, rehearsed, cfg, order_rng):
                 if cfg.mix_rehearsal:
-                    losses = _packed_losses(model, items, device)
+                    losses = _packed_losses(forward, items, device)
                     batch_loss = torch.stack(losses).mean()
                     new_part = float(sum(x.detach() for x in losses[:n_new]))  # each new example's own loss
                 else:
                     ids, attn, labels = collate([(x[0], x[1]) for x in items], pad)
-                    batch_loss = _batch_loss(model, ids.to(device), attn.to(device), labels.to(device), items)
+                    batch_loss = _batch_loss(forward, ids.to(device), attn.to(device), labels.to(device), items)
                     new_part = float(batch_loss.detach()) * n_new  # the batch's mean, once per new example in it
                 loss = float(batch_loss.detach())
                 if not math.isfinite(loss):  # diverged: stop before the step spreads it into the weights
@@ -242,7 +248,7 @@ def train(
             result.epochs += 1
             result.new_losses.append(new_loss / new_count)
             if cfg.stop_recalled:
-                result.recalled.append(sum(recalled(model, data, device)) / len(data))
+                result.recalled.append(sum(recalled(model, asked, device)) / len(asked))
             if result.epochs < cfg.min_epochs:
                 continue
             if cfg.stop_loss is not None and result.new_losses[-1] < cfg.stop_loss:
@@ -362,9 +368,10 @@ def _batch_loss(model, ids, attn, labels, items):
                         for i, (tok_ids, _, w, teacher) in enumerate(items)]).mean()
 
 
-def _lora_config(cfg: InnerLoopConfig):
+def _lora_config(cfg: InnerLoopConfig, n_layers: int):
     from peft import LoraConfig
 
+    top = cfg.lora_layers if cfg.lora_layers and cfg.lora_layers < n_layers else None
     return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -372,6 +379,7 @@ def _lora_config(cfg: InnerLoopConfig):
         target_modules=list(cfg.target_modules),
         bias="none",
         task_type="CAUSAL_LM",
+        **({"layers_to_transform": list(range(n_layers - top, n_layers))} if top else {}),
     )
 
 
@@ -401,7 +409,7 @@ def lora_adapter(model, cfg: InnerLoopConfig, seed: int) -> Iterator[object]:
     grad_flags = {n: p.requires_grad for n, p in model.named_parameters()}
     torch.manual_seed(seed)
     try:
-        peft_model = get_peft_model(model, _lora_config(cfg))
+        peft_model = get_peft_model(model, _lora_config(cfg, layer_count(model) if cfg.lora_layers else 0))
     except ValueError as e:
         raise SealError(f"cannot attach LoRA to {list(cfg.target_modules)}: {str(e).splitlines()[0]}") from e
     try:
