@@ -83,12 +83,13 @@ def choice_logprobs(lm: LoadedModel, items: list[tuple[str, list[str]]], batch_s
         with torch.no_grad():
             logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                            position_ids=positions.to(model.device)).logits
-            logp = torch.log_softmax(logits.float(), -1).cpu()
         for r, (c, xs) in enumerate(rows):
             at = len(c)
             for x in xs:
-                # the first choice token is predicted from the context's last position, the rest from their own
-                before = torch.tensor([len(c) - 1] + list(range(at, at + len(x) - 1)))
-                out[order[b + r]].append(float(logp[r, before, torch.tensor(x)].sum()))
+                # the first choice token is predicted from the context's last position, the rest from their own;
+                # normalised at those positions only, not over every position of every row
+                before = torch.tensor([len(c) - 1] + list(range(at, at + len(x) - 1)), device=logits.device)
+                logp = torch.log_softmax(logits[r, before].float(), -1)
+                out[order[b + r]].append(float(logp[torch.arange(len(x)), torch.tensor(x)].sum()))
                 at += len(x)
     return out
