@@ -11,7 +11,7 @@ from seal.domains.knowledge.writers import StoredWriter
 from seal.core.runtime import SealError, UsageError
 
 
-@pytest.mark.parametrize("split", ["train", "eval"])
+@pytest.mark.parametrize("split", ["train", "eval", "test"])
 def test_fresh_facts_meets_its_contract(split):
     items = load_dataset(f"fresh-facts:{split}")
     assert len(items) >= 20
@@ -24,10 +24,38 @@ def test_fresh_facts_meets_its_contract(split):
 
 
 def test_fresh_facts_splits_are_disjoint():
-    train = {p.title for p in load_dataset("fresh-facts:train")}
-    eval_ = {p.title for p in load_dataset("fresh-facts:eval")}
-    assert not train & eval_
+    splits = {s: load_dataset(f"fresh-facts:{s}") for s in ("train", "eval", "test")}
+    for key in ("title", "id", "context"):
+        seen = [getattr(p, key) for items in splits.values() for p in items]
+        assert len(seen) == len(set(seen)), key
+    train, eval_ = splits["train"], splits["eval"]
     assert len(load_dataset("fresh-facts")) == len(train) + len(eval_)
+
+
+def dateline_city(p: Passage) -> str:
+    return p.context.split(",", 1)[0].strip()
+
+
+def test_fresh_facts_test_split_is_new_and_held_out():
+    test = load_dataset("fresh-facts:test")
+    assert [p.id for p in test] == [f"ff-test-{i:03d}" for i in range(1, 25)]
+    seen = load_dataset("fresh-facts:train") + load_dataset("fresh-facts:eval")
+    old_cities = {dateline_city(p) for p in seen}
+    old_text = " ".join(p.context for p in seen).lower()
+    for p in test:
+        assert re.match(r"[A-Z][A-Z ]+, \d{1,2} [A-Z][a-z]+ 2026 - ", p.context), p.id
+        assert p.context.isascii(), p.id
+        assert 150 <= len(p.context.split()) <= 200, p.id
+        city = dateline_city(p)
+        assert city not in old_cities and city.lower() not in old_text, (p.id, city)
+        answers = [q.answer for q in p.questions]
+        assert len(answers) == 5 and len(set(answers)) == 5, p.id
+        for q in p.questions:
+            assert q.answer.lower() in p.context.lower(), (p.id, q.answer)
+            assert q.answer.lower() not in q.question.lower(), (p.id, q.question)
+            assert city.title() in q.question, (p.id, q.question)  # answerable closed-book: names its subject
+    # the bare name is train + eval: nobody trains or tunes on the held-out split by accident
+    assert not {p.id for p in load_dataset("fresh-facts")} & {p.id for p in test}
 
 
 def test_seal_json_and_jsonl(tmp_path):
@@ -47,8 +75,10 @@ def test_seal_json_and_jsonl(tmp_path):
 def test_unknown_dataset_and_bad_json(tmp_path):
     with pytest.raises(SealError, match="dataset not found"):
         load_dataset("fresh-fact:eval")
-    with pytest.raises(SealError, match="no split"):
-        load_dataset("fresh-facts:test")
+    with pytest.raises(SealError, match="no split 'nosuch' \\(splits: train, eval, test\\)"):
+        load_dataset("fresh-facts:nosuch")
+    with pytest.raises(SealError, match="no split"):  # a split names a bundled file, never a path
+        load_dataset("fresh-facts:../fresh_facts/eval")
     (tmp_path / "bad.json").write_text("[{")
     with pytest.raises(SealError, match="not valid JSON"):
         load_dataset(str(tmp_path / "bad.json"))

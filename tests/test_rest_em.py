@@ -168,6 +168,20 @@ def test_refuses_training_on_evaluation_passages(tmp_path):
     check_no_overlap(load_dataset("fresh-facts:train"), ["fresh-facts:eval"])
 
 
+def test_default_exclude_holds_out_the_test_split():
+    import inspect
+
+    from seal.cli.train import knowledge
+    from seal.domains.knowledge.data import load_dataset
+
+    default = RestEMConfig().exclude
+    assert default == ["fresh-facts:eval", "fresh-facts:test"]
+    assert inspect.signature(knowledge).parameters["exclude"].default.default.split(",") == default
+    with pytest.raises(SealError, match="also appear in the evaluation set fresh-facts:test"):
+        check_no_overlap(load_dataset("fresh-facts:test")[:1], default)
+    check_no_overlap(load_dataset("fresh-facts:train"), default)
+
+
 def test_generator_plugs_into_the_benchmark(tiny_lm, tmp_path):
     from seal.bench.knowledge import BenchConfig, run_bench
 

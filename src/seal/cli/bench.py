@@ -21,7 +21,7 @@ bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP, help
 def knowledge(
     out_dir: Path = typer.Option(..., "--out", help="Run folder: config.json, trials.jsonl, results.json, report.md, plot.png."),
     preset: Optional[str] = typer.Option(None, "--preset", help="quick (fresh-facts, 5 conditions, <30 min on a CPU) or paper (200 SQuAD passages, for a GPU). Explicit options override it."),
-    data: Optional[str] = typer.Option(None, "--data", help="fresh-facts[:eval] or a SEAL-format JSON/JSONL (a JSON list is shuffled with seed 42 like the paper)."),
+    data: Optional[str] = typer.Option(None, "--data", help="fresh-facts[:train|eval|test] or a SEAL-format JSON/JSONL (a JSON list is shuffled with seed 42 like the paper)."),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="Number of passages [default: all]."),
     offset: Optional[int] = typer.Option(None, "--offset", min=0, help="First passage of the slice after the shuffle."),
     conditions: Optional[str] = typer.Option(None, "--conditions", help="Comma list: base, passage, self-edit:FORMAT, generator:PATH, teacher, gold-qa (train on the questions asked later: a ceiling, for reference)."),
@@ -76,7 +76,7 @@ def knowledge(
 @cli_errors
 def continual(
     out_dir: Path = typer.Option(..., "--out", help="Run folder: config.json, trials.jsonl (one record per edit), results.json, report.md, plot.png, heatmap_STRATEGY.png, stores/."),
-    data: str = typer.Option("fresh-facts:eval", "--data", help="fresh-facts[:eval] or a SEAL-format JSON/JSONL whose passages have questions."),
+    data: str = typer.Option("fresh-facts:eval", "--data", help="fresh-facts[:train|eval|test] or a SEAL-format JSON/JSONL whose passages have questions."),
     n: int = typer.Option(8, "--n", min=1, help="Passages learned one after another."),
     offset: int = typer.Option(0, "--offset", min=0, help="First passage of the slice."),
     sequences: int = typer.Option(1, "--sequences", min=1, help="Orderings of the passages (0: data order, others seeded shuffles); the same for every strategy."),
@@ -115,7 +115,7 @@ def continual(
 def speed(
     out_dir: Path = typer.Option(..., "--out", help="Run folder: a continual run (config.json, trials.jsonl, results.json, report.md, stores/) plus speed.json, speed.md, speed.png."),
     recipe: list[str] = typer.Option([], "--recipe", help="A candidate recipe NAME[:OPTION=V...] as in `seal bench continual --strategy` (repeatable, or a comma list), e.g. replay:stop-recalled=on. The default `seal learn` recipe always runs first as the reference."),
-    data: str = typer.Option("fresh-facts:eval", "--data", help="fresh-facts[:eval] or a SEAL-format JSON/JSONL whose passages have questions."),
+    data: str = typer.Option("fresh-facts:eval", "--data", help="fresh-facts[:train|eval|test] or a SEAL-format JSON/JSONL whose passages have questions."),
     n: int = typer.Option(3, "--n", min=1, help="Learns in each recipe's chain (later learns replay more and have more to keep)."),
     offset: int = typer.Option(0, "--offset", min=0, help="First passage of the slice."),
     seed: int = typer.Option(0, "--seed", help="Root seed of every learn."),

@@ -147,7 +147,7 @@ def _print_qa_table(title: str, rows: list[tuple[str, str, str, bool, str | None
 @cli_errors
 def learn(
     files: List[Path] = typer.Argument(None, help=".txt/.md documents to learn (title = first heading, else file name)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset to learn items from: fresh-facts[:train|eval] or a SEAL JSON/JSONL file."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset to learn items from: fresh-facts[:train|eval|test] or a SEAL JSON/JSONL file."),
     ids: Optional[List[str]] = typer.Option(None, "--ids", help="Item ids of --data (repeat or comma-separate)."),
     format: str = typer.Option(LearnConfig.format, "--format", help="Self-edit format: sentence-recall (best measured for the embedded model), implications (the paper's), implications-long, rewrite, self-qa, self-qa-chat, sentence-ask, sentence-qa, sentence-rewrite."),
     k: int = typer.Option(SamplingConfig.k, "--k", min=0, help=f"Self-edits sampled per passage (one batch), 0 to {MAX_K}; all usable ones are trained on. 0 = passage only."),
@@ -312,7 +312,7 @@ def ask(
 @app.command("eval")
 @cli_errors
 def eval_(
-    data: str = typer.Argument(..., help="fresh-facts[:train|eval] or a SEAL-format JSON/JSONL file."),
+    data: str = typer.Argument(..., help="fresh-facts[:train|eval|test] or a SEAL-format JSON/JSONL file."),
     ids: Optional[List[str]] = typer.Option(None, "--ids", help="Only these item ids (repeat or comma-separate)."),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="Only the first N items."),
     version: Optional[int] = typer.Option(None, "--version", min=0, help="Evaluate an older version [default: head]."),

@@ -40,7 +40,7 @@ def knowledge(
     format: str = typer.Option("implications", "--format", help="Self-edit format the generator writes."),
     reward: str = typer.Option("gold", "--reward", help="gold (the passages' questions) or self-questions (the model's own Q/A pairs)."),
     min_gain: Optional[float] = typer.Option(None, "--min-gain", callback=finite, help="Drop passages whose best reward does not beat passage-only by this much."),
-    exclude: str = typer.Option("fresh-facts:eval", "--exclude", help="Comma list of evaluation sets that must not overlap the training passages."),
+    exclude: str = typer.Option("fresh-facts:eval,fresh-facts:test", "--exclude", help="Comma list of evaluation sets that must not overlap the training passages."),
     seed: int = typer.Option(0, "--seed", help="Root seed."),
     model: Optional[str] = typer.Option(None, "--model", help="Base model folder [default: embedded]."),
     executor: str = ExecutorOpt,

@@ -50,7 +50,7 @@ class RestEMConfig:
 
     data: str = "fresh-facts:train"  # training items (never evaluation items)
     n: int | None = None  # items per iteration (None: all)
-    exclude: list[str] = field(default_factory=lambda: ["fresh-facts:eval"])  # eval sets that must not overlap
+    exclude: list[str] = field(default_factory=lambda: ["fresh-facts:eval", "fresh-facts:test"])  # eval sets that must not overlap
     iterations: int = 2
     k: int = 5  # self-edits sampled per item
     repeats: int = 3  # inner-loop runs per self-edit (distinct seeds)

@@ -14,6 +14,10 @@ from seal.domains.knowledge.faithfulness import sentences
 from seal.core.runtime import SealError, UsageError, sha256_text
 
 BUNDLED = {"fresh-facts"}
+BUNDLED_SPLITS = ("train", "eval", "test")
+# The bare name means train + eval: `test` is held out (never used to choose a recipe), so it is
+# loaded only when asked for by name and nobody trains or tunes on it by accident.
+DEFAULT_SPLITS = ("train", "eval")
 # SEAL's own data (never committed here): ../shared/data/seal beside the project, or $SEAL_DATA.
 SEAL_NAMES = {"seal-squad:eval", "seal-squad:train"}
 
@@ -130,18 +134,17 @@ def _parse_items(raw: list, source: str, lines: list[int] | None = None) -> list
 
 
 def load_dataset(spec: str) -> list[Passage]:
-    """`fresh-facts[:train|eval]`, or a path to a SEAL-format JSON list or JSONL file."""
+    """`fresh-facts[:train|eval|test]` (bare: train + eval, never the held-out test), or a path to
+    a SEAL-format JSON list or JSONL file."""
     name, _, split = spec.partition(":")
     if spec in SEAL_NAMES:
         return _load_seal(spec)
     if name in BUNDLED:
-        splits = [split] if split else ["train", "eval"]
+        if split and split not in BUNDLED_SPLITS:
+            raise SealError(f"dataset {name!r} has no split {split!r} (splits: {', '.join(BUNDLED_SPLITS)})")
         items: list[Passage] = []
-        for s in splits:
-            path = _bundled_path(name, s)
-            if not path.is_file():
-                raise SealError(f"dataset {name!r} has no split {s!r} (splits: train, eval)")
-            items += load_dataset(str(path))
+        for s in [split] if split else DEFAULT_SPLITS:
+            items += load_dataset(str(_bundled_path(name, s)))
         return items
     path = Path(spec)
     if not path.is_file():
