@@ -49,6 +49,9 @@ from seal.core.runtime import UsageError
 
 PROBES_PER_DOCUMENT = 6  # retention probes stored per document (a seeded sample)
 RECALL_F1 = 0.5  # a recalled sentence counts when it contains the sentence or overlaps it this much (token F1)
+# Questions answered per generate() call: each decoding step reads every weight once whatever the
+# batch, so on a CPU one batch of 40 is about as fast as one of 16 (the guard's sets fit one or two).
+GUARD_BATCH = 64
 
 
 @dataclass
@@ -98,7 +101,7 @@ def ask_probes(lm: LoadedModel, probes: list[Probe], adapters: Sequence[Path] = 
     """Whether the model with `adapters` answers each probe (closed-book, with the document's title)."""
     if not probes:
         return []
-    preds = answer_questions(lm, [(p.question, p.topic) for p in probes], AnswerConfig(batch_size=16), adapters=adapters)
+    preds = answer_questions(lm, [(p.question, p.topic) for p in probes], AnswerConfig(batch_size=GUARD_BATCH), adapters=adapters)
     out = []
     for p, pred in zip(probes, preds):
         g = local_grade(p.question, p.answer, pred)
@@ -107,7 +110,7 @@ def ask_probes(lm: LoadedModel, probes: list[Probe], adapters: Sequence[Path] = 
 
 
 def _general(lm: LoadedModel, questions: list[GeneralQuestion], adapters: Sequence[Path] = ()) -> list[bool]:
-    return [a["correct"] for a in ask_general(lm, questions, adapters=adapters)]
+    return [a["correct"] for a in ask_general(lm, questions, adapters=adapters, batch_size=GUARD_BATCH)]
 
 
 def _ability(lm: LoadedModel, adapters: Sequence[Path] = ()) -> dict:

@@ -45,10 +45,10 @@ def is_correct(q: GeneralQuestion, prediction: str) -> bool:
 
 
 def ask_general(lm: LoadedModel, questions: list[GeneralQuestion] | None = None, max_new_tokens: int = 24,
-                adapters: Sequence[Path] = ()) -> list[dict]:
+                adapters: Sequence[Path] = (), batch_size: int = 16) -> list[dict]:
     """Answers of the model with `adapters` (none: the golden copy), closed-book, no topic."""
     questions = questions if questions is not None else load_general()
-    preds = answer_questions(lm, [(q.question, None) for q in questions], AnswerConfig(max_new_tokens=max_new_tokens, batch_size=16),
+    preds = answer_questions(lm, [(q.question, None) for q in questions], AnswerConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
                              adapters=adapters)
     return [{"id": q.id, "prediction": p, "correct": is_correct(q, p)} for q, p in zip(questions, preds)]
 
