@@ -34,3 +34,29 @@ def test_speed_bench_times_each_phase_of_each_learn_beside_the_reference(tiny_lm
     assert sum(r.get("key") == MACHINE for r in records) == 1
     assert again["recipes"]["stack"]["rows"] == ref["rows"]
     assert write_speed(out, cfg, records) == json.loads((out / "speed.json").read_text())
+
+
+def test_a_speed_run_killed_after_its_first_learn_still_reports(tiny_lm, tmp_path, monkeypatch):
+    import seal.bench.continual as continual
+    from seal.bench.knowledge import report_run
+
+    cfg = tiny_continual(tmp_path, n=2, sequences=1, strategies=["stack"])
+    out = tmp_path / "run"
+    real, calls = continual.learn, []
+
+    def killed_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(continual, "learn", killed_on_second)
+    try:
+        run_speed(cfg, out, lm=tiny_lm)
+    except KeyboardInterrupt:
+        pass
+    records = read_trials(out / "trials.jsonl")[0]
+    assert [r["key"] for r in records][:2] == ["base", MACHINE] and len(records) == 3  # base, machine, one learn
+    report_run(out)
+    speed = json.loads((out / "speed.json").read_text())
+    assert len(speed["recipes"]["stack"]["rows"]) == 1

@@ -256,11 +256,14 @@ def read_run_config(out: Path) -> dict:
 
 
 def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter: Reporter | None = None,
-                  lm: LoadedModel | None = None, only: list[int] | None = None, interleave: bool = False) -> dict:
+                  lm: LoadedModel | None = None, only: list[int] | None = None, interleave: bool = False,
+                  first: tuple[dict, ...] = ()) -> dict:
     """Run (or resume) every edit of `cfg` in `out`; `only`: just these orderings (0-based, each < cfg.sequences),
     so that the orderings of one run can be split over processes or machines and joined by `merge_runs`.
     `interleave`: the strategies take turns, edit by edit (what `seal bench speed` times: a load that comes
-    and goes on a shared machine then falls on every recipe alike), instead of one chain after another."""
+    and goes on a shared machine then falls on every recipe alike), instead of one chain after another.
+    `first`: records (each with its own key) written once, after the golden copy's and before any edit,
+    so that a run killed midway holds them (`seal bench speed`'s machine record)."""
     from seal.bench.continual_report import write_artifacts
 
     reporter = reporter or NullReporter()
@@ -297,6 +300,9 @@ def run_continual(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter
             log.append({"key": "base", "strategy": "base", **m})
             task.advance()
     base = next(r for r in log.records if r["key"] == "base")
+    for record in first:
+        if record["key"] not in log.done:
+            log.append(record)
 
     plan = [(s, q, r) for s in cfg.strategies for q in range(cfg.sequences) if only is None or q in only for r in range(cfg.n)]
     if interleave:

@@ -78,13 +78,12 @@ def run_speed(cfg: ContinualConfig, out: Path, fresh: bool = False, reporter: Re
 
     reporter = reporter or NullReporter()
     lm = lm or load_model(cfg.model)
-    run_continual(cfg, out, fresh=fresh, reporter=reporter, lm=lm, interleave=True)
-    log = TrialLog(out / "trials.jsonl")
-    if MACHINE not in log.done:
-        with reporter.task("machine: float32 matmul rate", 1) as task:
-            log.append(machine_rate(lm))
-            task.advance()
-    return write_speed(out, cfg, log.records)
+    with reporter.task("machine: float32 matmul rate", 1) as task:
+        machine = machine_rate(lm)
+        task.advance()
+    # written before the first learn, so that `seal bench report` can write the speed files of a killed run
+    run_continual(cfg, out, fresh=fresh, reporter=reporter, lm=lm, interleave=True, first=(machine,))
+    return write_speed(out, cfg, TrialLog(out / "trials.jsonl").records)
 
 
 def learn_row(rec: dict, machine: dict, base: dict) -> dict:
