@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from bad_inputs import bad_inputs
 from fault_cases import (FAST, check_store, continual_crashes, damage_cases, documents, head_holds, held, learn_crashes, listed, lost,
@@ -138,12 +139,13 @@ def interrupt_faults(model: Path, work: Path, rounds: int, rng: random.Random, e
     return cases, {"seconds_per_full_run": round(full, 1)}
 
 
-def bench_faults(model: Path, work: Path, kills: int, rng: random.Random, env: dict) -> tuple[list[dict], dict]:
-    """`seal bench knowledge` killed at random moments and resumed; a run folder that completes is
-    compared with an uninterrupted run, and the next kills go to a new folder."""
-    data = qa_items(work / "items.jsonl", 4)
-    cmd = seal("bench", "knowledge", "--data", str(data), "--conditions", "base,passage", "--repeats", "2", "--model", str(model),
-               "--epochs", "2", "--lora-r", "4", "--lora-alpha", "8", "--canary-sample", "0")
+def killed_runs(cmd: list[str], work: Path, kills: int, rng: random.Random, env: dict, name: str,
+                check: Callable[[Path, list[str], set[str]], list[str]]) -> tuple[list[dict], list[Path], set[str], float]:
+    """A benchmark command run once whole (work/whole), then killed `kills` times at random moments
+    within about that run's time, each kill in the current folder (a folder that completes gives way
+    to a new one, where the next kills land), then run once more to the end. After each kill: trial
+    keys written twice, and whatever `check(folder, keys, expected keys)` finds. Returns the kill
+    cases, the folders, the keys of the whole run and its seconds."""
     full = timed([*cmd, "--out", str(work / "whole")], env)
     expected = {r["key"] for r in read_trials(work / "whole" / "trials.jsonl")[0]}
     cases, folders = [], [work / "run1"]
@@ -152,11 +154,23 @@ def bench_faults(model: Path, work: Path, kills: int, rng: random.Random, env: d
         killed = run_killed([*cmd, "--out", str(folders[-1])], delay, env)
         keys = [r["key"] for r in read_trials(folders[-1] / "trials.jsonl")[0]]
         problems = [f"duplicate trial keys {sorted(k for k in set(keys) if keys.count(k) > 1)}"] if len(keys) != len(set(keys)) else []
-        problems += [f"unknown trial keys {sorted(set(keys) - expected)}"] if set(keys) - expected else []
-        cases.append({"case": f"seal bench knowledge killed after {delay:.1f} s", "injected": killed, "problems": problems})
+        problems += check(folders[-1], keys, expected)
+        cases.append({"case": f"{name} killed after {delay:.1f} s", "injected": killed, "problems": problems})
         if set(keys) == expected:  # this folder is complete: the next kills land in a new run
             folders.append(work / f"run{len(folders) + 1}")
     timed([*cmd, "--out", str(folders[-1])], env)
+    return cases, folders, expected, full
+
+
+def bench_faults(model: Path, work: Path, kills: int, rng: random.Random, env: dict) -> tuple[list[dict], dict]:
+    """`seal bench knowledge` killed at random moments and resumed; a run folder that completes is
+    compared with an uninterrupted run, and the next kills go to a new folder."""
+    data = qa_items(work / "items.jsonl", 4)
+    cmd = seal("bench", "knowledge", "--data", str(data), "--conditions", "base,passage", "--repeats", "2", "--model", str(model),
+               "--epochs", "2", "--lora-r", "4", "--lora-alpha", "8", "--canary-sample", "0")
+    cases, folders, expected, full = killed_runs(
+        cmd, work, kills, rng, env, "seal bench knowledge",
+        lambda folder, keys, expected: [f"unknown trial keys {sorted(set(keys) - expected)}"] if set(keys) - expected else [])
     whole = {r["key"]: r.get("per_question") for r in read_trials(work / "whole" / "trials.jsonl")[0]}
     problems = []
     for folder in folders:
@@ -175,21 +189,12 @@ def continual_faults(model: Path, work: Path, kills: int, rng: random.Random, en
     twice, no passage learned twice; a folder that completes holds each passage in one version."""
     data = qa_items(work / "items.jsonl", 3)
     cmd = seal("bench", "continual", "--data", str(data), "--n", "3", "--strategy", "stack", "--model", str(model), "--epochs", "2")
-    full = timed([*cmd, "--out", str(work / "whole")], env)
-    expected = {r["key"] for r in read_trials(work / "whole" / "trials.jsonl")[0]}
-    cases, folders = [], [work / "run1"]
-    for _ in range(kills):
-        delay = rng.uniform(0, full * 1.1)
-        killed = run_killed([*cmd, "--out", str(folders[-1])], delay, env)
-        keys = [r["key"] for r in read_trials(folders[-1] / "trials.jsonl")[0]]
-        store = folders[-1] / "stores" / "stack" / "seq0"
-        twice = {p: v for p, v in documents(store).items() if len(v) > 1}
-        problems = [f"duplicate trial keys {sorted(k for k in set(keys) if keys.count(k) > 1)}"] if len(keys) != len(set(keys)) else []
-        problems += [f"passages learned twice: {twice}"] if twice else []
-        cases.append({"case": f"seal bench continual killed after {delay:.1f} s", "injected": killed, "problems": problems})
-        if set(keys) == expected:
-            folders.append(work / f"run{len(folders) + 1}")
-    timed([*cmd, "--out", str(folders[-1])], env)
+
+    def learned_twice(folder: Path, _keys, _expected) -> list[str]:
+        twice = {p: v for p, v in documents(folder / "stores" / "stack" / "seq0").items() if len(v) > 1}
+        return [f"passages learned twice: {twice}"] if twice else []
+
+    cases, folders, expected, full = killed_runs(cmd, work, kills, rng, env, "seal bench continual", learned_twice)
     problems = []
     for folder in folders:
         keys = [r["key"] for r in read_trials(folder / "trials.jsonl")[0]]
